@@ -1,0 +1,175 @@
+//! Typed configuration: the embedded `config/default.toml`, then a file, then `SIDELINE_*`
+//! environment variables.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use serde::Deserialize;
+
+/// The defaults, compiled in.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Config {
+    pub engine: EngineConfig,
+    pub kafka: KafkaConfig,
+    pub time: TimeConfig,
+    pub model: ModelConfig,
+    pub server: ServerConfig,
+    pub demo: DemoConfig,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct EngineConfig {
+    /// timely worker threads.
+    pub workers: usize,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct KafkaConfig {
+    /// Bootstrap servers; empty means the in-process mock cluster (demo only).
+    pub brokers: String,
+    /// Topics to consume, every partition.
+    pub topics: Vec<String>,
+    /// Consumer group id.
+    pub group_id: String,
+    /// Dead-letter topic.
+    pub dead_letter_topic: String,
+    /// Largest record accepted, in bytes.
+    pub max_record_bytes: usize,
+    /// Stop once every partition has been read to its end.
+    pub stop_at_end: bool,
+    /// librdkafka options, passed through.
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+/// What happens to an event that arrives behind the frontier.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LatePolicy {
+    /// Rejected to the dead-letter topic with reason `late`.
+    DeadLetter,
+    /// Applied at the current frontier instead of its own time.
+    FoldIn,
+}
+
+impl LatePolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LatePolicy::DeadLetter => "dead-letter",
+            LatePolicy::FoldIn => "fold-in",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TimeConfig {
+    /// Lateness allowed behind a partition's highest event time.
+    #[serde(with = "humantime_serde")]
+    pub allowed_lateness: Duration,
+    /// Wall time after which a caught-up partition stops holding the frontier back.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Late-event policy.
+    pub late_policy: LatePolicy,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ModelConfig {
+    /// Model directory; empty for the embedded default.
+    pub path: String,
+    /// Smallest change of a prediction that is published.
+    pub epsilon: f64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ServerConfig {
+    /// WebSocket listen address (port 0 picks one).
+    pub ws_listen: String,
+    /// Prometheus listen address; empty disables it.
+    pub metrics_listen: String,
+    /// Per-subscriber queue length.
+    pub queue_capacity: usize,
+    /// Deltas kept per channel.
+    pub history: usize,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DemoConfig {
+    /// Replay speed multiplier; 0 = as fast as possible.
+    pub speed: f64,
+    /// Partitions of the demo topic.
+    pub partitions: i32,
+}
+
+/// librdkafka keys sideline sets itself; configuring them is refused.
+pub const OWNED_KAFKA_KEYS: [&str; 5] = [
+    "bootstrap.servers",
+    "group.id",
+    "enable.auto.commit",
+    "enable.partition.eof",
+    "auto.offset.reset",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Invalid(Box<figment::Error>),
+    #[error("configuration: kafka.options.\"{0}\" is set by sideline itself; use kafka.{1} instead")]
+    OwnedKey(String, &'static str),
+    #[error("configuration: {0}")]
+    Value(String),
+}
+
+impl Config {
+    /// Defaults, then `file` (if any), then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut fig = Figment::from(Toml::string(DEFAULT_TOML));
+        if let Some(f) = file {
+            fig = fig.merge(Toml::file_exact(f));
+        }
+        fig = fig.merge(
+            Env::prefixed("SIDELINE_")
+                .map(|k| k.as_str().replace("__", ".").replace('_', "-").into()),
+        );
+        let cfg: Config = fig
+            .extract()
+            .map_err(|e| ConfigError::Invalid(Box::new(e)))?;
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        for key in self.kafka.options.keys() {
+            if let Some(owned) = OWNED_KAFKA_KEYS.iter().find(|k| **k == key.as_str()) {
+                let field = match *owned {
+                    "bootstrap.servers" => "brokers",
+                    "group.id" => "group-id",
+                    _ => "stop-at-end",
+                };
+                return Err(ConfigError::OwnedKey(key.clone(), field));
+            }
+        }
+        if self.engine.workers == 0 {
+            return Err(ConfigError::Value("engine.workers must be at least 1".into()));
+        }
+        if self.kafka.topics.is_empty() {
+            return Err(ConfigError::Value("kafka.topics is empty".into()));
+        }
+        if !(0.0..1.0).contains(&self.model.epsilon) {
+            return Err(ConfigError::Value("model.epsilon must be in [0, 1)".into()));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,123 @@
+//! GameEvent from JSON bytes, with limits and reasons.
+
+use super::{Reject, RejectCode};
+use crate::event::GameEvent;
+
+/// Largest game clock accepted (a period longer than an hour is a feed error).
+const MAX_CLOCK_MS: u64 = 60 * 60 * 1000;
+/// Longest game id accepted.
+const MAX_GAME_ID: usize = 64;
+/// Deepest JSON nesting accepted (serde_json's own limit is 128).
+const MAX_DEPTH: usize = 16;
+
+/// Decodes one record's payload.
+pub fn decode(bytes: &[u8], max_bytes: usize) -> Result<GameEvent, Reject> {
+    if bytes.len() > max_bytes {
+        return Err(Reject::new(
+            RejectCode::Oversized,
+            format!("record is {} bytes, the limit is {max_bytes}", bytes.len()),
+        ));
+    }
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| Reject::new(RejectCode::MalformedJson, format!("not UTF-8: {e}")))?;
+    if nesting(text) > MAX_DEPTH {
+        return Err(Reject::new(
+            RejectCode::MalformedJson,
+            format!("JSON nested deeper than {MAX_DEPTH}"),
+        ));
+    }
+    let value: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| Reject::new(RejectCode::MalformedJson, e.to_string()))?;
+    let event: GameEvent = serde_json::from_value(value).map_err(schema_reject)?;
+    validate(&event)?;
+    Ok(event)
+}
+
+fn schema_reject(e: serde_json::Error) -> Reject {
+    let msg = e.to_string();
+    let code = if msg.contains("unknown variant") && msg.contains("`nfl`") {
+        RejectCode::UnknownSport
+    } else if msg.contains("unknown variant") && msg.contains("`game_start`") {
+        RejectCode::UnknownKind
+    } else if msg.contains("invalid value: integer `-") {
+        RejectCode::InvalidValue
+    } else {
+        RejectCode::SchemaViolation
+    };
+    Reject::new(code, msg)
+}
+
+/// Range checks the types cannot express.
+pub fn validate(ev: &GameEvent) -> Result<(), Reject> {
+    let bad = |m: String| Err(Reject::new(RejectCode::InvalidValue, m));
+    if ev.game_id.is_empty() || ev.game_id.len() > MAX_GAME_ID {
+        return bad(format!("game_id must have 1 to {MAX_GAME_ID} characters"));
+    }
+    if ev.clock_ms > MAX_CLOCK_MS {
+        return bad(format!("clock_ms {} is over an hour", ev.clock_ms));
+    }
+    if ev.home.is_empty() || ev.away.is_empty() || ev.home == ev.away {
+        return bad("home and away must be two different team codes".into());
+    }
+    if let Some((k, v)) = ev.stats.iter().find(|(_, v)| !v.is_finite()) {
+        return bad(format!("stat {k} is {v}"));
+    }
+    Ok(())
+}
+
+/// Maximum nesting of arrays/objects, ignoring brackets inside strings.
+fn nesting(text: &str) -> usize {
+    let (mut depth, mut max, mut in_str, mut escaped) = (0usize, 0usize, false, false);
+    for b in text.bytes() {
+        if in_str {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_str = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_str = true,
+            b'{' | b'[' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"{"sport":"nfl","game_id":"g1","seq":1,"event_time_ms":1000,"period":1,"clock_ms":900000,"kind":"game_start","home":"PHI","away":"ATL","home_score":0,"away_score":0}"#;
+
+    fn code(text: &str) -> RejectCode {
+        decode(text.as_bytes(), 4096).unwrap_err().code
+    }
+
+    #[test]
+    fn accepts_a_good_event() {
+        let ev = decode(GOOD.as_bytes(), 4096).unwrap();
+        assert_eq!(ev.game_id, "g1");
+    }
+
+    #[test]
+    fn names_each_reason() {
+        assert_eq!(code("{not json"), RejectCode::MalformedJson);
+        assert_eq!(code(&GOOD.replace("\"nfl\"", "\"curling\"")), RejectCode::UnknownSport);
+        assert_eq!(code(&GOOD.replace("\"game_start\"", "\"huddle\"")), RejectCode::UnknownKind);
+        assert_eq!(code(&GOOD.replace("900000", "-5")), RejectCode::InvalidValue);
+        assert_eq!(code(&GOOD.replace("\"seq\":1,", "")), RejectCode::SchemaViolation);
+        assert_eq!(code(&GOOD.replace("\"g1\"", "\"\"")), RejectCode::InvalidValue);
+        let deep = format!("{}{}", "[".repeat(40), "]".repeat(40));
+        assert_eq!(code(&deep), RejectCode::MalformedJson);
+        let big = GOOD.replace("\"g1\"", &format!("\"{}\"", "x".repeat(5000)));
+        assert_eq!(code(&big), RejectCode::Oversized);
+    }
+}

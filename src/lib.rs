@@ -1,0 +1,12 @@
+pub mod delta;
+pub mod event;
+pub mod features;
+pub mod hub;
+pub mod import;
+pub mod metrics;
+pub mod model;
+pub mod produce;
+pub mod ws;
+pub mod config;
+pub mod format;
+pub mod source;

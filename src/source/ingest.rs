@@ -1,0 +1,189 @@
+//! Decode, order-check and time-stamp records: the step between a transport and the dataflow.
+//!
+//! In: records (topic, partition, offset, Kafka timestamp, payload) in partition order.
+//! Out: `(game, time, update)` triples for the dataflow input, or a [`Reject`] for the record.
+//! A game's events must come from one partition (producers key by game), so the game's window
+//! state lives here, with the partition's owner.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use crate::config::LatePolicy;
+use crate::event::GameKey;
+use crate::features::assign::{GameWindows, OrderError};
+use crate::features::FeatureVec;
+use crate::format::{json, Reject, RejectCode};
+
+/// One record as a transport hands it over.
+#[derive(Clone, Copy, Debug)]
+pub struct Record<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    /// Kafka record timestamp (ms), when the broker gave one.
+    pub timestamp_ms: Option<i64>,
+    pub key: Option<&'a [u8]>,
+    pub payload: &'a [u8],
+}
+
+/// Where a partition stands.
+#[derive(Clone, Debug)]
+enum PartitionState {
+    /// No event read yet: its watermark is unknown, so it holds the frontier back (until idle).
+    Unstarted,
+    /// Events read; `max_time` is the highest event time seen.
+    Live { max_time: u64 },
+}
+
+#[derive(Clone, Debug)]
+struct Partition {
+    state: PartitionState,
+    /// Since when the partition has been read to its end with nothing new.
+    caught_up_since: Option<Instant>,
+}
+
+/// What one worker's partitions say about event time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LocalMark {
+    /// Some partition's watermark is unknown and it is not idle: nothing may advance.
+    pub blocked: bool,
+    /// Lowest watermark among non-idle partitions.
+    pub active_min: Option<u64>,
+    /// Highest watermark among all partitions.
+    pub max: Option<u64>,
+}
+
+/// Per-worker ingest state.
+pub struct Ingest {
+    max_record_bytes: usize,
+    lateness_ms: u64,
+    idle_timeout: Duration,
+    policy: LatePolicy,
+    partitions: BTreeMap<(String, i32), Partition>,
+    games: HashMap<GameKey, GameWindows>,
+    scratch: Vec<(u64, FeatureVec)>,
+}
+
+/// An accepted record's effect.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Accepted {
+    pub game: GameKey,
+    /// Whether it was late and folded in at the frontier.
+    pub late: bool,
+}
+
+impl Ingest {
+    pub fn new(
+        max_record_bytes: usize,
+        lateness: Duration,
+        idle_timeout: Duration,
+        policy: LatePolicy,
+    ) -> Self {
+        Ingest {
+            max_record_bytes,
+            lateness_ms: lateness.as_millis() as u64,
+            idle_timeout,
+            policy,
+            partitions: BTreeMap::new(),
+            games: HashMap::new(),
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Registers a partition this worker reads.
+    pub fn add_partition(&mut self, topic: &str, partition: i32) {
+        self.partitions.insert(
+            (topic.to_string(), partition),
+            Partition {
+                state: PartitionState::Unstarted,
+                caught_up_since: None,
+            },
+        );
+    }
+
+    /// Handles one record. `frontier` is the dataflow input's current time: an event below it is
+    /// late. Accepted updates are appended to `out`.
+    pub fn accept(
+        &mut self,
+        rec: &Record<'_>,
+        frontier: u64,
+        out: &mut Vec<(GameKey, u64, FeatureVec)>,
+    ) -> Result<Accepted, Reject> {
+        let part = self
+            .partitions
+            .entry((rec.topic.to_string(), rec.partition))
+            .or_insert(Partition {
+                state: PartitionState::Unstarted,
+                caught_up_since: None,
+            });
+        part.caught_up_since = None;
+        let event = json::decode(rec.payload, self.max_record_bytes)?;
+        let key = event.key();
+        let game = self.games.entry(key.clone()).or_default();
+        game.check(&event).map_err(|e| {
+            let code = match e {
+                OrderError::Duplicate { .. } => RejectCode::Duplicate,
+                OrderError::SequenceRegressed { .. } => RejectCode::SequenceRegressed,
+                OrderError::TimeRegressed { .. } => RejectCode::TimeRegressed,
+            };
+            Reject::new(code, format!("game {}: {e}", event.game_id))
+        })?;
+        let late = event.event_time_ms < frontier;
+        if late && self.policy == LatePolicy::DeadLetter {
+            return Err(Reject::new(
+                RejectCode::Late,
+                format!(
+                    "event time {} is behind the frontier {frontier} (allowed lateness {} ms)",
+                    event.event_time_ms, self.lateness_ms
+                ),
+            ));
+        }
+        let time = event.event_time_ms.max(frontier);
+        let ingest = rec.timestamp_ms.unwrap_or(0).max(0) as u64;
+        self.scratch.clear();
+        game.apply(&event, time, ingest, &mut self.scratch);
+        out.extend(self.scratch.drain(..).map(|(t, v)| (key.clone(), t, v)));
+        part.state = match part.state {
+            PartitionState::Unstarted => PartitionState::Live {
+                max_time: event.event_time_ms,
+            },
+            PartitionState::Live { max_time } => PartitionState::Live {
+                max_time: max_time.max(event.event_time_ms),
+            },
+        };
+        Ok(Accepted { game: key, late })
+    }
+
+    /// The transport read the partition to its end.
+    pub fn caught_up(&mut self, topic: &str, partition: i32, now: Instant) {
+        if let Some(p) = self.partitions.get_mut(&(topic.to_string(), partition)) {
+            p.caught_up_since.get_or_insert(now);
+        }
+    }
+
+    /// Whether every partition is read to its end.
+    pub fn all_caught_up(&self) -> bool {
+        self.partitions.values().all(|p| p.caught_up_since.is_some())
+    }
+
+    /// This worker's view of event time at wall time `now`.
+    pub fn mark(&self, now: Instant) -> LocalMark {
+        let mut mark = LocalMark::default();
+        for p in self.partitions.values() {
+            let idle = p
+                .caught_up_since
+                .is_some_and(|s| now.duration_since(s) >= self.idle_timeout);
+            match p.state {
+                PartitionState::Unstarted => mark.blocked |= !idle,
+                PartitionState::Live { max_time } => {
+                    let wm = max_time.saturating_sub(self.lateness_ms);
+                    mark.max = Some(mark.max.map_or(wm, |m| m.max(wm)));
+                    if !idle {
+                        mark.active_min = Some(mark.active_min.map_or(wm, |m| m.min(wm)));
+                    }
+                }
+            }
+        }
+        mark
+    }
+}

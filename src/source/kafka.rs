@@ -1,0 +1,226 @@
+//! Kafka transport: reads the partitions a worker owns, and writes rejects to the dead-letter
+//! topic. Knows bytes, offsets and partitions; knows nothing of JSON.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::client::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::statistics::Statistics;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+use super::ingest::Record;
+use crate::config::KafkaConfig;
+use crate::format::Reject;
+
+/// Failures of the Kafka transport. All are the external system's; most are worth a retry.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("kafka: {context}: {source}")]
+    Kafka {
+        context: String,
+        #[source]
+        source: KafkaError,
+    },
+    #[error("kafka: topic {0} does not exist or has no partitions")]
+    NoSuchTopic(String),
+}
+
+fn kafka(context: impl Into<String>) -> impl FnOnce(KafkaError) -> SourceError {
+    let context = context.into();
+    move |source| SourceError::Kafka { context, source }
+}
+
+/// The librdkafka configuration sideline uses: the user's options, then the keys it owns.
+pub fn client_config(cfg: &KafkaConfig) -> ClientConfig {
+    let mut cc = ClientConfig::new();
+    cc.set("statistics.interval.ms", "1000");
+    for (k, v) in &cfg.options {
+        cc.set(k, v);
+    }
+    cc.set("bootstrap.servers", &cfg.brokers)
+        .set("group.id", &cfg.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("auto.offset.reset", "earliest");
+    cc
+}
+
+/// Publishes librdkafka's per-partition consumer lag as a gauge.
+pub struct LagContext;
+
+impl ClientContext for LagContext {
+    fn stats(&self, stats: Statistics) {
+        for (topic, t) in stats.topics {
+            for (partition, p) in t.partitions {
+                if partition >= 0 && p.consumer_lag >= 0 {
+                    metrics::gauge!("sideline_consumer_lag", "topic" => topic.clone(), "partition" => partition.to_string())
+                        .set(p.consumer_lag as f64);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for LagContext {}
+
+/// Every (topic, partition) of `topics`, sorted: the list workers split by index.
+pub fn partitions(cfg: &KafkaConfig) -> Result<Vec<(String, i32)>, SourceError> {
+    let consumer: BaseConsumer = client_config(cfg)
+        .create()
+        .map_err(kafka("creating a metadata client"))?;
+    let mut out = Vec::new();
+    for topic in &cfg.topics {
+        let md = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .map_err(kafka(format!("metadata of {topic}")))?;
+        let t = md
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic)
+            .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+            .ok_or_else(|| SourceError::NoSuchTopic(topic.clone()))?;
+        out.extend(t.partitions().iter().map(|p| (topic.clone(), p.id())));
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// What a poll found.
+pub enum Polled<'a> {
+    Record(Record<'a>),
+    /// The partition is read to its end.
+    End { topic: &'a str, partition: i32 },
+}
+
+/// Reads the partitions one worker owns, each through its own queue.
+pub struct KafkaReader {
+    consumer: Arc<BaseConsumer<LagContext>>,
+    queues: Vec<(String, i32, rdkafka::consumer::base_consumer::PartitionQueue<LagContext>)>,
+}
+
+impl KafkaReader {
+    /// Assigns `owned` from their beginning.
+    pub fn new(cfg: &KafkaConfig, owned: &[(String, i32)]) -> Result<Self, SourceError> {
+        let consumer: Arc<BaseConsumer<LagContext>> = Arc::new(
+            client_config(cfg)
+                .create_with_context(LagContext)
+                .map_err(kafka("creating a consumer"))?,
+        );
+        let mut tpl = TopicPartitionList::new();
+        for (t, p) in owned {
+            tpl.add_partition_offset(t, *p, Offset::Beginning)
+                .map_err(kafka("assigning"))?;
+        }
+        consumer.assign(&tpl).map_err(kafka("assigning"))?;
+        let mut queues = Vec::new();
+        for (t, p) in owned {
+            let q = consumer
+                .split_partition_queue(t, *p)
+                .ok_or_else(|| SourceError::NoSuchTopic(t.clone()))?;
+            queues.push((t.clone(), *p, q));
+        }
+        Ok(KafkaReader { consumer, queues })
+    }
+
+    /// Hands up to `max` records per partition to `f`, then serves librdkafka's events. Returns
+    /// how many records it handed over.
+    pub fn poll(&self, max: usize, mut f: impl FnMut(Polled<'_>)) -> usize {
+        let mut n = 0;
+        for (topic, partition, queue) in &self.queues {
+            for _ in 0..max {
+                match queue.poll(Duration::ZERO) {
+                    None => break,
+                    Some(Ok(m)) => {
+                        n += 1;
+                        f(Polled::Record(Record {
+                            topic,
+                            partition: *partition,
+                            offset: m.offset(),
+                            timestamp_ms: m.timestamp().to_millis(),
+                            key: m.key(),
+                            payload: m.payload().unwrap_or(&[]),
+                        }));
+                    }
+                    Some(Err(KafkaError::PartitionEOF(_))) => {
+                        f(Polled::End {
+                            topic,
+                            partition: *partition,
+                        });
+                        break;
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(%topic, partition, error = %e, "kafka read error");
+                        break;
+                    }
+                }
+            }
+        }
+        // Serves statistics and errors; records all go to the partition queues.
+        let _ = self.consumer.poll(Duration::ZERO);
+        n
+    }
+}
+
+/// The dead-letter writer: a rejected record's original bytes and key, with its source and
+/// reason in headers (`sideline.topic`, `sideline.partition`, `sideline.offset`,
+/// `sideline.reason`, `sideline.detail`).
+pub struct DeadLetters {
+    producer: ThreadedProducer<DefaultProducerContext>,
+    topic: String,
+}
+
+impl DeadLetters {
+    pub fn new(cfg: &KafkaConfig) -> Result<Self, SourceError> {
+        let mut cc = ClientConfig::new();
+        for (k, v) in &cfg.options {
+            cc.set(k, v);
+        }
+        cc.set("bootstrap.servers", &cfg.brokers)
+            .set("enable.idempotence", "true");
+        let producer = cc.create().map_err(kafka("creating the dead-letter producer"))?;
+        Ok(DeadLetters {
+            producer,
+            topic: cfg.dead_letter_topic.clone(),
+        })
+    }
+
+    pub fn send(&self, rec: &Record<'_>, reject: &Reject) {
+        let partition = rec.partition.to_string();
+        let offset = rec.offset.to_string();
+        let headers = OwnedHeaders::new()
+            .insert(Header { key: "sideline.topic", value: Some(rec.topic) })
+            .insert(Header { key: "sideline.partition", value: Some(&partition) })
+            .insert(Header { key: "sideline.offset", value: Some(&offset) })
+            .insert(Header { key: "sideline.reason", value: Some(reject.code.as_str()) })
+            .insert(Header { key: "sideline.detail", value: Some(&reject.detail) });
+        let mut record = BaseRecord::<[u8], [u8]>::to(&self.topic)
+            .payload(rec.payload)
+            .headers(headers);
+        if let Some(k) = rec.key {
+            record = record.key(k);
+        }
+        let mut record = Some(record);
+        while let Some(r) = record.take() {
+            match self.producer.send(r) {
+                Ok(()) => {}
+                Err((KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
+                    std::thread::sleep(Duration::from_millis(1));
+                    record = Some(r);
+                }
+                Err((e, _)) => {
+                    tracing::error!(error = %e, "dead-letter write failed; record logged here instead");
+                    tracing::error!(topic = rec.topic, partition = rec.partition, offset = rec.offset, reason = %reject, "rejected record");
+                }
+            }
+        }
+    }
+
+    pub fn flush(&self) {
+        let _ = self.producer.flush(Duration::from_secs(10));
+    }
+}
