@@ -10,3 +10,5 @@ pub mod ws;
 pub mod config;
 pub mod format;
 pub mod source;
+pub mod dataflow;
+pub mod engine;

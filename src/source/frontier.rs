@@ -35,3 +35,43 @@ impl FrontierBoard {
             .or_else(|| live.iter().filter_map(|m| m.max).max())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mark(blocked: bool, active_min: Option<u64>, max: Option<u64>) -> Option<LocalMark> {
+        Some(LocalMark { blocked, active_min, max })
+    }
+
+    #[test]
+    fn lowest_active_watermark_wins() {
+        let b = FrontierBoard::new(2);
+        assert_eq!(b.post(0, mark(false, Some(100), Some(100))), None.or(Some(100)));
+        assert_eq!(b.post(1, mark(false, Some(40), Some(90))), Some(40));
+    }
+
+    #[test]
+    fn an_unknown_watermark_blocks_until_idle() {
+        let b = FrontierBoard::new(2);
+        b.post(0, mark(false, Some(100), Some(100)));
+        assert_eq!(b.post(1, mark(true, None, None)), None);
+        // Idle now: no longer blocks, no longer counts.
+        assert_eq!(b.post(1, mark(false, None, None)), Some(100));
+    }
+
+    #[test]
+    fn all_idle_releases_up_to_the_highest_watermark() {
+        let b = FrontierBoard::new(2);
+        b.post(0, mark(false, None, Some(70)));
+        assert_eq!(b.post(1, mark(false, None, Some(90))), Some(90));
+    }
+
+    #[test]
+    fn a_closed_worker_stops_counting() {
+        let b = FrontierBoard::new(2);
+        b.post(0, mark(false, Some(10), Some(10)));
+        assert_eq!(b.post(1, mark(false, Some(50), Some(50))), Some(10));
+        assert_eq!(b.post(0, None), Some(50));
+    }
+}

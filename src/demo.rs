@@ -1,0 +1,157 @@
+//! `sideline demo`: the whole path on one machine with nothing installed. librdkafka's mock
+//! cluster runs in-process; the bundled real NFL games are replayed into it at a chosen speed;
+//! the engine and the WebSocket server run against it; each delta is printed as a line.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::BaseProducer;
+
+use crate::app::{self, Server, PREDICTIONS};
+use crate::config::Config;
+use crate::delta::Delta;
+use crate::event::{GameEvent, GameKey};
+use crate::produce::{self, Pace};
+
+/// The bundled fixture: real 2018 NFL games as GameEvent JSON lines (see
+/// examples/data/nfl/LICENSE.md).
+pub const FIXTURE: &str = include_str!("../examples/data/nfl/games.jsonl");
+
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Replay speed (x recorded pace); 0 = as fast as possible. Default: demo.speed.
+    #[arg(long)]
+    pub speed: Option<f64>,
+    /// Use this Kafka cluster instead of the in-process mock cluster.
+    #[arg(long)]
+    pub brokers: Option<String>,
+    /// Replay this JSON-lines feed instead of the bundled games.
+    #[arg(long)]
+    pub feed: Option<PathBuf>,
+    /// Also write every delta as a JSON line to this file.
+    #[arg(long)]
+    pub delta_log: Option<PathBuf>,
+    /// Print nothing per delta.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Keep serving WebSocket subscribers after the replay, until Ctrl-C.
+    #[arg(long)]
+    pub linger: bool,
+}
+
+pub fn run(args: DemoArgs, mut cfg: Config) -> anyhow::Result<()> {
+    let feed = match &args.feed {
+        Some(p) => std::fs::read_to_string(p)?,
+        None => FIXTURE.to_string(),
+    };
+    let lines: Vec<String> = feed.lines().filter(|l| !l.trim().is_empty()).map(String::from).collect();
+    let events: Vec<GameEvent> = lines.iter().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let topic = cfg.kafka.topics[0].clone();
+
+    // Keep the mock cluster alive for the whole run: dropping it stops its brokers.
+    let _mock = match args.brokers.clone() {
+        Some(b) => {
+            cfg.kafka.brokers = b;
+            None
+        }
+        None => {
+            let mock = MockCluster::new(1)?;
+            mock.create_topic(&topic, cfg.demo.partitions, 1)?;
+            mock.create_topic(&cfg.kafka.dead_letter_topic, 1, 1)?;
+            cfg.kafka.brokers = mock.bootstrap_servers();
+            Some(mock)
+        }
+    };
+    let speed = args.speed.unwrap_or(cfg.demo.speed);
+    let pace = if speed > 0.0 { Pace::Speed(speed) } else { Pace::Max };
+
+    let server = Server::start(&cfg)?;
+    let games: std::collections::BTreeSet<&str> = events.iter().map(|e| e.game_id.as_str()).collect();
+    println!("sideline demo: {} events of {} real NFL games, replayed at {}", events.len(), games.len(),
+        if speed > 0.0 { format!("{speed}x recorded pace") } else { "full speed".into() });
+    println!("  kafka:     {} (topic {topic})", cfg.kafka.brokers);
+    println!("  websocket: ws://{}   send {{\"op\":\"subscribe\",\"channel\":\"{PREDICTIONS}\"}}", server.ws_addr);
+    if !cfg.server.metrics_listen.is_empty() {
+        println!("  metrics:   http://{}/metrics", cfg.server.metrics_listen);
+    }
+    println!();
+
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &cfg.kafka.brokers)
+        .set("linger.ms", "1")
+        .create()?;
+    let stop = server.stop.clone();
+    let feeder = std::thread::Builder::new().name("sideline-demo-feed".into()).spawn(move || {
+        let r = produce::produce_lines(&producer, &topic, &lines, pace, None);
+        // The feed is complete: stop once the engine has read it all.
+        stop.drain();
+        r
+    })?;
+
+    let printer = printer(&events, args.quiet);
+    let mut log = match &args.delta_log {
+        Some(p) => Some(app::delta_logger(p)?),
+        None => None,
+    };
+    let on_delta = move |d: &Delta| {
+        if let Some(l) = log.as_mut() {
+            l(d);
+        }
+        printer(d);
+    };
+    let scorer = app::load_model(&cfg)?;
+    let stats = server.run_engine(&cfg, scorer, on_delta)?;
+    let produced = feeder.join().map_err(|_| anyhow::anyhow!("feed thread panicked"))??;
+    println!();
+    println!(
+        "replayed {} records: {} accepted, {} rejected, {} late; {} deltas published",
+        stats.records, stats.accepted, stats.rejected, stats.late,
+        server.hub.seq(PREDICTIONS).unwrap_or(0)
+    );
+    let _ = produced;
+    println!("{}", crate::metrics::latency_summary());
+    if args.linger {
+        println!("serving ws://{} until Ctrl-C", server.ws_addr);
+        let stop = server.stop.clone();
+        while !stop.is_stopped() {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+    server.shutdown();
+    Ok(())
+}
+
+/// A readable line per delta, with the play that caused it.
+fn printer(events: &[GameEvent], quiet: bool) -> impl Fn(&Delta) + Send + 'static {
+    let mut by_id: HashMap<(GameKey, u64), (String, String)> = HashMap::new();
+    for e in events {
+        let desc = e.description.clone().unwrap_or_else(|| format!("{:?}", e.kind));
+        let clock = format!("Q{} {:02}:{:02}", e.period, e.clock_ms / 60_000, (e.clock_ms / 1000) % 60);
+        by_id.insert((e.key(), e.seq), (format!("{}@{} {clock}", e.away, e.home), desc));
+    }
+    move |d: &Delta| {
+        if quiet {
+            return;
+        }
+        let key = GameKey { sport: d.sport, game_id: d.game_id.clone() };
+        let (head, desc) = by_id.get(&(key, d.event_seq)).cloned().unwrap_or_default();
+        let old = d.old.map_or("  -  ".to_string(), |o| format!("{o:.3}"));
+        let mut why: Vec<String> = d.changed.iter()
+            .filter(|c| c.feature != "seconds_remaining")
+            .map(|c| format!("{} {}→{}", c.feature, c.from, c.to))
+            .collect();
+        why.truncate(3);
+        let mut desc = desc;
+        if desc.len() > 70 {
+            let cut = (0..=70).rev().find(|i| desc.is_char_boundary(*i)).unwrap_or(0);
+            desc.truncate(cut);
+            desc.push('…');
+        }
+        println!(
+            "#{:<6} {} {:<20} home win {old} → {:.3}  [{}]  {desc}",
+            d.seq, d.game_id, head, d.new, why.join(", ")
+        );
+    }
+}
