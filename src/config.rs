@@ -173,3 +173,43 @@ impl Config {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_load() {
+        let c = Config::load(None).unwrap();
+        assert_eq!(c.time.late_policy, LatePolicy::DeadLetter);
+        assert_eq!(c.time.allowed_lateness, Duration::from_secs(5));
+        assert!(c.kafka.options.contains_key("fetch.wait.max.ms"));
+    }
+
+    #[test]
+    fn a_file_then_the_environment_override_the_defaults() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("over.toml", "[time]\nallowed-lateness = \"250ms\"\n[engine]\nworkers = 3\n")?;
+            jail.set_env("SIDELINE_ENGINE__WORKERS", "4");
+            jail.set_env("SIDELINE_TIME__LATE_POLICY", "fold-in");
+            let c = Config::load(Some(Path::new("over.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(c.time.allowed_lateness, Duration::from_millis(250));
+            assert_eq!(c.engine.workers, 4);
+            assert_eq!(c.time.late_policy, LatePolicy::FoldIn);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_and_owned_kafka_options_are_refused() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("typo.toml", "[time]\nallowed-latenes = \"1s\"\n")?;
+            let e = Config::load(Some(Path::new("typo.toml"))).unwrap_err().to_string();
+            assert!(e.contains("allowed-latenes"), "{e}");
+            jail.create_file("owned.toml", "[kafka.options]\n\"group.id\" = \"x\"\n")?;
+            let e = Config::load(Some(Path::new("owned.toml"))).unwrap_err().to_string();
+            assert!(e.contains("group.id") && e.contains("group-id"), "{e}");
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,254 @@
+//! Shared by the end-to-end tests: the fixture, a Kafka cluster to run against, an engine
+//! around it, a real WebSocket client, and the offline expectation.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use rdkafka::config::ClientConfig;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::BaseProducer;
+use sideline::app::{Server, PREDICTIONS};
+use sideline::config::Config;
+use sideline::dataflow::Scorer;
+use sideline::delta::Delta;
+use sideline::engine::EngineStats;
+use sideline::event::{GameEvent, GameKey};
+use sideline::features::offline::timeline_of;
+use sideline::model::WinProbModel;
+use sideline::produce::{self, Pace};
+use sideline::ws::protocol::ServerMessage;
+use tokio_tungstenite::tungstenite::Message;
+
+pub const FIXTURE: &str = include_str!("../../examples/data/nfl/games.jsonl");
+
+pub fn fixture_lines() -> Vec<String> {
+    FIXTURE.lines().filter(|l| !l.is_empty()).map(String::from).collect()
+}
+
+pub fn fixture_events() -> Vec<GameEvent> {
+    fixture_lines().iter().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// A Kafka cluster: librdkafka's in-process mock cluster (kept alive by this value).
+pub struct Cluster {
+    pub brokers: String,
+    _mock: MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+}
+
+impl Cluster {
+    pub fn mock(topics: &[(&str, i32)]) -> Cluster {
+        let mock = MockCluster::new(1).unwrap();
+        for (t, p) in topics {
+            mock.create_topic(t, *p, 1).unwrap();
+        }
+        Cluster { brokers: mock.bootstrap_servers(), _mock: mock }
+    }
+}
+
+pub fn producer(brokers: &str) -> BaseProducer {
+    ClientConfig::new().set("bootstrap.servers", brokers).set("linger.ms", "1").create().unwrap()
+}
+
+pub fn produce_all(brokers: &str, topic: &str, lines: &[String]) {
+    let p = producer(brokers);
+    produce::produce_lines(&p, topic, lines, Pace::Max, None).unwrap();
+}
+
+/// Engine settings for a test: replay mode (stop at the end), ephemeral ports, no Prometheus.
+pub fn config(brokers: &str, topic: &str, workers: usize) -> Config {
+    let mut cfg = Config::load(None).unwrap();
+    cfg.kafka.brokers = brokers.to_string();
+    cfg.kafka.topics = vec![topic.to_string()];
+    cfg.kafka.dead_letter_topic = format!("{topic}.dead-letters");
+    cfg.kafka.stop_at_end = true;
+    cfg.engine.workers = workers;
+    cfg.server.ws_listen = "127.0.0.1:0".into();
+    cfg.server.metrics_listen = String::new();
+    cfg
+}
+
+pub fn model() -> Arc<dyn Scorer> {
+    Arc::new(WinProbModel::embedded())
+}
+
+/// Runs the engine to the end of the topic; returns its stats and the delta log.
+pub fn run_engine(server: &Server, cfg: &Config) -> (EngineStats, Vec<Delta>) {
+    let log: Arc<Mutex<Vec<Delta>>> = Arc::default();
+    let log2 = log.clone();
+    let stats = server
+        .run_engine(cfg, model(), move |d| log2.lock().unwrap().push(d.clone()))
+        .unwrap();
+    let deltas = log.lock().unwrap().clone();
+    (stats, deltas)
+}
+
+/// The delta log as bytes: one JSON line per delta.
+pub fn log_bytes(deltas: &[Delta]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for d in deltas {
+        serde_json::to_writer(&mut out, d).unwrap();
+        out.push(b'\n');
+    }
+    out
+}
+
+/// What the offline path predicts: for each game, the (event time, value) of every published
+/// change, from the event file alone (brute-force features, the same model, the same epsilon).
+pub fn offline_deltas(events: &[GameEvent], epsilon: f64) -> BTreeMap<GameKey, Vec<(u64, f64)>> {
+    let model = WinProbModel::embedded();
+    let mut games: BTreeMap<GameKey, Vec<GameEvent>> = BTreeMap::new();
+    for e in events {
+        games.entry(e.key()).or_default().push(e.clone());
+    }
+    let mut out = BTreeMap::new();
+    for (key, mut evs) in games {
+        evs.sort_by_key(|e| e.seq);
+        let line = timeline_of(&evs);
+        let rows: Vec<_> = line.iter().map(|(_, v)| *v).collect();
+        let values = model.score_batch(&rows).unwrap();
+        let mut published: Vec<(u64, f64)> = Vec::new();
+        for ((t, _), p) in line.iter().zip(values) {
+            if published.last().is_none_or(|(_, old)| (p - old).abs() >= epsilon) {
+                published.push((*t, p));
+            }
+        }
+        out.insert(key, published);
+    }
+    out
+}
+
+/// A WebSocket subscriber on its own runtime, collecting every server message.
+pub struct Client {
+    pub messages: Arc<Mutex<Vec<ServerMessage>>>,
+    runtime: tokio::runtime::Runtime,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+impl Client {
+    /// Connects and sends `subscribe` (raw JSON text, so tests can send anything).
+    pub fn connect(addr: std::net::SocketAddr, subscribe: &str) -> Client {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let messages: Arc<Mutex<Vec<ServerMessage>>> = Arc::default();
+        let (mut ws, _) = runtime
+            .block_on(tokio_tungstenite::connect_async(format!("ws://{addr}")))
+            .unwrap();
+        runtime.block_on(ws.send(Message::text(subscribe.to_string()))).unwrap();
+        let sink = messages.clone();
+        let handle = runtime.spawn(async move {
+            while let Some(Ok(msg)) = ws.next().await {
+                if let Message::Text(t) = msg {
+                    let m: ServerMessage = serde_json::from_str(t.as_str()).expect("server message parses");
+                    sink.lock().unwrap().push(m);
+                }
+            }
+        });
+        Client { messages, runtime, handle }
+    }
+
+    /// Waits until `pred` holds over the messages received (at most 120 s).
+    pub fn wait_for(&self, what: &str, pred: impl Fn(&[ServerMessage]) -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            if pred(&self.messages.lock().unwrap()) {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+            self.runtime.block_on(tokio::time::sleep(Duration::from_millis(20)));
+        }
+    }
+
+    /// Waits for the delta numbered `seq`.
+    pub fn wait_for_seq(&self, seq: u64) {
+        self.wait_for(&format!("delta {seq}"), |ms| {
+            ms.iter().any(|m| matches!(m, ServerMessage::Delta { delta, .. } if delta.seq >= seq))
+        });
+    }
+
+    pub fn messages(&self) -> Vec<ServerMessage> {
+        self.messages.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.handle.abort();
+    }
+}
+
+/// Applies snapshots and deltas in order; returns each game's value history (from deltas) and
+/// final value.
+pub fn apply(messages: &[ServerMessage]) -> (BTreeMap<GameKey, Vec<(u64, f64)>>, BTreeMap<GameKey, f64>, Vec<Delta>) {
+    let mut history: BTreeMap<GameKey, Vec<(u64, f64)>> = BTreeMap::new();
+    let mut current: BTreeMap<GameKey, f64> = BTreeMap::new();
+    let mut deltas = Vec::new();
+    for m in messages {
+        match m {
+            ServerMessage::Snapshot { channel, values, .. } if channel == PREDICTIONS => {
+                current.clear();
+                for v in values {
+                    current.insert(GameKey { sport: v.sport, game_id: v.game_id.clone() }, v.value);
+                }
+            }
+            ServerMessage::Delta { delta, .. } => {
+                let key = GameKey { sport: delta.sport, game_id: delta.game_id.clone() };
+                if let Some(old) = delta.old {
+                    assert_eq!(current.get(&key).copied(), Some(old), "delta {} starts from the value held", delta.seq);
+                }
+                current.insert(key.clone(), delta.new);
+                history.entry(key).or_default().push((delta.event_time_ms, delta.new));
+                deltas.push(delta.clone());
+            }
+            _ => {}
+        }
+    }
+    (history, current, deltas)
+}
+
+/// A subscriber that subscribes and then reads nothing, over a socket with a small receive
+/// buffer, until told to.
+pub struct StuckClient {
+    runtime: tokio::runtime::Runtime,
+    ws: Option<tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>>,
+}
+
+impl StuckClient {
+    pub fn connect(addr: std::net::SocketAddr, subscribe: &str) -> StuckClient {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let ws = runtime.block_on(async {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.set_recv_buffer_size(4096).unwrap();
+            let stream = socket.connect(addr).await.unwrap();
+            let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{addr}"), stream).await.unwrap();
+            ws.send(Message::text(subscribe.to_string())).await.unwrap();
+            ws
+        });
+        StuckClient { runtime, ws: Some(ws) }
+    }
+
+    /// Starts reading: returns every message up to the point where it holds channel seq `seq`.
+    pub fn read_until_seq(mut self, seq: u64) -> Vec<ServerMessage> {
+        let mut ws = self.ws.take().unwrap();
+        self.runtime.block_on(async move {
+            let mut out = Vec::new();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+            loop {
+                let msg = tokio::time::timeout_at(deadline, ws.next()).await.expect("timed out reading").unwrap().unwrap();
+                if let Message::Text(t) = msg {
+                    let m: ServerMessage = serde_json::from_str(t.as_str()).unwrap();
+                    let done = match &m {
+                        ServerMessage::Delta { delta, .. } => delta.seq >= seq,
+                        ServerMessage::Snapshot { seq: s, .. } => *s >= seq,
+                        _ => false,
+                    };
+                    out.push(m);
+                    if done {
+                        return out;
+                    }
+                }
+            }
+        })
+    }
+}
