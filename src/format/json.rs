@@ -26,16 +26,17 @@ pub fn decode(bytes: &[u8], max_bytes: usize) -> Result<GameEvent, Reject> {
             format!("JSON nested deeper than {MAX_DEPTH}"),
         ));
     }
-    let value: serde_json::Value = serde_json::from_str(text)
-        .map_err(|e| Reject::new(RejectCode::MalformedJson, e.to_string()))?;
-    let event: GameEvent = serde_json::from_value(value).map_err(schema_reject)?;
+    let event: GameEvent = serde_json::from_str(text).map_err(reject)?;
     validate(&event)?;
     Ok(event)
 }
 
-fn schema_reject(e: serde_json::Error) -> Reject {
+fn reject(e: serde_json::Error) -> Reject {
+    use serde_json::error::Category;
     let msg = e.to_string();
-    let code = if msg.contains("unknown variant") && msg.contains("`nfl`") {
+    let code = if matches!(e.classify(), Category::Syntax | Category::Eof | Category::Io) {
+        RejectCode::MalformedJson
+    } else if msg.contains("unknown variant") && msg.contains("`nfl`") {
         RejectCode::UnknownSport
     } else if msg.contains("unknown variant") && msg.contains("`game_start`") {
         RejectCode::UnknownKind
