@@ -7,7 +7,6 @@ use std::path::PathBuf;
 
 use rdkafka::config::ClientConfig;
 use rdkafka::mocking::MockCluster;
-use rdkafka::producer::BaseProducer;
 
 use crate::app::{self, Server, PREDICTIONS};
 use crate::config::Config;
@@ -78,10 +77,11 @@ pub fn run(args: DemoArgs, mut cfg: Config) -> anyhow::Result<()> {
     }
     println!();
 
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", &cfg.kafka.brokers)
-        .set("linger.ms", "1")
-        .create()?;
+    let producer = produce::create_producer(
+        ClientConfig::new()
+            .set("bootstrap.servers", &cfg.kafka.brokers)
+            .set("linger.ms", "1"),
+    )?;
     let stop = server.stop.clone();
     let feeder = std::thread::Builder::new().name("sideline-demo-feed".into()).spawn(move || {
         let r = produce::produce_lines(&producer, &topic, &lines, pace, None);

@@ -12,3 +12,6 @@ pub mod format;
 pub mod source;
 pub mod dataflow;
 pub mod engine;
+pub mod app;
+pub mod cli;
+pub mod demo;

@@ -78,19 +78,19 @@ impl<'scope> SequenceDeltas<'scope> for Stream<'scope, u64, Vec<Scored>> {
                         .take_while(|t| !frontier.less_equal(t))
                         .copied()
                         .collect();
-                    let mut deltas = Vec::new();
-                    let mut ingest = Vec::new();
+                    // One message per completed time: the hub publishes (and subscribers
+                    // drain) in steps no larger than one time's deltas.
                     for t in ready {
                         let mut batch = pending.remove(&t).unwrap_or_default();
                         batch.sort_by(|a, b| a.game.cmp(&b.game));
+                        let mut deltas = Vec::with_capacity(batch.len());
+                        let mut ingest = Vec::with_capacity(batch.len());
                         for s in batch {
                             let (d, i) = to_delta(next_seq, s, &version);
                             next_seq += 1;
                             deltas.push(d);
                             ingest.push(i);
                         }
-                    }
-                    if !deltas.is_empty() {
                         metrics::counter!("sideline_deltas_out_total").increment(deltas.len() as u64);
                         let _ = sink.send(SinkMsg::Deltas {
                             deltas,

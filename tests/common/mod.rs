@@ -9,7 +9,6 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use rdkafka::config::ClientConfig;
 use rdkafka::mocking::MockCluster;
-use rdkafka::producer::BaseProducer;
 use sideline::app::{Server, PREDICTIONS};
 use sideline::config::Config;
 use sideline::dataflow::Scorer;
@@ -26,6 +25,20 @@ pub const FIXTURE: &str = include_str!("../../examples/data/nfl/games.jsonl");
 
 pub fn fixture_lines() -> Vec<String> {
     FIXTURE.lines().filter(|l| !l.is_empty()).map(String::from).collect()
+}
+
+/// The fixture `copies` times over, each copy's game ids suffixed `-k`: more games, same feed.
+pub fn fixture_copies(copies: usize) -> Vec<String> {
+    let events = fixture_events();
+    let mut out: Vec<GameEvent> = Vec::new();
+    for k in 0..copies {
+        out.extend(events.iter().cloned().map(|mut e| {
+            e.game_id = format!("{}-{k}", e.game_id);
+            e
+        }));
+    }
+    out.sort_by(|a, b| (a.event_time_ms, &a.game_id, a.seq).cmp(&(b.event_time_ms, &b.game_id, b.seq)));
+    out.iter().map(|e| serde_json::to_string(e).unwrap()).collect()
 }
 
 pub fn fixture_events() -> Vec<GameEvent> {
@@ -48,8 +61,8 @@ impl Cluster {
     }
 }
 
-pub fn producer(brokers: &str) -> BaseProducer {
-    ClientConfig::new().set("bootstrap.servers", brokers).set("linger.ms", "1").create().unwrap()
+pub fn producer(brokers: &str) -> produce::FeedProducer {
+    produce::create_producer(ClientConfig::new().set("bootstrap.servers", brokers).set("linger.ms", "1")).unwrap()
 }
 
 pub fn produce_all(brokers: &str, topic: &str, lines: &[String]) {
@@ -130,7 +143,8 @@ pub struct Client {
 impl Client {
     /// Connects and sends `subscribe` (raw JSON text, so tests can send anything).
     pub fn connect(addr: std::net::SocketAddr, subscribe: &str) -> Client {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        // Its own thread reads the socket all the time, whatever the test thread is doing.
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
         let messages: Arc<Mutex<Vec<ServerMessage>>> = Arc::default();
         let (mut ws, _) = runtime
             .block_on(tokio_tungstenite::connect_async(format!("ws://{addr}")))
@@ -156,7 +170,7 @@ impl Client {
                 return;
             }
             assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
-            self.runtime.block_on(tokio::time::sleep(Duration::from_millis(20)));
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 

@@ -1,0 +1,117 @@
+//! End to end through Kafka (librdkafka's mock cluster, in-process) with real WebSocket
+//! clients: the fixture's real NFL games in, prediction deltas out.
+
+mod common;
+
+use common::*;
+use sideline::app::{Server, PREDICTIONS};
+use sideline::ws::protocol::ServerMessage;
+
+const SUBSCRIBE: &str = r#"{"op":"subscribe","id":"s1","channel":"predictions"}"#;
+
+fn got_snapshot(ms: &[ServerMessage]) -> bool {
+    ms.iter().any(|m| matches!(m, ServerMessage::Snapshot { .. }))
+}
+
+/// For every fixture game, snapshot + deltas over a real socket equal the offline computation
+/// from the event file; the delta log is byte-identical across runs and across 1, 2 and 4
+/// workers.
+#[test]
+fn deltas_match_offline_and_are_deterministic_across_runs_and_workers() {
+    let events = fixture_events();
+    let lines = fixture_lines();
+    let expected = offline_deltas(&events, Config_epsilon());
+    assert!(expected.len() >= 20, "the fixture has at least 20 games");
+    let mut logs: Vec<(usize, Vec<u8>)> = Vec::new();
+    for (run, workers) in [1usize, 2, 2, 4].into_iter().enumerate() {
+        let topic = format!("nfl.e2e.{run}");
+        let cluster = Cluster::mock(&[(&topic, 4), (&format!("{topic}.dead-letters"), 1)]);
+        produce_all(&cluster.brokers, &topic, &lines);
+        let cfg = config(&cluster.brokers, &topic, workers);
+        let server = Server::start(&cfg).unwrap();
+        let client = Client::connect(server.ws_addr, SUBSCRIBE);
+        client.wait_for("the first snapshot", got_snapshot);
+
+        let (stats, log) = run_engine(&server, &cfg);
+        assert_eq!((stats.accepted as usize, stats.rejected), (lines.len(), 0));
+        let last = log.last().expect("some deltas").seq;
+        assert_no_gap(&log, last);
+        client.wait_for_seq(last);
+
+        let (history, current, ws_deltas) = apply(&client.messages());
+        assert_eq!(ws_deltas, log, "the subscriber saw exactly the delta log");
+        assert_eq!(history, expected, "run {run} ({workers} workers) differs from the offline computation");
+        for (game, values) in &expected {
+            assert_eq!(current.get(game).copied(), values.last().map(|v| v.1));
+        }
+
+        // A subscriber arriving after the replay starts from a snapshot of the same values.
+        let late = Client::connect(server.ws_addr, SUBSCRIBE);
+        late.wait_for("a snapshot", got_snapshot);
+        let (_, late_values, _) = apply(&late.messages());
+        assert_eq!(late_values, current);
+
+        logs.push((workers, log_bytes(&log)));
+        drop((client, late));
+        server.shutdown();
+    }
+    for (workers, bytes) in &logs[1..] {
+        assert!(bytes == &logs[0].1, "the delta log with {workers} workers differs from 1 worker's");
+    }
+}
+
+#[allow(non_snake_case)]
+fn Config_epsilon() -> f64 {
+    sideline::config::Config::load(None).unwrap().model.epsilon
+}
+
+/// A subscriber that stops reading while the games replay at full speed is held to its queue
+/// bound and resynchronised; the other subscriber gets every delta, in order.
+#[test]
+fn a_stuck_subscriber_is_bounded_and_catches_up_with_the_newest_values() {
+    // 3 x 32 games: over a megabyte of deltas, far more than the stuck socket absorbs.
+    let lines = fixture_copies(8);
+    let topic = "nfl.slow";
+    let cluster = Cluster::mock(&[(topic, 4), ("nfl.slow.dead-letters", 1)]);
+    produce_all(&cluster.brokers, topic, &lines);
+    let cfg = config(&cluster.brokers, topic, 2);
+    let server = Server::start(&cfg).unwrap();
+
+    let stuck = StuckClient::connect(server.ws_addr, SUBSCRIBE);
+    let reader = Client::connect(server.ws_addr, SUBSCRIBE);
+    reader.wait_for("the first snapshot", got_snapshot);
+
+    let (_, log) = run_engine(&server, &cfg);
+    let last = log.last().unwrap().seq;
+    reader.wait_for_seq(last);
+    let (_, reader_values, reader_deltas) = apply(&reader.messages());
+    assert_no_gap(&reader_deltas, last);
+
+    assert!(
+        server.hub.max_queued() <= cfg.server.queue_capacity,
+        "a subscriber's queue reached {} (bound {})",
+        server.hub.max_queued(),
+        cfg.server.queue_capacity
+    );
+    assert!(server.hub.resyncs() >= 1, "the stuck subscriber was conflated");
+
+    // Reading again, it ends with the newest value of every game.
+    let messages = stuck.read_until_seq(last);
+    let (_, stuck_values, _) = apply(&messages);
+    assert!(messages.iter().any(|m| matches!(m, ServerMessage::Snapshot { reason: sideline::ws::protocol::SnapshotReason::Resync, .. })));
+    assert_eq!(stuck_values, reader_values);
+    let hub_values: std::collections::BTreeMap<_, _> = server
+        .hub
+        .snapshot(PREDICTIONS)
+        .into_iter()
+        .map(|v| (sideline::event::GameKey { sport: v.sport, game_id: v.game_id }, v.value))
+        .collect();
+    assert_eq!(stuck_values, hub_values);
+    server.shutdown();
+}
+
+/// Deltas numbered exactly 1..=last, in order.
+fn assert_no_gap(deltas: &[sideline::delta::Delta], last: u64) {
+    let first_gap = deltas.iter().enumerate().find(|(i, d)| d.seq != *i as u64 + 1);
+    assert!(first_gap.is_none() && deltas.len() as u64 == last, "deltas are not 1..={last}: {} received, first out of place: {:?}", deltas.len(), first_gap.map(|(i, d)| (i, d.seq)));
+}
