@@ -48,6 +48,11 @@ pub fn install_prometheus(listen: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Forgets the latencies recorded so far (benchmarks measure phases apart).
+pub fn reset_latency() {
+    latency().lock().unwrap_or_else(|e| e.into_inner()).reset();
+}
+
 /// End-to-end latency so far: count and p50/p99/p999/max in milliseconds.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct LatencySummary {

