@@ -138,7 +138,8 @@ impl Server {
 
     /// Stops the network side.
     pub fn shutdown(self) {
-        self.runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+        self.runtime
+            .shutdown_timeout(std::time::Duration::from_secs(1));
     }
 }
 

@@ -8,7 +8,11 @@ use crate::app::{self, Server};
 use crate::config::Config;
 
 #[derive(Debug, Parser)]
-#[command(name = "sideline", version, about = "Streaming dataflow engine for live sports analytics")]
+#[command(
+    name = "sideline",
+    version,
+    about = "Streaming dataflow engine for live sports analytics"
+)]
 pub struct Cli {
     /// Configuration file, over the embedded defaults (config/default.toml); SIDELINE_* env
     /// variables override both.
@@ -69,7 +73,10 @@ pub struct SchemaArgs {
 pub fn schemas() -> Vec<(&'static str, String)> {
     vec![
         ("game_event.schema.json", crate::event::schema_json()),
-        ("ws_protocol.schema.json", crate::ws::protocol::schema_json()),
+        (
+            "ws_protocol.schema.json",
+            crate::ws::protocol::schema_json(),
+        ),
     ]
 }
 
@@ -91,7 +98,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             cfg.kafka.stop_at_end |= args.stop_at_end;
             anyhow::ensure!(!cfg.kafka.brokers.is_empty(), "no brokers: set kafka.brokers, SIDELINE_KAFKA__BROKERS or --brokers (or try `sideline demo`)");
             let server = Server::start(&cfg)?;
-            println!("sideline: consuming {:?} from {}; WebSocket on ws://{}", cfg.kafka.topics, cfg.kafka.brokers, server.ws_addr);
+            println!(
+                "sideline: consuming {:?} from {}; WebSocket on ws://{}",
+                cfg.kafka.topics, cfg.kafka.brokers, server.ws_addr
+            );
             let mut log = match &args.delta_log {
                 Some(p) => Some(app::delta_logger(p)?),
                 None => None,
@@ -102,7 +112,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     l(d)
                 }
             })?;
-            println!("{} records: {} accepted, {} rejected, {} late", stats.records, stats.accepted, stats.rejected, stats.late);
+            println!(
+                "{} records: {} accepted, {} rejected, {} late",
+                stats.records, stats.accepted, stats.rejected, stats.late
+            );
             println!("{}", crate::metrics::latency_summary());
             server.shutdown();
             Ok(())

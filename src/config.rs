@@ -126,7 +126,9 @@ pub const OWNED_KAFKA_KEYS: [&str; 5] = [
 pub enum ConfigError {
     #[error("configuration: {0}")]
     Invalid(Box<figment::Error>),
-    #[error("configuration: kafka.options.\"{0}\" is set by sideline itself; use kafka.{1} instead")]
+    #[error(
+        "configuration: kafka.options.\"{0}\" is set by sideline itself; use kafka.{1} instead"
+    )]
     OwnedKey(String, &'static str),
     #[error("configuration: {0}")]
     Value(String),
@@ -162,7 +164,9 @@ impl Config {
             }
         }
         if self.engine.workers == 0 {
-            return Err(ConfigError::Value("engine.workers must be at least 1".into()));
+            return Err(ConfigError::Value(
+                "engine.workers must be at least 1".into(),
+            ));
         }
         if self.kafka.topics.is_empty() {
             return Err(ConfigError::Value("kafka.topics is empty".into()));
@@ -175,21 +179,29 @@ impl Config {
 }
 
 #[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail's closures return figment::Error
 mod tests {
     use super::*;
 
     #[test]
     fn defaults_load() {
-        let c = Config::load(None).unwrap();
-        assert_eq!(c.time.late_policy, LatePolicy::DeadLetter);
-        assert_eq!(c.time.allowed_lateness, Duration::from_secs(5));
-        assert!(c.kafka.options.contains_key("fetch.wait.max.ms"));
+        // In a Jail: the other tests set environment variables, and Jails run one at a time.
+        figment::Jail::expect_with(|_| {
+            let c = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(c.time.late_policy, LatePolicy::DeadLetter);
+            assert_eq!(c.time.allowed_lateness, Duration::from_secs(5));
+            assert!(c.kafka.options.contains_key("fetch.wait.max.ms"));
+            Ok(())
+        });
     }
 
     #[test]
     fn a_file_then_the_environment_override_the_defaults() {
         figment::Jail::expect_with(|jail| {
-            jail.create_file("over.toml", "[time]\nallowed-lateness = \"250ms\"\n[engine]\nworkers = 3\n")?;
+            jail.create_file(
+                "over.toml",
+                "[time]\nallowed-lateness = \"250ms\"\n[engine]\nworkers = 3\n",
+            )?;
             jail.set_env("SIDELINE_ENGINE__WORKERS", "4");
             jail.set_env("SIDELINE_TIME__LATE_POLICY", "fold-in");
             let c = Config::load(Some(Path::new("over.toml"))).map_err(|e| e.to_string())?;
@@ -204,10 +216,14 @@ mod tests {
     fn unknown_keys_and_owned_kafka_options_are_refused() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("typo.toml", "[time]\nallowed-latenes = \"1s\"\n")?;
-            let e = Config::load(Some(Path::new("typo.toml"))).unwrap_err().to_string();
+            let e = Config::load(Some(Path::new("typo.toml")))
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("allowed-latenes"), "{e}");
             jail.create_file("owned.toml", "[kafka.options]\n\"group.id\" = \"x\"\n")?;
-            let e = Config::load(Some(Path::new("owned.toml"))).unwrap_err().to_string();
+            let e = Config::load(Some(Path::new("owned.toml")))
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("group.id") && e.contains("group-id"), "{e}");
             Ok(())
         });

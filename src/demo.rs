@@ -45,8 +45,15 @@ pub fn run(args: DemoArgs, mut cfg: Config) -> anyhow::Result<()> {
         Some(p) => std::fs::read_to_string(p)?,
         None => FIXTURE.to_string(),
     };
-    let lines: Vec<String> = feed.lines().filter(|l| !l.trim().is_empty()).map(String::from).collect();
-    let events: Vec<GameEvent> = lines.iter().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let lines: Vec<String> = feed
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(String::from)
+        .collect();
+    let events: Vec<GameEvent> = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
     let topic = cfg.kafka.topics[0].clone();
 
     // Keep the mock cluster alive for the whole run: dropping it stops its brokers.
@@ -64,14 +71,30 @@ pub fn run(args: DemoArgs, mut cfg: Config) -> anyhow::Result<()> {
         }
     };
     let speed = args.speed.unwrap_or(cfg.demo.speed);
-    let pace = if speed > 0.0 { Pace::Speed(speed) } else { Pace::Max };
+    let pace = if speed > 0.0 {
+        Pace::Speed(speed)
+    } else {
+        Pace::Max
+    };
 
     let server = Server::start(&cfg)?;
-    let games: std::collections::BTreeSet<&str> = events.iter().map(|e| e.game_id.as_str()).collect();
-    println!("sideline demo: {} events of {} real NFL games, replayed at {}", events.len(), games.len(),
-        if speed > 0.0 { format!("{speed}x recorded pace") } else { "full speed".into() });
+    let games: std::collections::BTreeSet<&str> =
+        events.iter().map(|e| e.game_id.as_str()).collect();
+    println!(
+        "sideline demo: {} events of {} real NFL games, replayed at {}",
+        events.len(),
+        games.len(),
+        if speed > 0.0 {
+            format!("{speed}x recorded pace")
+        } else {
+            "full speed".into()
+        }
+    );
     println!("  kafka:     {} (topic {topic})", cfg.kafka.brokers);
-    println!("  websocket: ws://{}   send {{\"op\":\"subscribe\",\"channel\":\"{PREDICTIONS}\"}}", server.ws_addr);
+    println!(
+        "  websocket: ws://{}   send {{\"op\":\"subscribe\",\"channel\":\"{PREDICTIONS}\"}}",
+        server.ws_addr
+    );
     if !cfg.server.metrics_listen.is_empty() {
         println!("  metrics:   http://{}/metrics", cfg.server.metrics_listen);
     }
@@ -83,12 +106,14 @@ pub fn run(args: DemoArgs, mut cfg: Config) -> anyhow::Result<()> {
             .set("linger.ms", "1"),
     )?;
     let stop = server.stop.clone();
-    let feeder = std::thread::Builder::new().name("sideline-demo-feed".into()).spawn(move || {
-        let r = produce::produce_lines(&producer, &topic, &lines, pace, None);
-        // The feed is complete: stop once the engine has read it all.
-        stop.drain();
-        r
-    })?;
+    let feeder = std::thread::Builder::new()
+        .name("sideline-demo-feed".into())
+        .spawn(move || {
+            let r = produce::produce_lines(&producer, &topic, &lines, pace, None);
+            // The feed is complete: stop once the engine has read it all.
+            stop.drain();
+            r
+        })?;
 
     let printer = printer(&events, args.quiet);
     let mut log = match &args.delta_log {
@@ -103,11 +128,16 @@ pub fn run(args: DemoArgs, mut cfg: Config) -> anyhow::Result<()> {
     };
     let scorer = app::load_model(&cfg)?;
     let stats = server.run_engine(&cfg, scorer, on_delta)?;
-    let produced = feeder.join().map_err(|_| anyhow::anyhow!("feed thread panicked"))??;
+    let produced = feeder
+        .join()
+        .map_err(|_| anyhow::anyhow!("feed thread panicked"))??;
     println!();
     println!(
         "replayed {} records: {} accepted, {} rejected, {} late; {} deltas published",
-        stats.records, stats.accepted, stats.rejected, stats.late,
+        stats.records,
+        stats.accepted,
+        stats.rejected,
+        stats.late,
         server.hub.seq(PREDICTIONS).unwrap_or(0)
     );
     let _ = produced;
@@ -127,31 +157,54 @@ pub fn run(args: DemoArgs, mut cfg: Config) -> anyhow::Result<()> {
 fn printer(events: &[GameEvent], quiet: bool) -> impl Fn(&Delta) + Send + 'static {
     let mut by_id: HashMap<(GameKey, u64), (String, String)> = HashMap::new();
     for e in events {
-        let desc = e.description.clone().unwrap_or_else(|| format!("{:?}", e.kind));
-        let clock = format!("Q{} {:02}:{:02}", e.period, e.clock_ms / 60_000, (e.clock_ms / 1000) % 60);
-        by_id.insert((e.key(), e.seq), (format!("{}@{} {clock}", e.away, e.home), desc));
+        let desc = e
+            .description
+            .clone()
+            .unwrap_or_else(|| format!("{:?}", e.kind));
+        let clock = format!(
+            "Q{} {:02}:{:02}",
+            e.period,
+            e.clock_ms / 60_000,
+            (e.clock_ms / 1000) % 60
+        );
+        by_id.insert(
+            (e.key(), e.seq),
+            (format!("{}@{} {clock}", e.away, e.home), desc),
+        );
     }
     move |d: &Delta| {
         if quiet {
             return;
         }
-        let key = GameKey { sport: d.sport, game_id: d.game_id.clone() };
+        let key = GameKey {
+            sport: d.sport,
+            game_id: d.game_id.clone(),
+        };
         let (head, desc) = by_id.get(&(key, d.event_seq)).cloned().unwrap_or_default();
         let old = d.old.map_or("  -  ".to_string(), |o| format!("{o:.3}"));
-        let mut why: Vec<String> = d.changed.iter()
+        let mut why: Vec<String> = d
+            .changed
+            .iter()
             .filter(|c| c.feature != "seconds_remaining")
             .map(|c| format!("{} {}→{}", c.feature, c.from, c.to))
             .collect();
         why.truncate(3);
         let mut desc = desc;
         if desc.len() > 70 {
-            let cut = (0..=70).rev().find(|i| desc.is_char_boundary(*i)).unwrap_or(0);
+            let cut = (0..=70)
+                .rev()
+                .find(|i| desc.is_char_boundary(*i))
+                .unwrap_or(0);
             desc.truncate(cut);
             desc.push('…');
         }
         println!(
             "#{:<6} {} {:<20} home win {old} → {:.3}  [{}]  {desc}",
-            d.seq, d.game_id, head, d.new, why.join(", ")
+            d.seq,
+            d.game_id,
+            head,
+            d.new,
+            why.join(", ")
         );
     }
 }

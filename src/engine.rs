@@ -47,7 +47,9 @@ impl StopSignal {
     }
     /// Stop once every partition has been read to its end (the feed is complete).
     pub fn drain(&self) {
-        let _ = self.0.compare_exchange(RUN, DRAIN, Ordering::Relaxed, Ordering::Relaxed);
+        let _ = self
+            .0
+            .compare_exchange(RUN, DRAIN, Ordering::Relaxed, Ordering::Relaxed);
     }
     /// Whether an immediate stop was asked for.
     pub fn is_stopped(&self) -> bool {
@@ -165,7 +167,9 @@ pub fn run(
 
     let mut total = EngineStats::default();
     for r in guards.join() {
-        let s = r.map_err(EngineError::Worker)?.map_err(EngineError::Worker)?;
+        let s = r
+            .map_err(EngineError::Worker)?
+            .map_err(EngineError::Worker)?;
         total.records += s.records;
         total.accepted += s.accepted;
         total.rejected += s.rejected;

@@ -8,10 +8,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::*;
+use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{BaseRecord, Producer};
-use rdkafka::config::ClientConfig;
 use rdkafka::TopicPartitionList;
 use sideline::app::Server;
 
@@ -27,11 +27,42 @@ fn bad_records(events: &[sideline::event::GameEvent]) -> Vec<(String, Vec<u8>, &
     oversized.seq = 1_000_000;
     oversized.description = Some("x".repeat(70_000));
     vec![
-        (key.clone(), b"{\"sport\": \"nfl\", \"game_id\": ".to_vec(), "malformed_json"),
-        (key.clone(), good.replace("\"nfl\"", "\"curling\"").into_bytes(), "unknown_sport"),
-        (key.clone(), good.replace(&format!("\"kind\":\"{}\"", serde_json::to_value(first.kind).unwrap().as_str().unwrap()), "\"kind\":\"huddle\"").into_bytes(), "unknown_kind"),
-        (key.clone(), good.replace(&format!("\"clock_ms\":{}", first.clock_ms), "\"clock_ms\":-1").into_bytes(), "invalid_value"),
-        (key.clone(), serde_json::to_vec(&backwards).unwrap(), "sequence_regressed"),
+        (
+            key.clone(),
+            b"{\"sport\": \"nfl\", \"game_id\": ".to_vec(),
+            "malformed_json",
+        ),
+        (
+            key.clone(),
+            good.replace("\"nfl\"", "\"curling\"").into_bytes(),
+            "unknown_sport",
+        ),
+        (
+            key.clone(),
+            good.replace(
+                &format!(
+                    "\"kind\":\"{}\"",
+                    serde_json::to_value(first.kind).unwrap().as_str().unwrap()
+                ),
+                "\"kind\":\"huddle\"",
+            )
+            .into_bytes(),
+            "unknown_kind",
+        ),
+        (
+            key.clone(),
+            good.replace(
+                &format!("\"clock_ms\":{}", first.clock_ms),
+                "\"clock_ms\":-1",
+            )
+            .into_bytes(),
+            "invalid_value",
+        ),
+        (
+            key.clone(),
+            serde_json::to_vec(&backwards).unwrap(),
+            "sequence_regressed",
+        ),
         (key, serde_json::to_vec(&oversized).unwrap(), "oversized"),
     ]
 }
@@ -47,12 +78,16 @@ fn bad_records_go_to_dead_letters_and_change_nothing_else() {
 
     // Good lines keyed by game, with the bad records interleaved after the first game's first
     // event (so "sequence_regressed" really goes backwards).
-    let p: rdkafka::producer::BaseProducer = ClientConfig::new().set("bootstrap.servers", &cluster.brokers).create().unwrap();
+    let p: rdkafka::producer::BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &cluster.brokers)
+        .create()
+        .unwrap();
     let first_game = events[0].game_id.clone();
     let mut sent_bad = false;
     for (line, ev) in lines.iter().zip(&events) {
         let key = format!("nfl:{}", ev.game_id);
-        p.send(BaseRecord::to(topic).key(&key).payload(line)).unwrap();
+        p.send(BaseRecord::to(topic).key(&key).payload(line))
+            .unwrap();
         if !sent_bad && ev.game_id == first_game {
             for (k, bytes, _) in &bad {
                 p.send(BaseRecord::to(topic).key(k).payload(bytes)).unwrap();
@@ -73,7 +108,13 @@ fn bad_records_go_to_dead_letters_and_change_nothing_else() {
     // The good events' output is exactly the offline computation's.
     let mut history: BTreeMap<_, Vec<(u64, f64)>> = BTreeMap::new();
     for d in &log {
-        history.entry(sideline::event::GameKey { sport: d.sport, game_id: d.game_id.clone() }).or_default().push((d.event_time_ms, d.new));
+        history
+            .entry(sideline::event::GameKey {
+                sport: d.sport,
+                game_id: d.game_id.clone(),
+            })
+            .or_default()
+            .push((d.event_time_ms, d.new));
     }
     assert_eq!(history, offline_deltas(&events, cfg.model.epsilon));
 
@@ -85,7 +126,8 @@ fn bad_records_go_to_dead_letters_and_change_nothing_else() {
         .create()
         .unwrap();
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(dlq, 0, rdkafka::Offset::Beginning).unwrap();
+    tpl.add_partition_offset(dlq, 0, rdkafka::Offset::Beginning)
+        .unwrap();
     consumer.assign(&tpl).unwrap();
     let mut got: Vec<(Vec<u8>, String, String, String)> = Vec::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -93,17 +135,31 @@ fn bad_records_go_to_dead_letters_and_change_nothing_else() {
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
             let mut h = BTreeMap::new();
             for header in m.headers().unwrap().iter() {
-                h.insert(header.key.to_string(), String::from_utf8_lossy(header.value.unwrap()).to_string());
+                h.insert(
+                    header.key.to_string(),
+                    String::from_utf8_lossy(header.value.unwrap()).to_string(),
+                );
             }
             assert_eq!(h["sideline.topic"], topic);
             assert!(h["sideline.partition"].parse::<i32>().unwrap() < 4);
             assert!(h["sideline.offset"].parse::<i64>().unwrap() >= 0);
             assert!(!h["sideline.detail"].is_empty());
-            got.push((m.payload().unwrap().to_vec(), h["sideline.reason"].clone(), h["sideline.partition"].clone(), h["sideline.offset"].clone()));
+            got.push((
+                m.payload().unwrap().to_vec(),
+                h["sideline.reason"].clone(),
+                h["sideline.partition"].clone(),
+                h["sideline.offset"].clone(),
+            ));
         }
     }
-    let mut want: Vec<(Vec<u8>, String)> = bad.iter().map(|(_, b, r)| (b.clone(), r.to_string())).collect();
-    let mut have: Vec<(Vec<u8>, String)> = got.iter().map(|(b, r, _, _)| (b.clone(), r.clone())).collect();
+    let mut want: Vec<(Vec<u8>, String)> = bad
+        .iter()
+        .map(|(_, b, r)| (b.clone(), r.to_string()))
+        .collect();
+    let mut have: Vec<(Vec<u8>, String)> = got
+        .iter()
+        .map(|(b, r, _, _)| (b.clone(), r.clone()))
+        .collect();
     want.sort();
     have.sort();
     assert_eq!(have, want);

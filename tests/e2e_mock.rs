@@ -10,7 +10,8 @@ use sideline::ws::protocol::ServerMessage;
 const SUBSCRIBE: &str = r#"{"op":"subscribe","id":"s1","channel":"predictions"}"#;
 
 fn got_snapshot(ms: &[ServerMessage]) -> bool {
-    ms.iter().any(|m| matches!(m, ServerMessage::Snapshot { .. }))
+    ms.iter()
+        .any(|m| matches!(m, ServerMessage::Snapshot { .. }))
 }
 
 /// For every fixture game, snapshot + deltas over a real socket equal the offline computation
@@ -40,7 +41,10 @@ fn deltas_match_offline_and_are_deterministic_across_runs_and_workers() {
 
         let (history, current, ws_deltas) = apply(&client.messages());
         assert_eq!(ws_deltas, log, "the subscriber saw exactly the delta log");
-        assert_eq!(history, expected, "run {run} ({workers} workers) differs from the offline computation");
+        assert_eq!(
+            history, expected,
+            "run {run} ({workers} workers) differs from the offline computation"
+        );
         for (game, values) in &expected {
             assert_eq!(current.get(game).copied(), values.last().map(|v| v.1));
         }
@@ -56,7 +60,10 @@ fn deltas_match_offline_and_are_deterministic_across_runs_and_workers() {
         server.shutdown();
     }
     for (workers, bytes) in &logs[1..] {
-        assert!(bytes == &logs[0].1, "the delta log with {workers} workers differs from 1 worker's");
+        assert!(
+            bytes == &logs[0].1,
+            "the delta log with {workers} workers differs from 1 worker's"
+        );
     }
 }
 
@@ -93,18 +100,35 @@ fn a_stuck_subscriber_is_bounded_and_catches_up_with_the_newest_values() {
         server.hub.max_queued(),
         cfg.server.queue_capacity
     );
-    assert!(server.hub.resyncs() >= 1, "the stuck subscriber was conflated");
+    assert!(
+        server.hub.resyncs() >= 1,
+        "the stuck subscriber was conflated"
+    );
 
     // Reading again, it ends with the newest value of every game.
     let messages = stuck.read_until_seq(last);
     let (_, stuck_values, _) = apply(&messages);
-    assert!(messages.iter().any(|m| matches!(m, ServerMessage::Snapshot { reason: sideline::ws::protocol::SnapshotReason::Resync, .. })));
+    assert!(messages.iter().any(|m| matches!(
+        m,
+        ServerMessage::Snapshot {
+            reason: sideline::ws::protocol::SnapshotReason::Resync,
+            ..
+        }
+    )));
     assert_eq!(stuck_values, reader_values);
     let hub_values: std::collections::BTreeMap<_, _> = server
         .hub
         .snapshot(PREDICTIONS)
         .into_iter()
-        .map(|v| (sideline::event::GameKey { sport: v.sport, game_id: v.game_id }, v.value))
+        .map(|v| {
+            (
+                sideline::event::GameKey {
+                    sport: v.sport,
+                    game_id: v.game_id,
+                },
+                v.value,
+            )
+        })
         .collect();
     assert_eq!(stuck_values, hub_values);
     server.shutdown();
@@ -112,6 +136,14 @@ fn a_stuck_subscriber_is_bounded_and_catches_up_with_the_newest_values() {
 
 /// Deltas numbered exactly 1..=last, in order.
 fn assert_no_gap(deltas: &[sideline::delta::Delta], last: u64) {
-    let first_gap = deltas.iter().enumerate().find(|(i, d)| d.seq != *i as u64 + 1);
-    assert!(first_gap.is_none() && deltas.len() as u64 == last, "deltas are not 1..={last}: {} received, first out of place: {:?}", deltas.len(), first_gap.map(|(i, d)| (i, d.seq)));
+    let first_gap = deltas
+        .iter()
+        .enumerate()
+        .find(|(i, d)| d.seq != *i as u64 + 1);
+    assert!(
+        first_gap.is_none() && deltas.len() as u64 == last,
+        "deltas are not 1..={last}: {} received, first out of place: {:?}",
+        deltas.len(),
+        first_gap.map(|(i, d)| (i, d.seq))
+    );
 }

@@ -20,14 +20,27 @@ use sideline::features::offline::{timeline, Timed};
 use sideline::features::FeatureVec;
 use sideline::source::ingest::{Ingest, Record};
 
+/// One `count_total` output record.
+type Update = ((GameKey, FeatureVec), u64, isize);
+
 /// One step of a random feed: an event arrives, or the frontier advances.
 #[derive(Clone, Debug)]
 enum Step {
-    Event(GameEvent),
+    Event(Box<GameEvent>),
     Advance(u64),
 }
 
-fn event(game: usize, seq: u64, time: u64, home: u32, away: u32, kind: EventKind, stats: [i64; 4], team: bool) -> GameEvent {
+#[allow(clippy::too_many_arguments)]
+fn event(
+    game: usize,
+    seq: u64,
+    time: u64,
+    home: u32,
+    away: u32,
+    kind: EventKind,
+    stats: [i64; 4],
+    team: bool,
+) -> GameEvent {
     let mut s = BTreeMap::new();
     s.insert("down".to_string(), stats[0] as f64);
     s.insert("distance".to_string(), stats[1] as f64);
@@ -57,7 +70,7 @@ fn event(game: usize, seq: u64, time: u64, home: u32, away: u32, kind: EventKind
 /// (a correction).
 fn game_strategy(game: usize) -> impl Strategy<Value = Vec<GameEvent>> {
     let step = (
-        1u64..3,                  // seq gap
+        1u64..3,                                                  // seq gap
         prop_oneof![Just(0u64), 1u64..5_000, 30_000u64..400_000], // time gap, incl. ties and window-sized jumps
         prop_oneof![4 => Just((0i32, 0i32)), 1 => Just((7, 0)), 1 => Just((0, 3)), 1 => Just((2, 0)), 1 => Just((-3, 0))],
         prop_oneof![3 => Just(EventKind::Play), 1 => Just(EventKind::Timeout), 1 => Just(EventKind::Clock)],
@@ -73,7 +86,16 @@ fn game_strategy(game: usize) -> impl Strategy<Value = Vec<GameEvent>> {
                 time += dt;
                 home = (home + dh).max(0);
                 away = (away + da).max(0);
-                event(game, seq, time, home as u32, away as u32, kind, [d, dist, ytg, yds], team)
+                event(
+                    game,
+                    seq,
+                    time,
+                    home as u32,
+                    away as u32,
+                    kind,
+                    [d, dist, ytg, yds],
+                    team,
+                )
             })
             .collect()
     })
@@ -85,14 +107,22 @@ fn feed_strategy() -> impl Strategy<Value = Vec<Step>> {
         .prop_flat_map(|n| (0..n).map(game_strategy).collect::<Vec<_>>())
         .prop_flat_map(|games| {
             let total: usize = games.iter().map(Vec::len).sum();
-            (Just(games), prop::collection::vec((0usize..1000, prop::option::weighted(0.15, 0u64..600_000)), total))
+            (
+                Just(games),
+                prop::collection::vec(
+                    (0usize..1000, prop::option::weighted(0.15, 0u64..600_000)),
+                    total,
+                ),
+            )
         })
         .prop_map(|(games, picks)| {
             let mut cursors = vec![0usize; games.len()];
             let mut steps = Vec::new();
             let mut frontier = 0u64;
             for (pick, advance) in picks {
-                let open: Vec<usize> = (0..games.len()).filter(|g| cursors[*g] < games[*g].len()).collect();
+                let open: Vec<usize> = (0..games.len())
+                    .filter(|g| cursors[*g] < games[*g].len())
+                    .collect();
                 let g = open[pick % open.len()];
                 let ev = games[g][cursors[g]].clone();
                 cursors[g] += 1;
@@ -101,7 +131,7 @@ fn feed_strategy() -> impl Strategy<Value = Vec<Step>> {
                     frontier = frontier.max(ev.event_time_ms.saturating_sub(a));
                     steps.push(Step::Advance(frontier));
                 }
-                steps.push(Step::Event(ev));
+                steps.push(Step::Event(Box::new(ev)));
             }
             steps
         })
@@ -109,8 +139,12 @@ fn feed_strategy() -> impl Strategy<Value = Vec<Step>> {
 
 /// The incremental path: Ingest -> InputSession -> count_total, on `workers` timely workers.
 /// Returns each game's features after every time at which the output changed them.
-fn incremental(steps: &[Step], policy: LatePolicy, workers: usize) -> HashMap<GameKey, Vec<(u64, FeatureVec)>> {
-    let out: Arc<Mutex<Vec<((GameKey, FeatureVec), u64, isize)>>> = Arc::default();
+fn incremental(
+    steps: &[Step],
+    policy: LatePolicy,
+    workers: usize,
+) -> HashMap<GameKey, Vec<(u64, FeatureVec)>> {
+    let out: Arc<Mutex<Vec<Update>>> = Arc::default();
     let steps = Arc::new(steps.to_vec());
     let out2 = out.clone();
     timely::execute(timely::Config::process(workers), move |worker| {
@@ -138,7 +172,14 @@ fn incremental(steps: &[Step], policy: LatePolicy, workers: usize) -> HashMap<Ga
                     }
                     Step::Event(ev) => {
                         let payload = serde_json::to_vec(ev).unwrap();
-                        let rec = Record { topic: "t", partition: 0, offset: offset as i64, timestamp_ms: None, key: None, payload: &payload };
+                        let rec = Record {
+                            topic: "t",
+                            partition: 0,
+                            offset: offset as i64,
+                            timestamp_ms: None,
+                            key: None,
+                            payload: &payload,
+                        };
                         let _ = ingest.accept(&rec, *input.time(), &mut updates);
                         for (g, t, u) in updates.drain(..) {
                             input.update_at(g, t, u);
@@ -162,7 +203,7 @@ fn incremental(steps: &[Step], policy: LatePolicy, workers: usize) -> HashMap<Ga
         if *diff > 0 {
             times.insert(*t, *v);
         } else {
-            times.entry(*t).or_insert_with(FeatureVec::default);
+            times.entry(*t).or_default();
         }
     }
     by_game
@@ -170,7 +211,9 @@ fn incremental(steps: &[Step], policy: LatePolicy, workers: usize) -> HashMap<Ga
         .map(|(g, times)| {
             let mut line: Vec<(u64, FeatureVec)> = Vec::new();
             for (t, v) in times {
-                if line.last().map(|l| l.1) != Some(v) && !(line.is_empty() && v == FeatureVec::default()) {
+                if line.last().map(|l| l.1) != Some(v)
+                    && !(line.is_empty() && v == FeatureVec::default())
+                {
                     line.push((t, v));
                 }
             }
@@ -195,14 +238,24 @@ fn reference(steps: &[Step], policy: LatePolicy) -> HashMap<GameKey, Vec<(u64, F
                     (true, LatePolicy::FoldIn) => frontier,
                     (true, LatePolicy::DeadLetter) => continue,
                 };
-                accepted.entry(ev.key()).or_default().push((ev.clone(), time));
+                accepted
+                    .entry(ev.key())
+                    .or_default()
+                    .push(((**ev).clone(), time));
             }
         }
     }
     accepted
         .into_iter()
         .map(|(g, evs)| {
-            let timed: Vec<Timed<'_>> = evs.iter().map(|(e, t)| Timed { event: e, time: *t, ingest_ms: 0 }).collect();
+            let timed: Vec<Timed<'_>> = evs
+                .iter()
+                .map(|(e, t)| Timed {
+                    event: e,
+                    time: *t,
+                    ingest_ms: 0,
+                })
+                .collect();
             (g, timeline(&timed))
         })
         .filter(|(_, l)| !l.is_empty())

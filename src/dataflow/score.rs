@@ -40,11 +40,16 @@ pub struct Scored {
 type Input = ((GameKey, FeatureVec), u64, isize);
 
 pub trait ScoreGames<'scope> {
-    fn score_games(self, scorer: Arc<dyn Scorer>, epsilon: f64) -> Stream<'scope, u64, Vec<Scored>>;
+    fn score_games(self, scorer: Arc<dyn Scorer>, epsilon: f64)
+        -> Stream<'scope, u64, Vec<Scored>>;
 }
 
 impl<'scope> ScoreGames<'scope> for Stream<'scope, u64, Vec<Input>> {
-    fn score_games(self, scorer: Arc<dyn Scorer>, epsilon: f64) -> Stream<'scope, u64, Vec<Scored>> {
+    fn score_games(
+        self,
+        scorer: Arc<dyn Scorer>,
+        epsilon: f64,
+    ) -> Stream<'scope, u64, Vec<Scored>> {
         self.unary_frontier::<CapacityContainerBuilder<Vec<Scored>>, _, _, _>(
             Pipeline,
             "ScoreGames",

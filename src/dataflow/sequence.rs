@@ -19,8 +19,11 @@ use crate::delta::{Delta, FeatureChange};
 use crate::features::{Slot, FEATURE_NAMES};
 
 pub trait SequenceDeltas<'scope> {
-    fn sequence_deltas(self, sink: SyncSender<SinkMsg>, version: String)
-        -> Stream<'scope, u64, Vec<()>>;
+    fn sequence_deltas(
+        self,
+        sink: SyncSender<SinkMsg>,
+        version: String,
+    ) -> Stream<'scope, u64, Vec<()>>;
 }
 
 fn to_delta(seq: u64, s: Scored, version: &str) -> (Delta, Option<u64>) {
@@ -95,7 +98,8 @@ impl<'scope> SequenceDeltas<'scope> for Stream<'scope, u64, Vec<Scored>> {
                             deltas.push(d);
                             ingest.push(i);
                         }
-                        metrics::counter!("sideline_deltas_out_total").increment(deltas.len() as u64);
+                        metrics::counter!("sideline_deltas_out_total")
+                            .increment(deltas.len() as u64);
                         let _ = sink.send(SinkMsg::Deltas {
                             deltas,
                             ingest_ms: ingest,
@@ -117,4 +121,3 @@ impl<'scope> SequenceDeltas<'scope> for Stream<'scope, u64, Vec<Scored>> {
         )
     }
 }
-

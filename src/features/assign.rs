@@ -30,7 +30,10 @@ impl std::fmt::Display for OrderError {
                 write!(f, "seq goes backwards (last accepted seq is {last_seq})")
             }
             OrderError::TimeRegressed { last_time } => {
-                write!(f, "event time goes backwards (game's last event time is {last_time})")
+                write!(
+                    f,
+                    "event time goes backwards (game's last event time is {last_time})"
+                )
             }
         }
     }

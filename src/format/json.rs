@@ -34,7 +34,10 @@ pub fn decode(bytes: &[u8], max_bytes: usize) -> Result<GameEvent, Reject> {
 fn reject(e: serde_json::Error) -> Reject {
     use serde_json::error::Category;
     let msg = e.to_string();
-    let code = if matches!(e.classify(), Category::Syntax | Category::Eof | Category::Io) {
+    let code = if matches!(
+        e.classify(),
+        Category::Syntax | Category::Eof | Category::Io
+    ) {
         RejectCode::MalformedJson
     } else if msg.contains("unknown variant") && msg.contains("`nfl`") {
         RejectCode::UnknownSport
@@ -111,11 +114,26 @@ mod tests {
     #[test]
     fn names_each_reason() {
         assert_eq!(code("{not json"), RejectCode::MalformedJson);
-        assert_eq!(code(&GOOD.replace("\"nfl\"", "\"curling\"")), RejectCode::UnknownSport);
-        assert_eq!(code(&GOOD.replace("\"game_start\"", "\"huddle\"")), RejectCode::UnknownKind);
-        assert_eq!(code(&GOOD.replace("900000", "-5")), RejectCode::InvalidValue);
-        assert_eq!(code(&GOOD.replace("\"seq\":1,", "")), RejectCode::SchemaViolation);
-        assert_eq!(code(&GOOD.replace("\"g1\"", "\"\"")), RejectCode::InvalidValue);
+        assert_eq!(
+            code(&GOOD.replace("\"nfl\"", "\"curling\"")),
+            RejectCode::UnknownSport
+        );
+        assert_eq!(
+            code(&GOOD.replace("\"game_start\"", "\"huddle\"")),
+            RejectCode::UnknownKind
+        );
+        assert_eq!(
+            code(&GOOD.replace("900000", "-5")),
+            RejectCode::InvalidValue
+        );
+        assert_eq!(
+            code(&GOOD.replace("\"seq\":1,", "")),
+            RejectCode::SchemaViolation
+        );
+        assert_eq!(
+            code(&GOOD.replace("\"g1\"", "\"\"")),
+            RejectCode::InvalidValue
+        );
         let deep = format!("{}{}", "[".repeat(40), "]".repeat(40));
         assert_eq!(code(&deep), RejectCode::MalformedJson);
         let big = GOOD.replace("\"g1\"", &format!("\"{}\"", "x".repeat(5000)));

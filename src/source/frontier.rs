@@ -41,13 +41,20 @@ mod tests {
     use super::*;
 
     fn mark(blocked: bool, active_min: Option<u64>, max: Option<u64>) -> Option<LocalMark> {
-        Some(LocalMark { blocked, active_min, max })
+        Some(LocalMark {
+            blocked,
+            active_min,
+            max,
+        })
     }
 
     #[test]
     fn lowest_active_watermark_wins() {
         let b = FrontierBoard::new(2);
-        assert_eq!(b.post(0, mark(false, Some(100), Some(100))), None.or(Some(100)));
+        assert_eq!(
+            b.post(0, mark(false, Some(100), Some(100))),
+            None.or(Some(100))
+        );
         assert_eq!(b.post(1, mark(false, Some(40), Some(90))), Some(40));
     }
 

@@ -163,7 +163,9 @@ impl Ingest {
 
     /// Whether every partition is read to its end.
     pub fn all_caught_up(&self) -> bool {
-        self.partitions.values().all(|p| p.caught_up_since.is_some())
+        self.partitions
+            .values()
+            .all(|p| p.caught_up_since.is_some())
     }
 
     /// This worker's view of event time at wall time `now`.
@@ -197,27 +199,50 @@ mod tests {
     }
 
     fn rec<'a>(partition: i32, payload: &'a [u8]) -> Record<'a> {
-        Record { topic: "t", partition, offset: 0, timestamp_ms: Some(5), key: None, payload }
+        Record {
+            topic: "t",
+            partition,
+            offset: 0,
+            timestamp_ms: Some(5),
+            key: None,
+            payload,
+        }
     }
 
     #[test]
     fn watermark_is_max_event_time_minus_lateness_per_partition() {
-        let mut ing = Ingest::new(4096, Duration::from_millis(100), Duration::from_secs(60), LatePolicy::DeadLetter);
+        let mut ing = Ingest::new(
+            4096,
+            Duration::from_millis(100),
+            Duration::from_secs(60),
+            LatePolicy::DeadLetter,
+        );
         ing.add_partition("t", 0);
         ing.add_partition("t", 1);
         let now = Instant::now();
         assert!(ing.mark(now).blocked, "partition 1 has no watermark yet");
         let mut out = Vec::new();
-        ing.accept(&rec(0, &line("g", 1, 1_000)), 0, &mut out).unwrap();
-        ing.accept(&rec(1, &line("h", 1, 5_000)), 0, &mut out).unwrap();
-        ing.accept(&rec(1, &line("h", 2, 4_000)), 0, &mut out).unwrap_err(); // time regressed
+        ing.accept(&rec(0, &line("g", 1, 1_000)), 0, &mut out)
+            .unwrap();
+        ing.accept(&rec(1, &line("h", 1, 5_000)), 0, &mut out)
+            .unwrap();
+        ing.accept(&rec(1, &line("h", 2, 4_000)), 0, &mut out)
+            .unwrap_err(); // time regressed
         let m = ing.mark(now);
-        assert_eq!((m.blocked, m.active_min, m.max), (false, Some(900), Some(4_900)));
+        assert_eq!(
+            (m.blocked, m.active_min, m.max),
+            (false, Some(900), Some(4_900))
+        );
     }
 
     #[test]
     fn caught_up_partition_goes_idle_after_the_timeout() {
-        let mut ing = Ingest::new(4096, Duration::ZERO, Duration::from_millis(10), LatePolicy::DeadLetter);
+        let mut ing = Ingest::new(
+            4096,
+            Duration::ZERO,
+            Duration::from_millis(10),
+            LatePolicy::DeadLetter,
+        );
         ing.add_partition("t", 0);
         let t0 = Instant::now();
         ing.caught_up("t", 0, t0);
@@ -228,24 +253,64 @@ mod tests {
     #[test]
     fn late_events_follow_the_policy() {
         let mut out = Vec::new();
-        let mut dl = Ingest::new(4096, Duration::ZERO, Duration::from_secs(1), LatePolicy::DeadLetter);
-        let r = dl.accept(&rec(0, &line("g", 1, 1_000)), 2_000, &mut out).unwrap_err();
+        let mut dl = Ingest::new(
+            4096,
+            Duration::ZERO,
+            Duration::from_secs(1),
+            LatePolicy::DeadLetter,
+        );
+        let r = dl
+            .accept(&rec(0, &line("g", 1, 1_000)), 2_000, &mut out)
+            .unwrap_err();
         assert_eq!(r.code, RejectCode::Late);
         assert!(out.is_empty());
-        let mut fold = Ingest::new(4096, Duration::ZERO, Duration::from_secs(1), LatePolicy::FoldIn);
-        let a = fold.accept(&rec(0, &line("g", 1, 1_000)), 2_000, &mut out).unwrap();
+        let mut fold = Ingest::new(
+            4096,
+            Duration::ZERO,
+            Duration::from_secs(1),
+            LatePolicy::FoldIn,
+        );
+        let a = fold
+            .accept(&rec(0, &line("g", 1, 1_000)), 2_000, &mut out)
+            .unwrap();
         assert!(a.late);
-        assert!(out.iter().all(|(_, t, _)| *t >= 2_000), "folded in at the frontier: {out:?}");
+        assert!(
+            out.iter().all(|(_, t, _)| *t >= 2_000),
+            "folded in at the frontier: {out:?}"
+        );
     }
 
     #[test]
     fn duplicates_and_regressions_are_named() {
-        let mut ing = Ingest::new(4096, Duration::ZERO, Duration::from_secs(1), LatePolicy::DeadLetter);
+        let mut ing = Ingest::new(
+            4096,
+            Duration::ZERO,
+            Duration::from_secs(1),
+            LatePolicy::DeadLetter,
+        );
         let mut out = Vec::new();
-        ing.accept(&rec(0, &line("g", 5, 1_000)), 0, &mut out).unwrap();
-        assert_eq!(ing.accept(&rec(0, &line("g", 5, 1_000)), 0, &mut out).unwrap_err().code, RejectCode::Duplicate);
-        assert_eq!(ing.accept(&rec(0, &line("g", 4, 1_000)), 0, &mut out).unwrap_err().code, RejectCode::SequenceRegressed);
-        assert_eq!(ing.accept(&rec(0, &line("g", 6, 999)), 0, &mut out).unwrap_err().code, RejectCode::TimeRegressed);
-        assert!(ing.accept(&rec(0, &line("g", 6, 1_000)), 0, &mut out).is_ok());
+        ing.accept(&rec(0, &line("g", 5, 1_000)), 0, &mut out)
+            .unwrap();
+        assert_eq!(
+            ing.accept(&rec(0, &line("g", 5, 1_000)), 0, &mut out)
+                .unwrap_err()
+                .code,
+            RejectCode::Duplicate
+        );
+        assert_eq!(
+            ing.accept(&rec(0, &line("g", 4, 1_000)), 0, &mut out)
+                .unwrap_err()
+                .code,
+            RejectCode::SequenceRegressed
+        );
+        assert_eq!(
+            ing.accept(&rec(0, &line("g", 6, 999)), 0, &mut out)
+                .unwrap_err()
+                .code,
+            RejectCode::TimeRegressed
+        );
+        assert!(ing
+            .accept(&rec(0, &line("g", 6, 1_000)), 0, &mut out)
+            .is_ok());
     }
 }

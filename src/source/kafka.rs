@@ -94,13 +94,20 @@ pub fn partitions(cfg: &KafkaConfig) -> Result<Vec<(String, i32)>, SourceError> 
 pub enum Polled<'a> {
     Record(Record<'a>),
     /// The partition is read to its end.
-    End { topic: &'a str, partition: i32 },
+    End {
+        topic: &'a str,
+        partition: i32,
+    },
 }
 
 /// Reads the partitions one worker owns, each through its own queue.
 pub struct KafkaReader {
     consumer: Arc<BaseConsumer<LagContext>>,
-    queues: Vec<(String, i32, rdkafka::consumer::base_consumer::PartitionQueue<LagContext>)>,
+    queues: Vec<(
+        String,
+        i32,
+        rdkafka::consumer::base_consumer::PartitionQueue<LagContext>,
+    )>,
 }
 
 impl KafkaReader {
@@ -182,7 +189,9 @@ impl DeadLetters {
         }
         cc.set("bootstrap.servers", &cfg.brokers)
             .set("enable.idempotence", "true");
-        let producer = cc.create().map_err(kafka("creating the dead-letter producer"))?;
+        let producer = cc
+            .create()
+            .map_err(kafka("creating the dead-letter producer"))?;
         Ok(DeadLetters {
             producer,
             topic: cfg.dead_letter_topic.clone(),
@@ -193,11 +202,26 @@ impl DeadLetters {
         let partition = rec.partition.to_string();
         let offset = rec.offset.to_string();
         let headers = OwnedHeaders::new()
-            .insert(Header { key: "sideline.topic", value: Some(rec.topic) })
-            .insert(Header { key: "sideline.partition", value: Some(&partition) })
-            .insert(Header { key: "sideline.offset", value: Some(&offset) })
-            .insert(Header { key: "sideline.reason", value: Some(reject.code.as_str()) })
-            .insert(Header { key: "sideline.detail", value: Some(&reject.detail) });
+            .insert(Header {
+                key: "sideline.topic",
+                value: Some(rec.topic),
+            })
+            .insert(Header {
+                key: "sideline.partition",
+                value: Some(&partition),
+            })
+            .insert(Header {
+                key: "sideline.offset",
+                value: Some(&offset),
+            })
+            .insert(Header {
+                key: "sideline.reason",
+                value: Some(reject.code.as_str()),
+            })
+            .insert(Header {
+                key: "sideline.detail",
+                value: Some(&reject.detail),
+            });
         let mut record = BaseRecord::<[u8], [u8]>::to(&self.topic)
             .payload(rec.payload)
             .headers(headers);
@@ -208,7 +232,10 @@ impl DeadLetters {
         while let Some(r) = record.take() {
             match self.producer.send(r) {
                 Ok(()) => {}
-                Err((KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
+                Err((
+                    KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                    r,
+                )) => {
                     std::thread::sleep(Duration::from_millis(1));
                     record = Some(r);
                 }

@@ -24,7 +24,11 @@ use tokio_tungstenite::tungstenite::Message;
 pub const FIXTURE: &str = include_str!("../../examples/data/nfl/games.jsonl");
 
 pub fn fixture_lines() -> Vec<String> {
-    FIXTURE.lines().filter(|l| !l.is_empty()).map(String::from).collect()
+    FIXTURE
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect()
 }
 
 /// The fixture `copies` times over, each copy's game ids suffixed `-k`: more games, same feed.
@@ -37,12 +41,19 @@ pub fn fixture_copies(copies: usize) -> Vec<String> {
             e
         }));
     }
-    out.sort_by(|a, b| (a.event_time_ms, &a.game_id, a.seq).cmp(&(b.event_time_ms, &b.game_id, b.seq)));
-    out.iter().map(|e| serde_json::to_string(e).unwrap()).collect()
+    out.sort_by(|a, b| {
+        (a.event_time_ms, &a.game_id, a.seq).cmp(&(b.event_time_ms, &b.game_id, b.seq))
+    });
+    out.iter()
+        .map(|e| serde_json::to_string(e).unwrap())
+        .collect()
 }
 
 pub fn fixture_events() -> Vec<GameEvent> {
-    fixture_lines().iter().map(|l| serde_json::from_str(l).unwrap()).collect()
+    fixture_lines()
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 /// A Kafka cluster: librdkafka's in-process mock cluster (kept alive by this value).
@@ -57,12 +68,20 @@ impl Cluster {
         for (t, p) in topics {
             mock.create_topic(t, *p, 1).unwrap();
         }
-        Cluster { brokers: mock.bootstrap_servers(), _mock: mock }
+        Cluster {
+            brokers: mock.bootstrap_servers(),
+            _mock: mock,
+        }
     }
 }
 
 pub fn producer(brokers: &str) -> produce::FeedProducer {
-    produce::create_producer(ClientConfig::new().set("bootstrap.servers", brokers).set("linger.ms", "1")).unwrap()
+    produce::create_producer(
+        ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("linger.ms", "1"),
+    )
+    .unwrap()
 }
 
 pub fn produce_all(brokers: &str, topic: &str, lines: &[String]) {
@@ -124,7 +143,10 @@ pub fn offline_deltas(events: &[GameEvent], epsilon: f64) -> BTreeMap<GameKey, V
         let values = model.score_batch(&rows).unwrap();
         let mut published: Vec<(u64, f64)> = Vec::new();
         for ((t, _), p) in line.iter().zip(values) {
-            if published.last().is_none_or(|(_, old)| (p - old).abs() >= epsilon) {
+            if published
+                .last()
+                .is_none_or(|(_, old)| (p - old).abs() >= epsilon)
+            {
                 published.push((*t, p));
             }
         }
@@ -144,22 +166,33 @@ impl Client {
     /// Connects and sends `subscribe` (raw JSON text, so tests can send anything).
     pub fn connect(addr: std::net::SocketAddr, subscribe: &str) -> Client {
         // Its own thread reads the socket all the time, whatever the test thread is doing.
-        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
         let messages: Arc<Mutex<Vec<ServerMessage>>> = Arc::default();
         let (mut ws, _) = runtime
             .block_on(tokio_tungstenite::connect_async(format!("ws://{addr}")))
             .unwrap();
-        runtime.block_on(ws.send(Message::text(subscribe.to_string()))).unwrap();
+        runtime
+            .block_on(ws.send(Message::text(subscribe.to_string())))
+            .unwrap();
         let sink = messages.clone();
         let handle = runtime.spawn(async move {
             while let Some(Ok(msg)) = ws.next().await {
                 if let Message::Text(t) = msg {
-                    let m: ServerMessage = serde_json::from_str(t.as_str()).expect("server message parses");
+                    let m: ServerMessage =
+                        serde_json::from_str(t.as_str()).expect("server message parses");
                     sink.lock().unwrap().push(m);
                 }
             }
         });
-        Client { messages, runtime, handle }
+        Client {
+            messages,
+            runtime,
+            handle,
+        }
     }
 
     /// Waits until `pred` holds over the messages received (at most 120 s).
@@ -169,7 +202,10 @@ impl Client {
             if pred(&self.messages.lock().unwrap()) {
                 return;
             }
-            assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -177,7 +213,8 @@ impl Client {
     /// Waits for the delta numbered `seq`.
     pub fn wait_for_seq(&self, seq: u64) {
         self.wait_for(&format!("delta {seq}"), |ms| {
-            ms.iter().any(|m| matches!(m, ServerMessage::Delta { delta, .. } if delta.seq >= seq))
+            ms.iter()
+                .any(|m| matches!(m, ServerMessage::Delta { delta, .. } if delta.seq >= seq))
         });
     }
 
@@ -192,27 +229,54 @@ impl Drop for Client {
     }
 }
 
+/// Per game: the (event time, value) history from deltas; per game: the final value; every
+/// delta in order.
+pub type Applied = (
+    BTreeMap<GameKey, Vec<(u64, f64)>>,
+    BTreeMap<GameKey, f64>,
+    Vec<Delta>,
+);
+
 /// Applies snapshots and deltas in order; returns each game's value history (from deltas) and
 /// final value.
-pub fn apply(messages: &[ServerMessage]) -> (BTreeMap<GameKey, Vec<(u64, f64)>>, BTreeMap<GameKey, f64>, Vec<Delta>) {
+pub fn apply(messages: &[ServerMessage]) -> Applied {
     let mut history: BTreeMap<GameKey, Vec<(u64, f64)>> = BTreeMap::new();
     let mut current: BTreeMap<GameKey, f64> = BTreeMap::new();
     let mut deltas = Vec::new();
     for m in messages {
         match m {
-            ServerMessage::Snapshot { channel, values, .. } if channel == PREDICTIONS => {
+            ServerMessage::Snapshot {
+                channel, values, ..
+            } if channel == PREDICTIONS => {
                 current.clear();
                 for v in values {
-                    current.insert(GameKey { sport: v.sport, game_id: v.game_id.clone() }, v.value);
+                    current.insert(
+                        GameKey {
+                            sport: v.sport,
+                            game_id: v.game_id.clone(),
+                        },
+                        v.value,
+                    );
                 }
             }
             ServerMessage::Delta { delta, .. } => {
-                let key = GameKey { sport: delta.sport, game_id: delta.game_id.clone() };
+                let key = GameKey {
+                    sport: delta.sport,
+                    game_id: delta.game_id.clone(),
+                };
                 if let Some(old) = delta.old {
-                    assert_eq!(current.get(&key).copied(), Some(old), "delta {} starts from the value held", delta.seq);
+                    assert_eq!(
+                        current.get(&key).copied(),
+                        Some(old),
+                        "delta {} starts from the value held",
+                        delta.seq
+                    );
                 }
                 current.insert(key.clone(), delta.new);
-                history.entry(key).or_default().push((delta.event_time_ms, delta.new));
+                history
+                    .entry(key)
+                    .or_default()
+                    .push((delta.event_time_ms, delta.new));
                 deltas.push(delta.clone());
             }
             _ => {}
@@ -230,16 +294,24 @@ pub struct StuckClient {
 
 impl StuckClient {
     pub fn connect(addr: std::net::SocketAddr, subscribe: &str) -> StuckClient {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         let ws = runtime.block_on(async {
             let socket = tokio::net::TcpSocket::new_v4().unwrap();
             socket.set_recv_buffer_size(4096).unwrap();
             let stream = socket.connect(addr).await.unwrap();
-            let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{addr}"), stream).await.unwrap();
+            let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{addr}"), stream)
+                .await
+                .unwrap();
             ws.send(Message::text(subscribe.to_string())).await.unwrap();
             ws
         });
-        StuckClient { runtime, ws: Some(ws) }
+        StuckClient {
+            runtime,
+            ws: Some(ws),
+        }
     }
 
     /// Starts reading: returns every message up to the point where it holds channel seq `seq`.
@@ -249,7 +321,11 @@ impl StuckClient {
             let mut out = Vec::new();
             let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
             loop {
-                let msg = tokio::time::timeout_at(deadline, ws.next()).await.expect("timed out reading").unwrap().unwrap();
+                let msg = tokio::time::timeout_at(deadline, ws.next())
+                    .await
+                    .expect("timed out reading")
+                    .unwrap()
+                    .unwrap();
                 if let Message::Text(t) = msg {
                     let m: ServerMessage = serde_json::from_str(t.as_str()).unwrap();
                     let done = match &m {
