@@ -17,7 +17,7 @@ use sideline::engine::EngineStats;
 use sideline::event::{GameEvent, GameKey};
 use sideline::features::offline::timeline_of;
 use sideline::model::WinProbModel;
-use sideline::produce::{self, Pace};
+pub use sideline::produce::{self, Pace};
 use sideline::ws::protocol::ServerMessage;
 use tokio_tungstenite::tungstenite::Message;
 

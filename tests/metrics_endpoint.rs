@@ -1,0 +1,96 @@
+//! Prometheus `/metrics` serves the engine's counters: events in and rejected per topic and
+//! reason, deltas out, and WebSocket subscribers; the values match what the run did.
+
+mod common;
+
+use std::io::{Read, Write};
+
+use common::*;
+use sideline::app::Server;
+
+fn scrape(addr: &str) -> String {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    body
+}
+
+fn value(body: &str, series: &str) -> Option<f64> {
+    body.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn metrics_count_what_the_engine_did() {
+    let topic = "nfl.metrics";
+    let cluster = Cluster::mock(&[(topic, 2), ("nfl.metrics.dead-letters", 1)]);
+    let mut lines = fixture_lines();
+    lines.truncate(600);
+    produce_all(&cluster.brokers, topic, &lines);
+    let bad = produce::create_producer(
+        rdkafka::config::ClientConfig::new().set("bootstrap.servers", &cluster.brokers),
+    )
+    .unwrap();
+    sideline::produce::produce_lines_with(
+        &bad,
+        topic,
+        &["{broken", "{\"also\": \"broken\"}"],
+        &sideline::produce::ProduceOptions {
+            allow_invalid: true,
+            ..Default::default()
+        },
+        None,
+    )
+    .unwrap();
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut cfg = config(&cluster.brokers, topic, 2);
+    cfg.server.metrics_listen = format!("127.0.0.1:{port}");
+    let server = Server::start(&cfg).unwrap();
+    let client = Client::connect(
+        server.ws_addr,
+        r#"{"op":"subscribe","channel":"predictions"}"#,
+    );
+    client.wait_for("a snapshot", |ms| !ms.is_empty());
+    let (stats, log) = run_engine(&server, &cfg);
+    let body = scrape(&cfg.server.metrics_listen);
+
+    let t = format!("topic=\"{topic}\"");
+    assert_eq!(
+        value(&body, &format!("sideline_events_in_total{{{t}}}")),
+        Some(stats.records as f64),
+        "{body}"
+    );
+    assert_eq!(
+        value(
+            &body,
+            &format!("sideline_events_rejected_total{{{t},reason=\"malformed_json\"}}")
+        ),
+        Some(1.0),
+        "{body}"
+    );
+    assert_eq!(
+        value(
+            &body,
+            &format!("sideline_events_rejected_total{{{t},reason=\"schema_violation\"}}")
+        ),
+        Some(1.0),
+        "{body}"
+    );
+    assert_eq!(
+        value(&body, "sideline_deltas_out_total"),
+        Some(log.len() as f64),
+        "{body}"
+    );
+    assert_eq!(value(&body, "sideline_ws_subscribers"), Some(1.0), "{body}");
+    assert!(body.contains("sideline_e2e_latency_seconds"), "{body}");
+    server.shutdown();
+}
