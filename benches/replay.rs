@@ -22,7 +22,10 @@ use sideline::produce::{self, Pace};
 const FIXTURE: &str = include_str!("../examples/data/nfl/games.jsonl");
 
 fn copies(n: usize) -> Vec<String> {
-    let events: Vec<GameEvent> = FIXTURE.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let events: Vec<GameEvent> = FIXTURE
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     let mut out: Vec<GameEvent> = Vec::new();
     for k in 0..n {
         out.extend(events.iter().cloned().map(|mut e| {
@@ -30,11 +33,21 @@ fn copies(n: usize) -> Vec<String> {
             e
         }));
     }
-    out.sort_by(|a, b| (a.event_time_ms, &a.game_id, a.seq).cmp(&(b.event_time_ms, &b.game_id, b.seq)));
-    out.iter().map(|e| serde_json::to_string(e).unwrap()).collect()
+    out.sort_by(|a, b| {
+        (a.event_time_ms, &a.game_id, a.seq).cmp(&(b.event_time_ms, &b.game_id, b.seq))
+    });
+    out.iter()
+        .map(|e| serde_json::to_string(e).unwrap())
+        .collect()
 }
 
-fn setup(topic: &str, partitions: i32) -> (MockCluster<'static, rdkafka::producer::DefaultProducerContext>, Config) {
+fn setup(
+    topic: &str,
+    partitions: i32,
+) -> (
+    MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    Config,
+) {
     let mock = MockCluster::new(1).unwrap();
     mock.create_topic(topic, partitions, 1).unwrap();
     mock.create_topic("dead", 1, 1).unwrap();
@@ -51,10 +64,19 @@ fn setup(topic: &str, partitions: i32) -> (MockCluster<'static, rdkafka::produce
 /// A subscriber reading everything on its own thread.
 fn subscriber(addr: std::net::SocketAddr) -> std::thread::JoinHandle<u64> {
     std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async move {
-            let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}")).await.unwrap();
-            ws.send(tokio_tungstenite::tungstenite::Message::text(r#"{"op":"subscribe","channel":"predictions"}"#)).await.unwrap();
+            let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}"))
+                .await
+                .unwrap();
+            ws.send(tokio_tungstenite::tungstenite::Message::text(
+                r#"{"op":"subscribe","channel":"predictions"}"#,
+            ))
+            .await
+            .unwrap();
             let mut n = 0u64;
             while let Some(Ok(_)) = ws.next().await {
                 n += 1;
@@ -68,16 +90,31 @@ fn main() {
     // 1. Throughput.
     let lines = copies(12);
     let (mock, mut cfg) = setup("throughput", 8);
-    let producer = produce::create_producer(ClientConfig::new().set("bootstrap.servers", mock.bootstrap_servers())).unwrap();
+    let producer = produce::create_producer(
+        ClientConfig::new().set("bootstrap.servers", mock.bootstrap_servers()),
+    )
+    .unwrap();
     produce::produce_lines(&producer, "throughput", &lines, Pace::Max, None).unwrap();
     cfg.kafka.stop_at_end = true;
     let server = Server::start(&cfg).unwrap();
     let _sub = subscriber(server.ws_addr);
     let t0 = Instant::now();
-    let stats = server.run_engine(&cfg, app::load_model(&cfg).unwrap(), |_| {}).unwrap();
+    let stats = server
+        .run_engine(&cfg, app::load_model(&cfg).unwrap(), |_| {})
+        .unwrap();
     let secs = t0.elapsed().as_secs_f64();
-    println!("replay (mock cluster, 2 workers, 1 subscriber): {} events, {} games", stats.records, 32 * 12);
-    println!("  throughput: {:.0} events/s ({:.0} per worker), {:.2} s, {} deltas", stats.records as f64 / secs, stats.records as f64 / secs / 2.0, secs, server.hub.seq(app::PREDICTIONS).unwrap_or(0));
+    println!(
+        "replay (mock cluster, 2 workers, 1 subscriber): {} events, {} games",
+        stats.records,
+        32 * 12
+    );
+    println!(
+        "  throughput: {:.0} events/s ({:.0} per worker), {:.2} s, {} deltas",
+        stats.records as f64 / secs,
+        stats.records as f64 / secs / 2.0,
+        secs,
+        server.hub.seq(app::PREDICTIONS).unwrap_or(0)
+    );
     server.shutdown();
 
     // 2. Latency under a paced feed.
@@ -90,15 +127,25 @@ fn main() {
     let stop = server.stop.clone();
     let brokers = mock.bootstrap_servers();
     let feeder = std::thread::spawn(move || {
-        let producer = produce::create_producer(ClientConfig::new().set("bootstrap.servers", &brokers).set("linger.ms", "0")).unwrap();
+        let producer = produce::create_producer(
+            ClientConfig::new()
+                .set("bootstrap.servers", &brokers)
+                .set("linger.ms", "0"),
+        )
+        .unwrap();
         let t0 = Instant::now();
         produce::produce_lines(&producer, "latency", &lines, Pace::Speed(600.0), None).unwrap();
         stop.drain();
         (lines.len(), t0.elapsed().as_secs_f64())
     });
-    server.run_engine(&cfg, app::load_model(&cfg).unwrap(), |_| {}).unwrap();
+    server
+        .run_engine(&cfg, app::load_model(&cfg).unwrap(), |_| {})
+        .unwrap();
     let (n, secs) = feeder.join().unwrap();
-    println!("paced replay at 600x: {n} events over {secs:.1} s ({:.0} events/s offered)", n as f64 / secs);
+    println!(
+        "paced replay at 600x: {n} events over {secs:.1} s ({:.0} events/s offered)",
+        n as f64 / secs
+    );
     println!("  {}", sideline::metrics::latency_summary());
     server.shutdown();
 }

@@ -77,13 +77,25 @@ fn main() {
             coll.count_total().inner.probe_with(&probe);
             (input, probe)
         });
-        let mut ingest = Ingest::new(1 << 16, Duration::ZERO, Duration::from_secs(1), LatePolicy::DeadLetter);
+        let mut ingest = Ingest::new(
+            1 << 16,
+            Duration::ZERO,
+            Duration::from_secs(1),
+            LatePolicy::DeadLetter,
+        );
         let mut updates = Vec::new();
         let mut decode = Duration::ZERO;
         let start = Instant::now();
         for (i, payload) in records.iter().enumerate() {
             let d0 = Instant::now();
-            let rec = Record { topic: "bench", partition: 0, offset: i as i64, timestamp_ms: None, key: None, payload };
+            let rec = Record {
+                topic: "bench",
+                partition: 0,
+                offset: i as i64,
+                timestamp_ms: None,
+                key: None,
+                payload,
+            };
             ingest.accept(&rec, *input.time(), &mut updates).unwrap();
             decode += d0.elapsed();
             for (g, t, u) in updates.drain(..) {
@@ -105,8 +117,15 @@ fn main() {
         }
         let total = start.elapsed();
         println!("windows: {n} events, {games} games, 1 worker");
-        println!("  decode + order check + window assignment: {:>10.0} events/s", n as f64 / decode.as_secs_f64());
-        println!("  whole path incl. count_total:             {:>10.0} events/s ({:.1} ms)", n as f64 / total.as_secs_f64(), total.as_secs_f64() * 1e3);
+        println!(
+            "  decode + order check + window assignment: {:>10.0} events/s",
+            n as f64 / decode.as_secs_f64()
+        );
+        println!(
+            "  whole path incl. count_total:             {:>10.0} events/s ({:.1} ms)",
+            n as f64 / total.as_secs_f64(),
+            total.as_secs_f64() * 1e3
+        );
     })
     .unwrap();
     println!("  wall: {:.1} ms", t0.elapsed().as_secs_f64() * 1e3);

@@ -27,13 +27,21 @@ async fn main() -> anyhow::Result<()> {
     while let Some(msg) = ws.next().await {
         let Message::Text(text) = msg? else { continue };
         match serde_json::from_str::<ServerMessage>(text.as_str())? {
-            ServerMessage::Snapshot { seq, reason, values: v, .. } => {
+            ServerMessage::Snapshot {
+                seq,
+                reason,
+                values: v,
+                ..
+            } => {
                 values = v.into_iter().map(|v| (v.game_id, v.value)).collect();
                 println!("snapshot ({reason:?}) at seq {seq}: {} games", values.len());
             }
             ServerMessage::Delta { delta, .. } => {
                 values.insert(delta.game_id.clone(), delta.new);
-                println!("#{} {} {:?} -> {:.3}", delta.seq, delta.game_id, delta.old, delta.new);
+                println!(
+                    "#{} {} {:?} -> {:.3}",
+                    delta.seq, delta.game_id, delta.old, delta.new
+                );
             }
             ServerMessage::Progress { event_time_ms, .. } => {
                 eprintln!("progress: everything up to event time {event_time_ms} sent");
