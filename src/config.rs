@@ -171,6 +171,19 @@ impl Config {
         if self.kafka.topics.is_empty() {
             return Err(ConfigError::Value("kafka.topics is empty".into()));
         }
+        let mut topics = self.kafka.topics.clone();
+        topics.sort();
+        if let Some(w) = topics.windows(2).find(|w| w[0] == w[1]) {
+            return Err(ConfigError::Value(format!(
+                "kafka.topics names {:?} twice (its events would be read twice)",
+                w[0]
+            )));
+        }
+        if self.kafka.topics.contains(&self.kafka.dead_letter_topic) {
+            return Err(ConfigError::Value(
+                "kafka.dead-letter-topic is also a source topic".into(),
+            ));
+        }
         if !(0.0..1.0).contains(&self.model.epsilon) {
             return Err(ConfigError::Value("model.epsilon must be in [0, 1)".into()));
         }

@@ -1,7 +1,8 @@
 //! The engine: Kafka partitions split across timely workers, each feeding its share of the
 //! dataflow, until stopped (or, in replay mode, until every partition is read to its end).
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -84,9 +85,14 @@ pub fn run(
     let board = Arc::new(FrontierBoard::new(workers));
     let cfg = Arc::new(cfg.clone());
     let dead_flush = dead.clone();
+    // Set when any worker fails: the others stop instead of waiting forever on its progress.
+    let abort = Arc::new(AtomicBool::new(false));
+    let cause: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+    let cause2 = cause.clone();
     tracing::info!(workers, partitions = parts.len(), topics = ?cfg.kafka.topics, "engine starting");
 
     let guards = timely::execute(timely::Config::process(workers), move |worker| {
+        let run = catch_unwind(AssertUnwindSafe(|| {
         let index = worker.index();
         let peers = worker.peers();
         let owned: Vec<(String, i32)> = parts
@@ -95,10 +101,12 @@ pub fn run(
             .filter(|(i, _)| i % peers == index)
             .map(|(_, p)| p.clone())
             .collect();
-        let reader = KafkaReader::new(&cfg.kafka, &owned).map_err(|e| e.to_string())?;
+        // Built first, so that every worker has it even if this one fails next.
         let (mut input, probe) = worker.dataflow::<u64, _, _>(|scope| {
-            dataflow::build(scope, scorer.clone(), cfg.model.epsilon, sink.clone())
+            let sink = (index == 0).then(|| sink.clone());
+            dataflow::build(scope, scorer.clone(), cfg.model.epsilon, sink)
         });
+        let reader = KafkaReader::new(&cfg.kafka, &owned).map_err(|e| e.to_string())?;
         let mut ingest = Ingest::new(
             cfg.kafka.max_record_bytes,
             cfg.time.allowed_lateness,
@@ -144,6 +152,9 @@ pub fn run(
             for (game, time, update) in updates.drain(..) {
                 input.update_at(game, time, update);
             }
+            if abort.load(Ordering::Relaxed) {
+                return Err("stopped: another worker failed".to_string());
+            }
             if stop.finished(ingest.all_caught_up()) {
                 board.post(index, None);
                 break;
@@ -159,22 +170,54 @@ pub fn run(
         }
         input.close();
         while !probe.done() {
+            if abort.load(Ordering::Relaxed) {
+                return Err("stopped: another worker failed".to_string());
+            }
             worker.step_or_park(Some(Duration::from_millis(1)));
         }
         Ok::<EngineStats, String>(stats)
+        }));
+        let result = match run {
+            Ok(r) => r,
+            Err(panic) => Err(format!(
+                "worker panicked: {}",
+                panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| panic.downcast_ref::<&str>().copied())
+                    .unwrap_or("(no message)")
+            )),
+        };
+        if let Err(e) = &result {
+            if !abort.swap(true, Ordering::Relaxed) {
+                tracing::error!(error = %e, "engine worker failed; stopping the others");
+                if let Ok(mut c) = cause2.lock() {
+                    c.get_or_insert_with(|| e.clone());
+                }
+            }
+        }
+        result
     })
     .map_err(EngineError::Worker)?;
 
     let mut total = EngineStats::default();
+    let mut failures = Vec::new();
     for r in guards.join() {
-        let s = r
-            .map_err(EngineError::Worker)?
-            .map_err(EngineError::Worker)?;
-        total.records += s.records;
-        total.accepted += s.accepted;
-        total.rejected += s.rejected;
-        total.late += s.late;
+        match r.and_then(|x| x) {
+            Ok(s) => {
+                total.records += s.records;
+                total.accepted += s.accepted;
+                total.rejected += s.rejected;
+                total.late += s.late;
+            }
+            Err(e) => failures.push(e),
+        }
     }
     dead_flush.flush();
-    Ok(total)
+    // Report the cause, not the workers that stopped (or broke) because of it.
+    let cause = cause.lock().ok().and_then(|c| c.clone());
+    match (cause, failures.into_iter().next()) {
+        (Some(e), _) | (None, Some(e)) => Err(EngineError::Worker(e)),
+        (None, None) => Ok(total),
+    }
 }

@@ -45,12 +45,13 @@ pub enum SinkMsg {
 /// The input handle a worker feeds.
 pub type FeatureInput = InputSession<u64, GameKey, FeatureVec>;
 
-/// Builds the dataflow in `scope`. Every worker builds it; only worker 0's `sink` receives.
+/// Builds the dataflow in `scope`. Every worker builds it; deltas and progress are sent from
+/// worker 0 alone, the only one that passes a `sink`.
 pub fn build(
     scope: Scope<'_, u64>,
     scorer: Arc<dyn Scorer>,
     epsilon: f64,
-    sink: SyncSender<SinkMsg>,
+    sink: Option<SyncSender<SinkMsg>>,
 ) -> (FeatureInput, ProbeHandle<u64>) {
     let (input, updates) = scope.new_collection::<GameKey, FeatureVec>();
     let probe = ProbeHandle::new();

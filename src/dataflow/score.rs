@@ -105,7 +105,12 @@ impl<'scope> ScoreGames<'scope> for Stream<'scope, u64, Vec<Input>> {
                     rows.clear();
                     rows.extend(changed.iter().map(|c| c.2));
                     let values = match scorer.score(&rows) {
-                        Ok(v) => v,
+                        Ok(v) if v.len() == rows.len() => v,
+                        Ok(v) => {
+                            tracing::error!(rows = rows.len(), values = v.len(), "the model returned a value count that differs from the row count; these updates publish nothing");
+                            metrics::counter!("sideline_scoring_errors_total").increment(1);
+                            return;
+                        }
                         Err(e) => {
                             tracing::error!(error = %e, rows = rows.len(), "scoring failed; these updates publish nothing");
                             metrics::counter!("sideline_scoring_errors_total").increment(1);

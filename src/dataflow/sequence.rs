@@ -21,7 +21,7 @@ use crate::features::{Slot, FEATURE_NAMES};
 pub trait SequenceDeltas<'scope> {
     fn sequence_deltas(
         self,
-        sink: SyncSender<SinkMsg>,
+        sink: Option<SyncSender<SinkMsg>>,
         version: String,
     ) -> Stream<'scope, u64, Vec<()>>;
 }
@@ -62,7 +62,7 @@ fn to_delta(seq: u64, s: Scored, version: &str) -> (Delta, Option<u64>) {
 impl<'scope> SequenceDeltas<'scope> for Stream<'scope, u64, Vec<Scored>> {
     fn sequence_deltas(
         self,
-        sink: SyncSender<SinkMsg>,
+        sink: Option<SyncSender<SinkMsg>>,
         version: String,
     ) -> Stream<'scope, u64, Vec<()>> {
         self.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
@@ -74,6 +74,11 @@ impl<'scope> SequenceDeltas<'scope> for Stream<'scope, u64, Vec<Scored>> {
                 let mut progress: Option<u64> = None;
                 let mut max_seen: Option<u64> = None;
                 move |(input, frontier), _output| {
+                    // Only worker 0 receives data (the exchange) and only it has a sink.
+                    let Some(sink) = sink.as_ref() else {
+                        input.for_each(|_, _| {});
+                        return;
+                    };
                     input.for_each(|_cap, data| {
                         for s in data.drain(..) {
                             max_seen = max_seen.max(Some(s.time));

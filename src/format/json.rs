@@ -7,6 +7,12 @@ use crate::event::GameEvent;
 const MAX_CLOCK_MS: u64 = 60 * 60 * 1000;
 /// Longest game id accepted.
 const MAX_GAME_ID: usize = 64;
+/// Latest event time accepted: 2100-01-01T00:00:00Z. Later is a unit error (microseconds,
+/// nanoseconds) that would drag the watermark into the far future and make every later event
+/// late.
+pub const MAX_EVENT_TIME_MS: u64 = 4_102_444_800_000;
+/// Largest magnitude of a stat: features are integers and sums of them.
+pub const MAX_STAT: f64 = 1e9;
 /// Deepest JSON nesting accepted (serde_json's own limit is 128).
 const MAX_DEPTH: usize = 16;
 
@@ -63,8 +69,18 @@ pub fn validate(ev: &GameEvent) -> Result<(), Reject> {
     if ev.home.is_empty() || ev.away.is_empty() || ev.home == ev.away {
         return bad("home and away must be two different team codes".into());
     }
-    if let Some((k, v)) = ev.stats.iter().find(|(_, v)| !v.is_finite()) {
-        return bad(format!("stat {k} is {v}"));
+    if ev.event_time_ms > MAX_EVENT_TIME_MS {
+        return bad(format!(
+            "event_time_ms {} is after 2100 (milliseconds since the epoch expected)",
+            ev.event_time_ms
+        ));
+    }
+    if let Some((k, v)) = ev
+        .stats
+        .iter()
+        .find(|(_, v)| !v.is_finite() || v.abs() > MAX_STAT)
+    {
+        return bad(format!("stat {k} is {v}, outside ±{MAX_STAT:e}"));
     }
     Ok(())
 }
@@ -136,6 +152,20 @@ mod tests {
         );
         let deep = format!("{}{}", "[".repeat(40), "]".repeat(40));
         assert_eq!(code(&deep), RejectCode::MalformedJson);
+        assert_eq!(
+            code(&GOOD.replace(
+                "\"event_time_ms\":1000",
+                "\"event_time_ms\":1700000000000000"
+            )),
+            RejectCode::InvalidValue
+        );
+        assert_eq!(
+            code(&GOOD.replace(
+                "\"away_score\":0",
+                "\"away_score\":0,\"stats\":{\"down\":1e300}"
+            )),
+            RejectCode::InvalidValue
+        );
         let big = GOOD.replace("\"g1\"", &format!("\"{}\"", "x".repeat(5000)));
         assert_eq!(code(&big), RejectCode::Oversized);
     }

@@ -1,8 +1,10 @@
 //! How the workers of one process agree on the frontier.
 //!
 //! Each worker posts its [`LocalMark`]; the frontier is the lowest watermark among non-idle
-//! partitions of all workers, or, when every partition is idle, the highest watermark. A
-//! partition whose watermark is still unknown blocks any advance until it is idle.
+//! partitions of all workers, or, when every partition is idle, just past the highest event
+//! time seen (everything read is released; a later event older than that is late). A
+//! partition whose watermark is still unknown blocks any advance until it is idle, and so
+//! does a worker that has not posted yet.
 
 use std::sync::Mutex;
 
@@ -16,7 +18,13 @@ pub struct FrontierBoard {
 impl FrontierBoard {
     pub fn new(workers: usize) -> Self {
         FrontierBoard {
-            marks: Mutex::new(vec![Some(LocalMark::default()); workers]),
+            marks: Mutex::new(vec![
+                Some(LocalMark {
+                    blocked: true,
+                    ..LocalMark::default()
+                });
+                workers
+            ]),
         }
     }
 
@@ -32,7 +40,7 @@ impl FrontierBoard {
         live.iter()
             .filter_map(|m| m.active_min)
             .min()
-            .or_else(|| live.iter().filter_map(|m| m.max).max())
+            .or_else(|| live.iter().filter_map(|m| m.idle_release).max())
     }
 }
 
@@ -40,17 +48,22 @@ impl FrontierBoard {
 mod tests {
     use super::*;
 
-    fn mark(blocked: bool, active_min: Option<u64>, max: Option<u64>) -> Option<LocalMark> {
+    fn mark(
+        blocked: bool,
+        active_min: Option<u64>,
+        idle_release: Option<u64>,
+    ) -> Option<LocalMark> {
         Some(LocalMark {
             blocked,
             active_min,
-            max,
+            idle_release,
         })
     }
 
     #[test]
     fn lowest_active_watermark_wins() {
         let b = FrontierBoard::new(2);
+        b.post(1, mark(false, None, None));
         assert_eq!(
             b.post(0, mark(false, Some(100), Some(100))),
             None.or(Some(100))
@@ -61,6 +74,7 @@ mod tests {
     #[test]
     fn an_unknown_watermark_blocks_until_idle() {
         let b = FrontierBoard::new(2);
+        b.post(1, mark(true, None, None));
         b.post(0, mark(false, Some(100), Some(100)));
         assert_eq!(b.post(1, mark(true, None, None)), None);
         // Idle now: no longer blocks, no longer counts.
@@ -68,7 +82,13 @@ mod tests {
     }
 
     #[test]
-    fn all_idle_releases_up_to_the_highest_watermark() {
+    fn a_worker_that_has_not_posted_blocks() {
+        let b = FrontierBoard::new(2);
+        assert_eq!(b.post(0, mark(false, Some(100), Some(100))), None);
+    }
+
+    #[test]
+    fn all_idle_releases_everything_read() {
         let b = FrontierBoard::new(2);
         b.post(0, mark(false, None, Some(70)));
         assert_eq!(b.post(1, mark(false, None, Some(90))), Some(90));
@@ -77,6 +97,7 @@ mod tests {
     #[test]
     fn a_closed_worker_stops_counting() {
         let b = FrontierBoard::new(2);
+        b.post(1, mark(false, None, None));
         b.post(0, mark(false, Some(10), Some(10)));
         assert_eq!(b.post(1, mark(false, Some(50), Some(50))), Some(10));
         assert_eq!(b.post(0, None), Some(50));

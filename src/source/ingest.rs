@@ -49,8 +49,8 @@ pub struct LocalMark {
     pub blocked: bool,
     /// Lowest watermark among non-idle partitions.
     pub active_min: Option<u64>,
-    /// Highest watermark among all partitions.
-    pub max: Option<u64>,
+    /// Just past the highest event time of the idle partitions: how far they may release.
+    pub idle_release: Option<u64>,
 }
 
 /// Per-worker ingest state.
@@ -177,12 +177,13 @@ impl Ingest {
                 .is_some_and(|s| now.duration_since(s) >= self.idle_timeout);
             match p.state {
                 PartitionState::Unstarted => mark.blocked |= !idle,
+                PartitionState::Live { max_time } if idle => {
+                    let release = max_time + 1;
+                    mark.idle_release = Some(mark.idle_release.map_or(release, |m| m.max(release)));
+                }
                 PartitionState::Live { max_time } => {
                     let wm = max_time.saturating_sub(self.lateness_ms);
-                    mark.max = Some(mark.max.map_or(wm, |m| m.max(wm)));
-                    if !idle {
-                        mark.active_min = Some(mark.active_min.map_or(wm, |m| m.min(wm)));
-                    }
+                    mark.active_min = Some(mark.active_min.map_or(wm, |m| m.min(wm)));
                 }
             }
         }
@@ -230,8 +231,8 @@ mod tests {
             .unwrap_err(); // time regressed
         let m = ing.mark(now);
         assert_eq!(
-            (m.blocked, m.active_min, m.max),
-            (false, Some(900), Some(4_900))
+            (m.blocked, m.active_min, m.idle_release),
+            (false, Some(900), None)
         );
     }
 
@@ -248,6 +249,13 @@ mod tests {
         ing.caught_up("t", 0, t0);
         assert!(ing.mark(t0).blocked);
         assert!(!ing.mark(t0 + Duration::from_millis(10)).blocked);
+        // Once it has data and goes idle, it releases everything it read.
+        let mut out = Vec::new();
+        ing.accept(&rec(0, &line("g", 1, 1_000)), 0, &mut out)
+            .unwrap();
+        ing.caught_up("t", 0, t0);
+        let m = ing.mark(t0 + Duration::from_millis(10));
+        assert_eq!((m.active_min, m.idle_release), (None, Some(1_001)));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Message, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
@@ -28,6 +28,8 @@ pub enum SourceError {
     },
     #[error("kafka: topic {0} does not exist or has no partitions")]
     NoSuchTopic(String),
+    #[error("kafka: the dead-letter topic {0} does not exist; create it (sideline creates no topics) or set kafka.dead-letter-topic")]
+    NoDeadLetterTopic(String),
 }
 
 fn kafka(context: impl Into<String>) -> impl FnOnce(KafkaError) -> SourceError {
@@ -39,6 +41,8 @@ fn kafka(context: impl Into<String>) -> impl FnOnce(KafkaError) -> SourceError {
 pub fn client_config(cfg: &KafkaConfig) -> ClientConfig {
     let mut cc = ClientConfig::new();
     cc.set("statistics.interval.ms", "1000");
+    // Asking about a topic must not create it.
+    cc.set("allow.auto.create.topics", "false");
     for (k, v) in &cfg.options {
         cc.set(k, v);
     }
@@ -167,21 +171,56 @@ impl KafkaReader {
                 }
             }
         }
-        // Serves statistics and errors; records all go to the partition queues.
-        let _ = self.consumer.poll(Duration::ZERO);
+        // Serves statistics and errors; records all go to the partition queues, which are split
+        // before the first poll.
+        match self.consumer.poll(Duration::ZERO) {
+            Some(Ok(m)) => tracing::error!(
+                topic = m.topic(),
+                partition = m.partition(),
+                offset = m.offset(),
+                "record on the main queue, not its partition's: not processed"
+            ),
+            Some(Err(e)) => tracing::warn!(error = %e, "kafka consumer error"),
+            None => {}
+        }
         n
     }
 }
 
+/// Counts and logs dead-letter writes the broker did not confirm: a reject is never lost
+/// without a trace.
+pub struct DeadLetterContext;
+
+impl ClientContext for DeadLetterContext {}
+
+impl ProducerContext for DeadLetterContext {
+    /// Where the rejected record came from, for the log line if its write fails.
+    type DeliveryOpaque = Box<String>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, source: Self::DeliveryOpaque) {
+        if let Err((e, _)) = result {
+            metrics::counter!("sideline_dead_letter_failures_total").increment(1);
+            tracing::error!(error = %e, record = %source, "dead-letter write failed");
+        }
+    }
+}
+
+/// How long a dead-letter write waits for room in librdkafka's queue before giving up (and
+/// logging the record instead).
+const DEAD_LETTER_QUEUE_WAIT: Duration = Duration::from_secs(10);
+
 /// The dead-letter writer: a rejected record's original bytes and key, with its source and
 /// reason in headers (`sideline.topic`, `sideline.partition`, `sideline.offset`,
-/// `sideline.reason`, `sideline.detail`).
+/// `sideline.reason`, `sideline.detail`). Writes are asynchronous; failures are counted in
+/// `sideline_dead_letter_failures_total` and logged with the record's source.
 pub struct DeadLetters {
-    producer: ThreadedProducer<DefaultProducerContext>,
+    producer: ThreadedProducer<DeadLetterContext>,
     topic: String,
 }
 
 impl DeadLetters {
+    /// Fails when the dead-letter topic does not exist: sideline never creates topics, and a
+    /// reject with nowhere to go would be lost.
     pub fn new(cfg: &KafkaConfig) -> Result<Self, SourceError> {
         let mut cc = ClientConfig::new();
         for (k, v) in &cfg.options {
@@ -189,9 +228,21 @@ impl DeadLetters {
         }
         cc.set("bootstrap.servers", &cfg.brokers)
             .set("enable.idempotence", "true");
-        let producer = cc
-            .create()
+        let producer: ThreadedProducer<DeadLetterContext> = cc
+            .create_with_context(DeadLetterContext)
             .map_err(kafka("creating the dead-letter producer"))?;
+        let md = producer
+            .client()
+            .fetch_metadata(Some(&cfg.dead_letter_topic), Duration::from_secs(10))
+            .map_err(kafka(format!("metadata of {}", cfg.dead_letter_topic)))?;
+        let exists = md.topics().iter().any(|t| {
+            t.name() == cfg.dead_letter_topic && t.error().is_none() && !t.partitions().is_empty()
+        });
+        if !exists {
+            return Err(SourceError::NoDeadLetterTopic(
+                cfg.dead_letter_topic.clone(),
+            ));
+        }
         Ok(DeadLetters {
             producer,
             topic: cfg.dead_letter_topic.clone(),
@@ -201,6 +252,7 @@ impl DeadLetters {
     pub fn send(&self, rec: &Record<'_>, reject: &Reject) {
         let partition = rec.partition.to_string();
         let offset = rec.offset.to_string();
+        let source = format!("{}/{}@{} ({reject})", rec.topic, rec.partition, rec.offset);
         let headers = OwnedHeaders::new()
             .insert(Header {
                 key: "sideline.topic",
@@ -222,12 +274,14 @@ impl DeadLetters {
                 key: "sideline.detail",
                 value: Some(&reject.detail),
             });
-        let mut record = BaseRecord::<[u8], [u8]>::to(&self.topic)
-            .payload(rec.payload)
-            .headers(headers);
+        let mut record =
+            BaseRecord::<[u8], [u8], Box<String>>::with_opaque_to(&self.topic, Box::new(source))
+                .payload(rec.payload)
+                .headers(headers);
         if let Some(k) = rec.key {
             record = record.key(k);
         }
+        let deadline = std::time::Instant::now() + DEAD_LETTER_QUEUE_WAIT;
         let mut record = Some(record);
         while let Some(r) = record.take() {
             match self.producer.send(r) {
@@ -235,19 +289,22 @@ impl DeadLetters {
                 Err((
                     KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
                     r,
-                )) => {
+                )) if std::time::Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(1));
                     record = Some(r);
                 }
-                Err((e, _)) => {
-                    tracing::error!(error = %e, "dead-letter write failed; record logged here instead");
-                    tracing::error!(topic = rec.topic, partition = rec.partition, offset = rec.offset, reason = %reject, "rejected record");
+                Err((e, r)) => {
+                    metrics::counter!("sideline_dead_letter_failures_total").increment(1);
+                    tracing::error!(error = %e, record = %r.delivery_opaque, "dead-letter write failed");
                 }
             }
         }
     }
 
+    /// Waits for outstanding dead-letter writes; what is still unconfirmed is logged.
     pub fn flush(&self) {
-        let _ = self.producer.flush(Duration::from_secs(10));
+        if let Err(e) = self.producer.flush(Duration::from_secs(30)) {
+            tracing::error!(error = %e, pending = self.producer.in_flight_count(), "dead-letter writes unconfirmed at shutdown");
+        }
     }
 }
