@@ -147,3 +147,37 @@ fn assert_no_gap(deltas: &[sideline::delta::Delta], last: u64) {
         first_gap.map(|(i, d)| (i, d.seq))
     );
 }
+
+/// Games spread over two topics (and their partitions) give the same deltas as one topic.
+#[test]
+fn two_topics_give_the_same_deltas_as_one() {
+    let events = fixture_events();
+    let lines = fixture_lines();
+    let cluster = Cluster::mock(&[("nfl.a", 3), ("nfl.b", 2), ("nfl.two.dead-letters", 1)]);
+    let (a, b): (Vec<(String, bool)>, Vec<(String, bool)>) = lines
+        .iter()
+        .zip(&events)
+        .map(|(l, e)| (l.clone(), e.game_id.ends_with(['0', '2', '4', '6', '8'])))
+        .partition(|(_, even)| *even);
+    let a: Vec<String> = a.into_iter().map(|x| x.0).collect();
+    let b: Vec<String> = b.into_iter().map(|x| x.0).collect();
+    assert!(!a.is_empty() && !b.is_empty());
+    produce_all(&cluster.brokers, "nfl.a", &a);
+    produce_all(&cluster.brokers, "nfl.b", &b);
+    let mut cfg = config(&cluster.brokers, "nfl.a", 2);
+    cfg.kafka.topics = vec!["nfl.a".into(), "nfl.b".into()];
+    cfg.kafka.dead_letter_topic = "nfl.two.dead-letters".into();
+    let server = Server::start(&cfg).unwrap();
+    let (stats, log) = run_engine(&server, &cfg);
+    server.shutdown();
+    assert_eq!(stats.accepted as usize, lines.len());
+    let (history, _, _) = apply(
+        &log.iter()
+            .map(|d| ServerMessage::Delta {
+                channel: PREDICTIONS.into(),
+                delta: d.clone(),
+            })
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(history, offline_deltas(&events, Config_epsilon()));
+}
