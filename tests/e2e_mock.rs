@@ -154,13 +154,16 @@ fn two_topics_give_the_same_deltas_as_one() {
     let events = fixture_events();
     let lines = fixture_lines();
     let cluster = Cluster::mock(&[("nfl.a", 3), ("nfl.b", 2), ("nfl.two.dead-letters", 1)]);
-    let (a, b): (Vec<(String, bool)>, Vec<(String, bool)>) = lines
-        .iter()
-        .zip(&events)
-        .map(|(l, e)| (l.clone(), e.game_id.ends_with(['0', '2', '4', '6', '8'])))
-        .partition(|(_, even)| *even);
-    let a: Vec<String> = a.into_iter().map(|x| x.0).collect();
-    let b: Vec<String> = b.into_iter().map(|x| x.0).collect();
+    let even = |e: &sideline::event::GameEvent| e.game_id.ends_with(['0', '2', '4', '6', '8']);
+    let pick = |want: bool| -> Vec<String> {
+        lines
+            .iter()
+            .zip(&events)
+            .filter(|(_, e)| even(e) == want)
+            .map(|(l, _)| l.clone())
+            .collect()
+    };
+    let (a, b) = (pick(true), pick(false));
     assert!(!a.is_empty() && !b.is_empty());
     produce_all(&cluster.brokers, "nfl.a", &a);
     produce_all(&cluster.brokers, "nfl.b", &b);
