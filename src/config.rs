@@ -203,7 +203,6 @@ mod tests {
             let c = Config::load(None).map_err(|e| e.to_string())?;
             assert_eq!(c.time.late_policy, LatePolicy::DeadLetter);
             assert_eq!(c.time.allowed_lateness, Duration::from_secs(5));
-            assert!(c.kafka.options.contains_key("fetch.wait.max.ms"));
             Ok(())
         });
     }

@@ -77,6 +77,12 @@ pub fn latency_summary() -> LatencySummary {
 
 impl std::fmt::Display for LatencySummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.count == 0 {
+            return write!(
+                f,
+                "end-to-end latency: no delta was written to a subscriber"
+            );
+        }
         write!(
             f,
             "end-to-end latency (Kafka timestamp to socket write) over {} deltas: p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",

@@ -58,6 +58,18 @@ pub fn client_config(cfg: &KafkaConfig) -> ClientConfig {
 pub struct LagContext;
 
 impl ClientContext for LagContext {
+    /// Reaching the end of a partition is news, not an error (the partition queues report it).
+    fn error(&self, error: KafkaError, reason: &str) {
+        let eof = matches!(
+            error,
+            KafkaError::PartitionEOF(_)
+                | KafkaError::Global(rdkafka::types::RDKafkaErrorCode::PartitionEOF)
+        );
+        if !eof {
+            tracing::warn!(%error, reason, "kafka client error");
+        }
+    }
+
     fn stats(&self, stats: Statistics) {
         for (topic, t) in stats.topics {
             for (partition, p) in t.partitions {
