@@ -16,29 +16,10 @@ use rdkafka::config::ClientConfig;
 use rdkafka::mocking::MockCluster;
 use sideline::app::{self, Server};
 use sideline::config::Config;
-use sideline::event::GameEvent;
 use sideline::produce::{self, Pace};
 
-const FIXTURE: &str = include_str!("../examples/data/nfl/games.jsonl");
-
 fn copies(n: usize) -> Vec<String> {
-    let events: Vec<GameEvent> = FIXTURE
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let mut out: Vec<GameEvent> = Vec::new();
-    for k in 0..n {
-        out.extend(events.iter().cloned().map(|mut e| {
-            e.game_id = format!("{}-{k}", e.game_id);
-            e
-        }));
-    }
-    out.sort_by(|a, b| {
-        (a.event_time_ms, &a.game_id, a.seq).cmp(&(b.event_time_ms, &b.game_id, b.seq))
-    });
-    out.iter()
-        .map(|e| serde_json::to_string(e).unwrap())
-        .collect()
+    sideline::demo::replicate(&sideline::demo::fixture_events(), n)
 }
 
 fn setup(

@@ -18,6 +18,33 @@ use crate::produce::{self, Pace};
 /// examples/data/nfl/LICENSE.md).
 pub const FIXTURE: &str = include_str!("../examples/data/nfl/games.jsonl");
 
+/// The bundled games as events, in feed order.
+pub fn fixture_events() -> Vec<GameEvent> {
+    FIXTURE
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).expect("the bundled fixture is valid"))
+        .collect()
+}
+
+/// `events` `copies` times over, each copy's game ids suffixed `-k`, as JSON lines in feed
+/// order (event time, game, seq): more games, same feed. For tests and benchmarks.
+pub fn replicate(events: &[GameEvent], copies: usize) -> Vec<String> {
+    let mut out: Vec<GameEvent> = Vec::with_capacity(events.len() * copies);
+    for k in 0..copies {
+        out.extend(events.iter().cloned().map(|mut e| {
+            e.game_id = format!("{}-{k}", e.game_id);
+            e
+        }));
+    }
+    out.sort_by(|a, b| {
+        (a.event_time_ms, &a.game_id, a.seq).cmp(&(b.event_time_ms, &b.game_id, b.seq))
+    });
+    out.iter()
+        .map(|e| serde_json::to_string(e).expect("events serialise"))
+        .collect()
+}
+
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
     /// Replay speed (x recorded pace); 0 = as fast as possible. Default: demo.speed.

@@ -33,20 +33,7 @@ pub fn fixture_lines() -> Vec<String> {
 
 /// The fixture `copies` times over, each copy's game ids suffixed `-k`: more games, same feed.
 pub fn fixture_copies(copies: usize) -> Vec<String> {
-    let events = fixture_events();
-    let mut out: Vec<GameEvent> = Vec::new();
-    for k in 0..copies {
-        out.extend(events.iter().cloned().map(|mut e| {
-            e.game_id = format!("{}-{k}", e.game_id);
-            e
-        }));
-    }
-    out.sort_by(|a, b| {
-        (a.event_time_ms, &a.game_id, a.seq).cmp(&(b.event_time_ms, &b.game_id, b.seq))
-    });
-    out.iter()
-        .map(|e| serde_json::to_string(e).unwrap())
-        .collect()
+    sideline::demo::replicate(&fixture_events(), copies)
 }
 
 pub fn fixture_events() -> Vec<GameEvent> {
