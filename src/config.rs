@@ -202,7 +202,7 @@ mod tests {
         figment::Jail::expect_with(|_| {
             let c = Config::load(None).map_err(|e| e.to_string())?;
             assert_eq!(c.time.late_policy, LatePolicy::DeadLetter);
-            assert_eq!(c.time.allowed_lateness, Duration::from_secs(5));
+            assert_eq!(c.time.allowed_lateness, Duration::from_secs(1));
             Ok(())
         });
     }

@@ -142,6 +142,7 @@ fn feed_strategy() -> impl Strategy<Value = Vec<Step>> {
 fn incremental(
     steps: &[Step],
     policy: LatePolicy,
+    lateness: u64,
     workers: usize,
 ) -> HashMap<GameKey, Vec<(u64, FeatureVec)>> {
     let out: Arc<Mutex<Vec<Update>>> = Arc::default();
@@ -161,7 +162,12 @@ fn incremental(
         });
         // Worker 0 plays the feed; the others only step.
         if worker.index() == 0 {
-            let mut ingest = Ingest::new(1 << 20, Duration::ZERO, Duration::from_secs(1), policy);
+            let mut ingest = Ingest::new(
+                1 << 20,
+                Duration::from_millis(lateness),
+                Duration::from_secs(1),
+                policy,
+            );
             let mut updates = Vec::new();
             for (offset, step) in steps.iter().enumerate() {
                 match step {
@@ -223,21 +229,29 @@ fn incremental(
         .collect()
 }
 
-/// The reference: decide from the test's own frontier schedule which events are accepted and
+/// The reference: decide from the test's own frontier schedule and the partition's watermark
+/// (the highest accepted event time minus the allowed lateness) which events are accepted and
 /// at what time, then recompute every game's features from scratch.
-fn reference(steps: &[Step], policy: LatePolicy) -> HashMap<GameKey, Vec<(u64, FeatureVec)>> {
+fn reference(
+    steps: &[Step],
+    policy: LatePolicy,
+    lateness: u64,
+) -> HashMap<GameKey, Vec<(u64, FeatureVec)>> {
     let mut frontier = 0u64;
+    let mut max_time: Option<u64> = None;
     let mut accepted: HashMap<GameKey, Vec<(GameEvent, u64)>> = HashMap::new();
     for step in steps {
         match step {
             Step::Advance(f) => frontier = frontier.max(*f),
             Step::Event(ev) => {
-                let late = ev.event_time_ms < frontier;
-                let time = match (late, policy) {
+                let watermark = max_time.map_or(0, |m| m.saturating_sub(lateness));
+                let floor = frontier.max(watermark);
+                let time = match (ev.event_time_ms < floor, policy) {
                     (false, _) => ev.event_time_ms,
-                    (true, LatePolicy::FoldIn) => frontier,
+                    (true, LatePolicy::FoldIn) => floor,
                     (true, LatePolicy::DeadLetter) => continue,
                 };
+                max_time = max_time.max(Some(ev.event_time_ms));
                 accepted
                     .entry(ev.key())
                     .or_default()
@@ -262,21 +276,26 @@ fn reference(steps: &[Step], policy: LatePolicy) -> HashMap<GameKey, Vec<(u64, F
         .collect()
 }
 
+/// Allowed lateness: none, some, or more than any gap in the feeds.
+fn lateness() -> impl Strategy<Value = u64> {
+    prop_oneof![Just(0u64), 1u64..200_000, Just(u64::MAX / 4)]
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, .. ProptestConfig::default() })]
 
     #[test]
-    fn windows_match_brute_force_dead_letter(steps in feed_strategy()) {
-        prop_assert_eq!(incremental(&steps, LatePolicy::DeadLetter, 1), reference(&steps, LatePolicy::DeadLetter));
+    fn windows_match_brute_force_dead_letter(steps in feed_strategy(), lateness in lateness()) {
+        prop_assert_eq!(incremental(&steps, LatePolicy::DeadLetter, lateness, 1), reference(&steps, LatePolicy::DeadLetter, lateness));
     }
 
     #[test]
-    fn windows_match_brute_force_fold_in(steps in feed_strategy()) {
-        prop_assert_eq!(incremental(&steps, LatePolicy::FoldIn, 1), reference(&steps, LatePolicy::FoldIn));
+    fn windows_match_brute_force_fold_in(steps in feed_strategy(), lateness in lateness()) {
+        prop_assert_eq!(incremental(&steps, LatePolicy::FoldIn, lateness, 1), reference(&steps, LatePolicy::FoldIn, lateness));
     }
 
     #[test]
-    fn windows_match_brute_force_on_two_workers(steps in feed_strategy()) {
-        prop_assert_eq!(incremental(&steps, LatePolicy::FoldIn, 2), reference(&steps, LatePolicy::FoldIn));
+    fn windows_match_brute_force_on_two_workers(steps in feed_strategy(), lateness in lateness()) {
+        prop_assert_eq!(incremental(&steps, LatePolicy::FoldIn, lateness, 2), reference(&steps, LatePolicy::FoldIn, lateness));
     }
 }

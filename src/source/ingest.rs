@@ -101,8 +101,9 @@ impl Ingest {
         );
     }
 
-    /// Handles one record. `frontier` is the dataflow input's current time: an event below it is
-    /// late. Accepted updates are appended to `out`.
+    /// Handles one record. An event is late when it is older than its partition's watermark or
+    /// than `frontier`, the dataflow input's current time. Accepted updates are appended to
+    /// `out`.
     pub fn accept(
         &mut self,
         rec: &Record<'_>,
@@ -128,17 +129,25 @@ impl Ingest {
             };
             Reject::new(code, format!("game {}: {e}", event.game_id))
         })?;
-        let late = event.event_time_ms < frontier;
+        // Late against the event's own partition (max event time read there minus the allowed
+        // lateness), which depends only on the partition's order; and, for a partition that
+        // was idle and lost its hold, against the frontier itself.
+        let own = match part.state {
+            PartitionState::Unstarted => 0,
+            PartitionState::Live { max_time } => max_time.saturating_sub(self.lateness_ms),
+        };
+        let floor = own.max(frontier);
+        let late = event.event_time_ms < floor;
         if late && self.policy == LatePolicy::DeadLetter {
             return Err(Reject::new(
                 RejectCode::Late,
                 format!(
-                    "event time {} is behind the frontier {frontier} (allowed lateness {} ms)",
+                    "event time {} is behind the watermark {floor} (allowed lateness {} ms)",
                     event.event_time_ms, self.lateness_ms
                 ),
             ));
         }
-        let time = event.event_time_ms.max(frontier);
+        let time = event.event_time_ms.max(floor);
         let ingest = rec.timestamp_ms.unwrap_or(0).max(0) as u64;
         self.scratch.clear();
         game.apply(&event, time, ingest, &mut self.scratch);
@@ -286,6 +295,30 @@ mod tests {
             out.iter().all(|(_, t, _)| *t >= 2_000),
             "folded in at the frontier: {out:?}"
         );
+    }
+
+    #[test]
+    fn lateness_is_judged_against_the_partition_watermark() {
+        let mut ing = Ingest::new(
+            4096,
+            Duration::from_millis(100),
+            Duration::from_secs(1),
+            LatePolicy::DeadLetter,
+        );
+        let mut out = Vec::new();
+        ing.accept(&rec(0, &line("a", 1, 10_000)), 0, &mut out)
+            .unwrap();
+        // Another game on the same partition, within the allowed lateness: on time.
+        ing.accept(&rec(0, &line("b", 1, 9_950)), 0, &mut out)
+            .unwrap();
+        // Beyond it: late, although the frontier is still 0.
+        let r = ing
+            .accept(&rec(0, &line("c", 1, 9_850)), 0, &mut out)
+            .unwrap_err();
+        assert_eq!(r.code, RejectCode::Late);
+        // Another partition has its own watermark.
+        ing.accept(&rec(1, &line("c", 1, 9_850)), 0, &mut out)
+            .unwrap();
     }
 
     #[test]
