@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crate::config::Config;
 use crate::dataflow::{self, Scorer, SinkMsg};
 use crate::source::frontier::FrontierBoard;
-use crate::source::ingest::Ingest;
+use crate::source::ingest::{GameOwners, Ingest};
 use crate::source::kafka::{self, DeadLetters, KafkaReader, Polled, SourceError};
 
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +83,7 @@ pub fn run(
     let parts = Arc::new(kafka::partitions(&cfg.kafka)?);
     let dead = Arc::new(DeadLetters::new(&cfg.kafka)?);
     let board = Arc::new(FrontierBoard::new(workers));
+    let owners = Arc::new(GameOwners::default());
     let cfg = Arc::new(cfg.clone());
     let dead_flush = dead.clone();
     // Set when any worker fails: the others stop instead of waiting forever on its progress.
@@ -112,7 +113,8 @@ pub fn run(
             cfg.time.allowed_lateness,
             cfg.time.idle_timeout,
             cfg.time.late_policy,
-        );
+        )
+        .with_owners(owners.clone());
         for (t, p) in &owned {
             ingest.add_partition(t, *p);
         }

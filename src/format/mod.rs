@@ -28,6 +28,8 @@ pub enum RejectCode {
     TimeRegressed,
     /// Behind the frontier, under the `dead-letter` late policy.
     Late,
+    /// The game's events arrive on more than one partition.
+    PartitionConflict,
 }
 
 impl RejectCode {
@@ -43,6 +45,7 @@ impl RejectCode {
             RejectCode::SequenceRegressed => "sequence_regressed",
             RejectCode::TimeRegressed => "time_regressed",
             RejectCode::Late => "late",
+            RejectCode::PartitionConflict => "partition_conflict",
         }
     }
 }

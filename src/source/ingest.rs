@@ -6,6 +6,7 @@
 //! state lives here, with the partition's owner.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::config::LatePolicy;
@@ -53,6 +54,24 @@ pub struct LocalMark {
     pub idle_release: Option<u64>,
 }
 
+/// Which (topic, partition) each game's events come from, shared by the workers of a process.
+/// A game's state lives with its partition, so a game whose events arrive on two partitions
+/// (a producer not keying by game) would be counted twice; its events from the second
+/// partition are rejected instead (`partition_conflict`).
+#[derive(Debug, Default)]
+pub struct GameOwners(Mutex<HashMap<GameKey, (String, i32)>>);
+
+impl GameOwners {
+    /// Claims `game` for `(topic, partition)`; returns the owner when another one has it.
+    fn claim(&self, game: &GameKey, topic: &str, partition: i32) -> Option<(String, i32)> {
+        let mut owners = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let owner = owners
+            .entry(game.clone())
+            .or_insert_with(|| (topic.to_string(), partition));
+        (owner.0 != topic || owner.1 != partition).then(|| owner.clone())
+    }
+}
+
 /// Per-worker ingest state.
 pub struct Ingest {
     max_record_bytes: usize,
@@ -60,7 +79,9 @@ pub struct Ingest {
     idle_timeout: Duration,
     policy: LatePolicy,
     partitions: BTreeMap<(String, i32), Partition>,
-    games: HashMap<GameKey, GameWindows>,
+    /// Each game's windows, and the partition its events come from.
+    games: HashMap<GameKey, (String, i32, GameWindows)>,
+    owners: Arc<GameOwners>,
     scratch: Vec<(u64, FeatureVec)>,
 }
 
@@ -86,8 +107,15 @@ impl Ingest {
             policy,
             partitions: BTreeMap::new(),
             games: HashMap::new(),
+            owners: Arc::default(),
             scratch: Vec::new(),
         }
+    }
+
+    /// Shares the game-to-partition registry with the other workers of the process.
+    pub fn with_owners(mut self, owners: Arc<GameOwners>) -> Self {
+        self.owners = owners;
+        self
     }
 
     /// Registers a partition this worker reads.
@@ -120,7 +148,27 @@ impl Ingest {
         part.caught_up_since = None;
         let event = json::decode(rec.payload, self.max_record_bytes)?;
         let key = event.key();
-        let game = self.games.entry(key.clone()).or_default();
+        let (topic, partition) = (rec.topic, rec.partition);
+        if !self.games.contains_key(&key) {
+            if let Some((t, p)) = self.owners.claim(&key, topic, partition) {
+                return Err(Reject::new(
+                    RejectCode::PartitionConflict,
+                    format!("game {} is read from {t}/{p}; its events must all go to one partition (key records by game)", event.game_id),
+                ));
+            }
+            self.games.insert(
+                key.clone(),
+                (topic.to_string(), partition, GameWindows::default()),
+            );
+        }
+        let (owner_topic, owner_partition, game) =
+            self.games.get_mut(&key).expect("inserted above");
+        if *owner_topic != topic || *owner_partition != partition {
+            return Err(Reject::new(
+                RejectCode::PartitionConflict,
+                format!("game {} is read from {owner_topic}/{owner_partition}; its events must all go to one partition (key records by game)", event.game_id),
+            ));
+        }
         game.check(&event).map_err(|e| {
             let code = match e {
                 OrderError::Duplicate { .. } => RejectCode::Duplicate,
@@ -317,7 +365,37 @@ mod tests {
             .unwrap_err();
         assert_eq!(r.code, RejectCode::Late);
         // Another partition has its own watermark.
-        ing.accept(&rec(1, &line("c", 1, 9_850)), 0, &mut out)
+        ing.accept(&rec(1, &line("d", 1, 9_850)), 0, &mut out)
+            .unwrap();
+    }
+
+    #[test]
+    fn a_game_on_two_partitions_is_a_conflict_across_workers() {
+        let owners = Arc::new(GameOwners::default());
+        let new = || {
+            Ingest::new(
+                4096,
+                Duration::ZERO,
+                Duration::from_secs(1),
+                LatePolicy::FoldIn,
+            )
+            .with_owners(owners.clone())
+        };
+        let (mut w0, mut w1) = (new(), new());
+        let mut out = Vec::new();
+        w0.accept(&rec(0, &line("g", 1, 1_000)), 0, &mut out)
+            .unwrap();
+        // The same game on another partition, whichever worker reads it.
+        let r = w1
+            .accept(&rec(1, &line("g", 2, 2_000)), 0, &mut out)
+            .unwrap_err();
+        assert_eq!(r.code, RejectCode::PartitionConflict);
+        let r = w0
+            .accept(&rec(1, &line("g", 3, 3_000)), 0, &mut out)
+            .unwrap_err();
+        assert_eq!(r.code, RejectCode::PartitionConflict);
+        // Its own partition goes on as before.
+        w0.accept(&rec(0, &line("g", 2, 2_000)), 0, &mut out)
             .unwrap();
     }
 
