@@ -72,6 +72,13 @@ impl GameOwners {
     }
 }
 
+fn partition_conflict(game_id: &str, topic: &str, partition: i32) -> Reject {
+    Reject::new(
+        RejectCode::PartitionConflict,
+        format!("game {game_id} is read from {topic}/{partition}; its events must all go to one partition (key records by game)"),
+    )
+}
+
 /// Per-worker ingest state.
 pub struct Ingest {
     max_record_bytes: usize,
@@ -151,10 +158,7 @@ impl Ingest {
         let (topic, partition) = (rec.topic, rec.partition);
         if !self.games.contains_key(&key) {
             if let Some((t, p)) = self.owners.claim(&key, topic, partition) {
-                return Err(Reject::new(
-                    RejectCode::PartitionConflict,
-                    format!("game {} is read from {t}/{p}; its events must all go to one partition (key records by game)", event.game_id),
-                ));
+                return Err(partition_conflict(&event.game_id, &t, p));
             }
             self.games.insert(
                 key.clone(),
@@ -164,9 +168,10 @@ impl Ingest {
         let (owner_topic, owner_partition, game) =
             self.games.get_mut(&key).expect("inserted above");
         if *owner_topic != topic || *owner_partition != partition {
-            return Err(Reject::new(
-                RejectCode::PartitionConflict,
-                format!("game {} is read from {owner_topic}/{owner_partition}; its events must all go to one partition (key records by game)", event.game_id),
+            return Err(partition_conflict(
+                &event.game_id,
+                owner_topic,
+                *owner_partition,
             ));
         }
         game.check(&event).map_err(|e| {
