@@ -1,25 +1,25 @@
-//! Wiring: the hub and WebSocket server on a tokio runtime, Prometheus, and the engine's sink,
+//! Wiring: the hub and WebSocket server, the admin endpoint and Prometheus on a tokio runtime;
+//! deployment of pipeline files; the sink thread that turns the engine's values into deltas;
 //! around [`crate::engine::run`].
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread;
 
 use crate::config::Config;
-use crate::dataflow::{Scorer, SinkMsg};
+use crate::dataflow::{Model, SinkMsg};
 use crate::delta::Delta;
-use crate::engine::{self, EngineError, EngineStats, StopSignal};
-use crate::features::FeatureVec;
+use crate::engine::{self, Control, EngineError, EngineStats, StopSignal};
 use crate::hub::{Hub, HubConfig};
-use crate::model::WinProbModel;
+use crate::pipeline::plan::Output;
+use crate::pipeline::{self, Invalid, Plan, Registry};
+use crate::publish::{DeltaSink, Publisher, SharedPublisher};
 use crate::ws::{self, WsConfig};
 
-/// The channel prediction deltas are published on.
-pub const PREDICTIONS: &str = "predictions";
-
-/// Deltas buffered between the dataflow and the hub; the dataflow waits when it is full.
+/// Values buffered between the dataflow and the publisher; the dataflow waits when it is full.
 const SINK_BOUND: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
@@ -28,41 +28,62 @@ pub enum AppError {
     Server(String),
     #[error(transparent)]
     Engine(#[from] EngineError),
-    #[error("model: {0}")]
-    Model(String),
+    #[error(transparent)]
+    Deploy(#[from] DeployError),
 }
 
-impl Scorer for WinProbModel {
-    fn version(&self) -> &str {
-        WinProbModel::version(self)
+/// Why a pipeline file was not deployed. The running pipelines are untouched in every case.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    /// The file is invalid (bad input: the file).
+    #[error("{0}")]
+    Invalid(Invalid),
+    /// It is valid but cannot run next to what runs (bad input: the request).
+    #[error("{0}")]
+    Conflict(String),
+    /// Kafka or the model registry failed (external; a retry may help).
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl DeployError {
+    /// Stable code for the admin API.
+    pub fn code(&self) -> &'static str {
+        match self {
+            DeployError::Invalid(_) => "invalid_pipeline",
+            DeployError::Conflict(_) => "conflict",
+            DeployError::Unavailable(_) => "unavailable",
+        }
     }
-
-    fn score(&self, rows: &[FeatureVec]) -> Result<Vec<f64>, String> {
-        self.score_batch(rows).map_err(|e| e.to_string())
-    }
 }
 
-/// The model the config names, or the embedded default.
-pub fn load_model(cfg: &Config) -> Result<Arc<dyn Scorer>, AppError> {
-    let model = if cfg.model.path.is_empty() {
-        WinProbModel::embedded()
-    } else {
-        WinProbModel::load(std::path::Path::new(&cfg.model.path))
-            .map_err(|e| AppError::Model(e.to_string()))?
-    };
-    Ok(Arc::new(model))
+/// What a deploy did.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Deployed {
+    pub pipeline: String,
+    pub version: u32,
+    /// `live` (a new pipeline) or `warming` (a new version catching up before it takes over).
+    pub state: String,
 }
 
-/// The serving half: hub, WebSocket server and metrics, up before the engine starts.
-pub struct Server {
+/// A running sideline: network side up, pipelines deployed, engine started by
+/// [`App::run_engine`].
+pub struct App {
+    pub cfg: Config,
     pub hub: Arc<Hub>,
     pub ws_addr: SocketAddr,
+    pub admin_addr: Option<SocketAddr>,
     pub stop: Arc<StopSignal>,
+    pub control: Arc<Control>,
+    pub publisher: SharedPublisher,
+    pub registry: Registry,
     runtime: tokio::runtime::Runtime,
 }
 
-impl Server {
-    pub fn start(cfg: &Config) -> Result<Server, AppError> {
+impl App {
+    /// Starts the hub, the WebSocket server, metrics and the admin endpoint (when
+    /// `server.admin-listen` is set). Pipelines are deployed with [`App::deploy`].
+    pub fn start(cfg: &Config) -> Result<Arc<App>, AppError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("sideline-net")
@@ -73,7 +94,6 @@ impl Server {
             queue_capacity: cfg.server.queue_capacity,
             history: cfg.server.history,
         });
-        hub.ensure_channel(PREDICTIONS);
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind(&cfg.server.ws_listen))
             .map_err(|e| AppError::Server(format!("binding {}: {e}", cfg.server.ws_listen)))?;
@@ -99,55 +119,212 @@ impl Server {
                 stop2.stop();
             }
         });
-        Ok(Server {
+        let control = Control::new(cfg.engine.workers);
+        let publisher = Publisher::new(hub.clone(), control.clone(), Box::new(|_: &Delta| {}));
+        let admin = match cfg.server.admin_listen.as_str() {
+            "" => None,
+            addr => Some(
+                runtime
+                    .block_on(tokio::net::TcpListener::bind(addr))
+                    .map_err(|e| AppError::Server(format!("binding {addr}: {e}")))?,
+            ),
+        };
+        let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
+        let app = Arc::new(App {
+            cfg: cfg.clone(),
             hub,
             ws_addr,
+            admin_addr,
             stop,
+            control,
+            publisher,
+            registry: registry(cfg),
             runtime,
+        });
+        if let Some(listener) = admin {
+            let weak = Arc::downgrade(&app);
+            app.runtime.spawn(crate::admin::serve(listener, weak));
+        }
+        Ok(app)
+    }
+
+    /// Deploys the pipelines the configuration names: every `*.toml` of `engine.pipelines`, or
+    /// the embedded NFL pipeline.
+    pub fn deploy_configured(&self) -> Result<Vec<Deployed>, DeployError> {
+        // Validate every file before deploying any.
+        configured_plans(&self.cfg, &self.registry)?
+            .into_iter()
+            .map(|p| self.deploy_plan(p))
+            .collect()
+    }
+
+    /// Validates a pipeline file and deploys it: a new pipeline goes live; a new version of a
+    /// running one warms up from Kafka and then takes over. Nothing changes on error.
+    pub fn deploy(&self, file: &str, text: &str) -> Result<Deployed, DeployError> {
+        let plan =
+            pipeline::plan::plan(file, text, &self.registry).map_err(DeployError::Invalid)?;
+        self.deploy_plan(plan)
+    }
+
+    fn deploy_plan(&self, plan: Plan) -> Result<Deployed, DeployError> {
+        let model = Model::for_plan(&plan, &self.registry)
+            .map_err(|e| DeployError::Unavailable(format!("model: {e}")))?;
+        self.deploy_with(plan, model)
+    }
+
+    /// Deploys a validated plan with the model it runs (a program embedding sideline may
+    /// bring its own, [`Model::Custom`]).
+    pub fn deploy_with(&self, plan: Plan, model: Model) -> Result<Deployed, DeployError> {
+        let mut publisher = lock(&self.publisher);
+        for (running, candidate) in publisher.pipelines() {
+            if running.name == plan.name {
+                if running.version == plan.version || candidate == Some(plan.version) {
+                    return Err(DeployError::Conflict(format!(
+                        "pipeline {} version {} is already deployed; raise `version` in [pipeline]",
+                        plan.name, plan.version
+                    )));
+                }
+                continue;
+            }
+            for o in &plan.outputs {
+                if running.outputs.contains(o) {
+                    let what = match o {
+                        Output::WebSocket { channel } => format!("channel {channel}"),
+                        Output::Kafka { topic } => format!("topic {topic}"),
+                    };
+                    return Err(DeployError::Conflict(format!(
+                        "{what} is already an output of pipeline {}",
+                        running.name
+                    )));
+                }
+            }
+        }
+        let partitions = crate::source::kafka::partitions(&self.cfg.kafka, &plan.topics)
+            .map_err(|e| DeployError::Unavailable(e.to_string()))?;
+        let live = publisher
+            .pipelines()
+            .iter()
+            .all(|(p, _)| p.name != plan.name);
+        let model = Arc::new(model);
+        let version = model.version();
+        let plan = Arc::new(plan);
+        // Registered before the workers can see it, so its first values find their pipeline.
+        let id = self.control.reserve_id();
+        publisher.register(id, plan.clone(), version);
+        self.control
+            .start_with_id(id, plan.clone(), model, partitions);
+        tracing::info!(
+            pipeline = plan.name,
+            version = plan.version,
+            live,
+            "deployed"
+        );
+        Ok(Deployed {
+            pipeline: plan.name.clone(),
+            version: plan.version,
+            state: if live { "live" } else { "warming" }.into(),
         })
+    }
+
+    /// Removes a pipeline; its channels keep their last values.
+    pub fn remove(&self, name: &str) -> bool {
+        lock(&self.publisher).remove(name)
     }
 
     /// Runs the engine until it stops, publishing to the hub. `on_delta` sees each delta in
     /// order (the demo prints it; `--delta-log` writes it).
     pub fn run_engine(
         &self,
-        cfg: &Config,
-        scorer: Arc<dyn Scorer>,
-        mut on_delta: impl FnMut(&Delta) + Send + 'static,
+        on_delta: impl FnMut(&Delta) + Send + 'static,
     ) -> Result<EngineStats, AppError> {
+        self.run_engine_with(Box::new(on_delta))
+    }
+
+    pub fn run_engine_with(&self, sink: Box<dyn DeltaSink>) -> Result<EngineStats, AppError> {
+        lock(&self.publisher).set_sink(sink);
         let (tx, rx) = mpsc::sync_channel::<SinkMsg>(SINK_BOUND);
-        let hub = self.hub.clone();
+        let publisher = self.publisher.clone();
         let pump = thread::Builder::new()
             .name("sideline-sink".into())
             .spawn(move || {
                 for msg in rx {
-                    match msg {
-                        SinkMsg::Deltas { deltas, ingest_ms } => {
-                            hub.publish(PREDICTIONS, &deltas, &ingest_ms);
-                            deltas.iter().for_each(&mut on_delta);
-                        }
-                        SinkMsg::Progress(t) => hub.progress(PREDICTIONS, t),
-                    }
+                    lock(&publisher).handle(msg);
                 }
             })
             .map_err(|e| AppError::Server(e.to_string()))?;
-        let result = engine::run(cfg, scorer, tx, self.stop.clone());
+        let result = engine::run(&self.cfg, self.control.clone(), tx, self.stop.clone());
         let _ = pump.join();
         Ok(result?)
     }
 
     /// Stops the network side.
-    pub fn shutdown(self) {
-        self.runtime
-            .shutdown_timeout(std::time::Duration::from_secs(1));
+    pub fn shutdown(self: Arc<Self>) {
+        match Arc::try_unwrap(self) {
+            Ok(app) => app
+                .runtime
+                .shutdown_timeout(std::time::Duration::from_secs(1)),
+            Err(_) => tracing::debug!("app still shared at shutdown; the runtime stops on drop"),
+        }
     }
 }
 
+/// The pipeline files the configuration names, as (file, text): every `*.toml` of
+/// `engine.pipelines`, or the embedded NFL pipeline when it is empty.
+pub fn configured_files(cfg: &Config) -> Result<Vec<(String, String)>, DeployError> {
+    match cfg.engine.pipelines.as_str() {
+        "" => Ok(vec![(
+            pipeline::DEFAULT_PIPELINE.0.to_string(),
+            pipeline::DEFAULT_PIPELINE.1.to_string(),
+        )]),
+        dir => pipeline::files_in(Path::new(dir))
+            .map_err(|e| DeployError::Unavailable(format!("reading {dir}: {e}")))?
+            .into_iter()
+            .map(|p| {
+                let text = std::fs::read_to_string(&p).map_err(|e| {
+                    DeployError::Unavailable(format!("reading {}: {e}", p.display()))
+                })?;
+                Ok((p.display().to_string(), text))
+            })
+            .collect(),
+    }
+}
+
+/// Validates the configured pipeline files, all of them, before anything runs.
+pub fn configured_plans(cfg: &Config, registry: &Registry) -> Result<Vec<Plan>, DeployError> {
+    let files = configured_files(cfg)?;
+    let mut errors = Vec::new();
+    let mut plans = Vec::new();
+    for (f, t) in &files {
+        match pipeline::plan::plan(f, t, registry) {
+            Ok(p) => plans.push(p),
+            Err(Invalid(mut e)) => errors.append(&mut e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(plans)
+    } else {
+        Err(DeployError::Invalid(Invalid(errors)))
+    }
+}
+
+/// The registry the configuration names.
+pub fn registry(cfg: &Config) -> Registry {
+    Registry::new(match cfg.engine.models.as_str() {
+        "" => None,
+        dir => Some(dir.into()),
+    })
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Writes deltas as JSON lines: the byte-comparable delta log.
-pub fn delta_logger(path: &std::path::Path) -> std::io::Result<impl FnMut(&Delta) + Send> {
+pub fn delta_logger(path: &Path) -> std::io::Result<impl FnMut(&Delta) + Send> {
     let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
     Ok(move |d: &Delta| {
         let _ = serde_json::to_writer(&mut file, d);
         let _ = file.write_all(b"\n");
+        let _ = file.flush();
     })
 }

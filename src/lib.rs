@@ -37,6 +37,7 @@
 //! # let _ = Sport::Nfl;
 //! ```
 
+pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod config;
@@ -51,6 +52,9 @@ pub mod hub;
 pub mod import;
 pub mod metrics;
 pub mod model;
+pub mod pipeline;
 pub mod produce;
+pub mod publish;
+pub mod simulate;
 pub mod source;
 pub mod ws;

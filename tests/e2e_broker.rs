@@ -10,7 +10,6 @@ use common::*;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use sideline::app::Server;
 
 fn brokers() -> String {
     std::env::var("KAFKA_TEST_BROKERS")
@@ -60,8 +59,8 @@ fn fixture_through_a_real_broker_matches_offline_and_the_mock_cluster() {
     produce_all(&brokers, &topic, &lines);
 
     let cfg = config(&brokers, &topic, 2);
-    let server = Server::start(&cfg).unwrap();
-    let (stats, log) = run_engine(&server, &cfg);
+    let server = start(&cfg, &[nfl_pipeline(&[&topic])]);
+    let (stats, log) = run_engine(&server);
     server.shutdown();
     assert_eq!((stats.accepted as usize, stats.rejected), (lines.len(), 0));
 
@@ -75,18 +74,15 @@ fn fixture_through_a_real_broker_matches_offline_and_the_mock_cluster() {
             .or_insert_with(Vec::new)
             .push((d.event_time_ms, d.new));
     }
-    assert_eq!(
-        history,
-        offline_deltas(&fixture_events(), cfg.model.epsilon)
-    );
+    assert_eq!(history, offline_deltas(&nfl_plan(), &fixture_events()));
 
     // The same bytes as through the mock cluster.
     let mock_topic = "nfl.mock";
     let cluster = Cluster::mock(&[(mock_topic, 4), ("nfl.mock.dead-letters", 1)]);
     produce_all(&cluster.brokers, mock_topic, &lines);
     let mock_cfg = config(&cluster.brokers, mock_topic, 2);
-    let server = Server::start(&mock_cfg).unwrap();
-    let (_, mock_log) = run_engine(&server, &mock_cfg);
+    let server = start(&mock_cfg, &[nfl_pipeline(&[mock_topic])]);
+    let (_, mock_log) = run_engine(&server);
     server.shutdown();
     assert!(
         log_bytes(&log) == log_bytes(&mock_log),

@@ -13,7 +13,6 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{BaseRecord, Producer};
 use rdkafka::TopicPartitionList;
-use sideline::app::Server;
 
 /// Bad records, each with the reason it must be rejected for and the game whose partition it
 /// goes to.
@@ -99,8 +98,8 @@ fn bad_records_go_to_dead_letters_and_change_nothing_else() {
     p.flush(Duration::from_secs(10)).unwrap();
 
     let cfg = config(&cluster.brokers, topic, 2);
-    let server = Server::start(&cfg).unwrap();
-    let (stats, log) = run_engine(&server, &cfg);
+    let server = start(&cfg, &[nfl_pipeline(&[&topic])]);
+    let (stats, log) = run_engine(&server);
     server.shutdown();
     assert_eq!(stats.rejected as usize, bad.len());
     assert_eq!(stats.accepted as usize, lines.len());
@@ -116,7 +115,7 @@ fn bad_records_go_to_dead_letters_and_change_nothing_else() {
             .or_default()
             .push((d.event_time_ms, d.new));
     }
-    assert_eq!(history, offline_deltas(&events, cfg.model.epsilon));
+    assert_eq!(history, offline_deltas(&nfl_plan(), &events));
 
     // Every bad record is in the dead-letter topic, bytes unchanged, with source and reason.
     let consumer: BaseConsumer = ClientConfig::new()

@@ -7,8 +7,7 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use sideline::dataflow::Scorer;
-use sideline::features::FeatureVec;
+use sideline::dataflow::{Model, Scorer};
 
 /// A model that fails the way a bug would: by panicking.
 struct Panics;
@@ -17,7 +16,7 @@ impl Scorer for Panics {
     fn version(&self) -> &str {
         "panics/v0"
     }
-    fn score(&self, _: &[FeatureVec]) -> Result<Vec<f64>, String> {
+    fn score(&self, _: &[Vec<f64>]) -> Result<Vec<f64>, String> {
         panic!("model exploded")
     }
 }
@@ -28,9 +27,18 @@ fn a_panicking_worker_stops_the_engine_with_its_message() {
     let cluster = Cluster::mock(&[(topic, 4), ("nfl.panic.dead-letters", 1)]);
     produce_all(&cluster.brokers, topic, &fixture_lines()[..200]);
     let cfg = config(&cluster.brokers, topic, 2);
-    let server = sideline::app::Server::start(&cfg).unwrap();
+    let server = start(&cfg, &[]);
+    let plan = sideline::pipeline::plan::plan(
+        "nfl.toml",
+        &nfl_pipeline(&[topic]),
+        &sideline::pipeline::Registry::new(None),
+    )
+    .unwrap();
+    server
+        .deploy_with(plan, Model::Custom(Arc::new(Panics)))
+        .unwrap();
     let err = server
-        .run_engine(&cfg, Arc::new(Panics), |_| {})
+        .run_engine(|_| {})
         .expect_err("the engine must fail, not hang or succeed");
     assert!(err.to_string().contains("model exploded"), "{err}");
     server.shutdown();

@@ -4,10 +4,9 @@
 mod common;
 
 use common::*;
-use sideline::app::{Server, PREDICTIONS};
 use sideline::ws::protocol::ServerMessage;
 
-const SUBSCRIBE: &str = r#"{"op":"subscribe","id":"s1","channel":"predictions"}"#;
+const SUBSCRIBE: &str = r#"{"op":"subscribe","id":"s1","channel":"nfl.win_probability"}"#;
 
 fn got_snapshot(ms: &[ServerMessage]) -> bool {
     ms.iter()
@@ -21,7 +20,7 @@ fn got_snapshot(ms: &[ServerMessage]) -> bool {
 fn deltas_match_offline_and_are_deterministic_across_runs_and_workers() {
     let events = fixture_events();
     let lines = fixture_lines();
-    let expected = offline_deltas(&events, Config_epsilon());
+    let expected = offline_deltas(&nfl_plan(), &events);
     assert!(expected.len() >= 20, "the fixture has at least 20 games");
     let mut logs: Vec<(usize, Vec<u8>)> = Vec::new();
     for (run, workers) in [1usize, 2, 2, 4].into_iter().enumerate() {
@@ -29,11 +28,11 @@ fn deltas_match_offline_and_are_deterministic_across_runs_and_workers() {
         let cluster = Cluster::mock(&[(&topic, 4), (&format!("{topic}.dead-letters"), 1)]);
         produce_all(&cluster.brokers, &topic, &lines);
         let cfg = config(&cluster.brokers, &topic, workers);
-        let server = Server::start(&cfg).unwrap();
+        let server = start(&cfg, &[nfl_pipeline(&[&topic])]);
         let client = Client::connect(server.ws_addr, SUBSCRIBE);
         client.wait_for("the first snapshot", got_snapshot);
 
-        let (stats, log) = run_engine(&server, &cfg);
+        let (stats, log) = run_engine(&server);
         assert_eq!((stats.accepted as usize, stats.rejected), (lines.len(), 0));
         let last = log.last().expect("some deltas").seq;
         assert_no_gap(&log, last);
@@ -67,11 +66,6 @@ fn deltas_match_offline_and_are_deterministic_across_runs_and_workers() {
     }
 }
 
-#[allow(non_snake_case)]
-fn Config_epsilon() -> f64 {
-    sideline::config::Config::load(None).unwrap().model.epsilon
-}
-
 /// A subscriber that stops reading while the games replay at full speed is held to its queue
 /// bound and resynchronised; the other subscriber gets every delta, in order.
 #[test]
@@ -82,13 +76,13 @@ fn a_stuck_subscriber_is_bounded_and_catches_up_with_the_newest_values() {
     let cluster = Cluster::mock(&[(topic, 4), ("nfl.slow.dead-letters", 1)]);
     produce_all(&cluster.brokers, topic, &lines);
     let cfg = config(&cluster.brokers, topic, 2);
-    let server = Server::start(&cfg).unwrap();
+    let server = start(&cfg, &[nfl_pipeline(&[topic])]);
 
     let stuck = StuckClient::connect(server.ws_addr, SUBSCRIBE);
     let reader = Client::connect(server.ws_addr, SUBSCRIBE);
     reader.wait_for("the first snapshot", got_snapshot);
 
-    let (_, log) = run_engine(&server, &cfg);
+    let (_, log) = run_engine(&server);
     let last = log.last().unwrap().seq;
     reader.wait_for_seq(last);
     let (_, reader_values, reader_deltas) = apply(&reader.messages());
@@ -118,7 +112,7 @@ fn a_stuck_subscriber_is_bounded_and_catches_up_with_the_newest_values() {
     assert_eq!(stuck_values, reader_values);
     let hub_values: std::collections::BTreeMap<_, _> = server
         .hub
-        .snapshot(PREDICTIONS)
+        .snapshot(CHANNEL)
         .into_iter()
         .map(|v| {
             (
@@ -168,19 +162,18 @@ fn two_topics_give_the_same_deltas_as_one() {
     produce_all(&cluster.brokers, "nfl.a", &a);
     produce_all(&cluster.brokers, "nfl.b", &b);
     let mut cfg = config(&cluster.brokers, "nfl.a", 2);
-    cfg.kafka.topics = vec!["nfl.a".into(), "nfl.b".into()];
     cfg.kafka.dead_letter_topic = "nfl.two.dead-letters".into();
-    let server = Server::start(&cfg).unwrap();
-    let (stats, log) = run_engine(&server, &cfg);
+    let server = start(&cfg, &[nfl_pipeline(&["nfl.a", "nfl.b"])]);
+    let (stats, log) = run_engine(&server);
     server.shutdown();
     assert_eq!(stats.accepted as usize, lines.len());
     let (history, _, _) = apply(
         &log.iter()
             .map(|d| ServerMessage::Delta {
-                channel: PREDICTIONS.into(),
+                channel: CHANNEL.into(),
                 delta: d.clone(),
             })
             .collect::<Vec<_>>(),
     );
-    assert_eq!(history, offline_deltas(&events, Config_epsilon()));
+    assert_eq!(history, offline_deltas(&nfl_plan(), &events));
 }

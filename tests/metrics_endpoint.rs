@@ -6,7 +6,6 @@ mod common;
 use std::io::{Read, Write};
 
 use common::*;
-use sideline::app::Server;
 
 fn scrape(addr: &str) -> String {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
@@ -54,25 +53,26 @@ fn metrics_count_what_the_engine_did() {
         .port();
     let mut cfg = config(&cluster.brokers, topic, 2);
     cfg.server.metrics_listen = format!("127.0.0.1:{port}");
-    let server = Server::start(&cfg).unwrap();
+    let server = start(&cfg, &[nfl_pipeline(&[&topic])]);
     let client = Client::connect(
         server.ws_addr,
-        r#"{"op":"subscribe","channel":"predictions"}"#,
+        r#"{"op":"subscribe","channel":"nfl.win_probability"}"#,
     );
     client.wait_for("a snapshot", |ms| !ms.is_empty());
-    let (stats, log) = run_engine(&server, &cfg);
+    let (stats, log) = run_engine(&server);
     let body = scrape(&cfg.server.metrics_listen);
 
     let t = format!("topic=\"{topic}\"");
+    let pl = "pipeline=\"nfl_win_probability\"";
     assert_eq!(
-        value(&body, &format!("sideline_events_in_total{{{t}}}")),
+        value(&body, &format!("sideline_events_in_total{{{t},{pl}}}")),
         Some(stats.records as f64),
         "{body}"
     );
     assert_eq!(
         value(
             &body,
-            &format!("sideline_events_rejected_total{{{t},reason=\"malformed_json\"}}")
+            &format!("sideline_events_rejected_total{{{t},reason=\"malformed_json\",{pl}}}")
         ),
         Some(1.0),
         "{body}"
@@ -80,13 +80,13 @@ fn metrics_count_what_the_engine_did() {
     assert_eq!(
         value(
             &body,
-            &format!("sideline_events_rejected_total{{{t},reason=\"schema_violation\"}}")
+            &format!("sideline_events_rejected_total{{{t},reason=\"schema_violation\",{pl}}}")
         ),
         Some(1.0),
         "{body}"
     );
     assert_eq!(
-        value(&body, "sideline_deltas_out_total"),
+        value(&body, &format!("sideline_deltas_out_total{{{pl}}}")),
         Some(log.len() as f64),
         "{body}"
     );

@@ -38,6 +38,8 @@ fn delta(seq: u64, games: usize) -> Delta {
     let (sport, game_id) = game((seq as usize * 7) % games);
     Delta {
         seq,
+        pipeline: "test".into(),
+        version: 1,
         sport,
         game_id,
         event_time_ms: 1_536_278_400_000 + seq * 10,
@@ -45,10 +47,11 @@ fn delta(seq: u64, games: usize) -> Delta {
         old: Some(0.5),
         new: ((seq * 7919) % 1000) as f64 / 999.0,
         model_version: "wp-test-1".into(),
+        cause: sideline::delta::DeltaCause::Moved,
         changed: vec![FeatureChange {
             feature: "score_diff".into(),
-            from: (seq % 5) as i64,
-            to: (seq % 7) as i64,
+            from: Some((seq % 5) as f64),
+            to: (seq % 7) as f64,
         }],
     }
 }

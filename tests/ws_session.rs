@@ -20,6 +20,8 @@ const CHANNEL: &str = "predictions";
 fn delta(seq: u64) -> Delta {
     Delta {
         seq,
+        pipeline: "test".into(),
+        version: 1,
         sport: Sport::Soccer,
         game_id: format!("m{}", seq % 3),
         event_time_ms: seq * 100,
@@ -27,6 +29,7 @@ fn delta(seq: u64) -> Delta {
         old: None,
         new: 0.25,
         model_version: "v1".into(),
+        cause: sideline::delta::DeltaCause::Moved,
         changed: vec![],
     }
 }

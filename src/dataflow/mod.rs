@@ -1,66 +1,73 @@
-//! The dataflow: per-game feature updates in, ordered prediction deltas out.
+//! The dataflow of one pipeline version: window members in, evaluated rows out.
 //!
 //! ```text
-//! input (game, time, FeatureVec update)      one InputSession per worker, times = event ms
-//!   └─ count_total                           sum per game: the game's features, emitted only
-//!        │                                   at the times they changed (exchanged by game)
-//!        └─ score_games                      batched model pass over every game that changed
-//!             │                              at the completed times; epsilon against the last
-//!             │                              published value
-//!             └─ sequence_deltas             on worker 0: order by (time, sport, game),
-//!                                            number, hand to the sink; progress messages
+//! input (slot, member) ±1 at times          one InputSession per worker, times = event ms
+//!   └─ aggregate_slots                      reduce per (game, entity, feature): the window's
+//!        │                                  aggregate, emitted at the times it changed
+//!        └─ game_rows                       reduce per game: its game and team values
+//!             └─ score_games                derived features, one batched model pass over
+//!                  │                        every game that changed at the completed times
+//!                  └─ collect_values        on worker 0: per completed time, sorted by game,
+//!                                           to the sink; progress; finished
 //! ```
+//!
+//! Deltas are made from these values outside the dataflow ([`crate::publish`]), where the last
+//! published value of each game lives across pipeline versions.
 
+pub mod collect;
+pub mod features;
 pub mod score;
-pub mod sequence;
 
 use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 
 use differential_dataflow::input::{Input, InputSession};
-use differential_dataflow::operators::CountTotal;
 use timely::dataflow::operators::Probe;
 use timely::dataflow::{ProbeHandle, Scope};
 
-use crate::delta::Delta;
-use crate::event::GameKey;
-use crate::features::FeatureVec;
+use crate::pipeline::window::{Member, Slot};
+use crate::pipeline::Plan;
 
-pub use score::{ScoreGames, Scored, Scorer};
-pub use sequence::SequenceDeltas;
+pub use collect::CollectValues;
+pub use score::{Model, ScoreGames, Scorer, Valued};
 
-/// What the dataflow hands to the outside world, from worker 0, in order.
+/// Identifies one deployed pipeline version inside an engine.
+pub type RuntimeId = u64;
+
+/// What a pipeline's dataflow hands to the outside world, from worker 0, in order.
 #[derive(Debug)]
 pub enum SinkMsg {
-    /// Deltas of completed times, numbered; `ingest_ms[i]` is the Kafka timestamp of the event
-    /// behind `deltas[i]`, when known.
-    Deltas {
-        deltas: Vec<Delta>,
-        ingest_ms: Vec<Option<u64>>,
+    /// Every game whose values changed at `time`, sorted by game.
+    Values {
+        runtime: RuntimeId,
+        time: u64,
+        values: Vec<Valued>,
     },
-    /// Every delta at event times up to and including this one has been handed over.
-    Progress(u64),
+    /// Every value at times up to and including `time` has been handed over.
+    Progress { runtime: RuntimeId, time: u64 },
+    /// The runtime's input is closed and everything has been handed over.
+    Finished { runtime: RuntimeId },
 }
 
 /// The input handle a worker feeds.
-pub type FeatureInput = InputSession<u64, GameKey, FeatureVec>;
+pub type MemberInput = InputSession<u64, (Slot, Member), isize>;
 
-/// Builds the dataflow in `scope`. Every worker builds it; deltas and progress are sent from
-/// worker 0 alone, the only one that passes a `sink`.
+/// Builds a pipeline version's dataflow in `scope`. Every worker builds it; values and progress
+/// are sent from worker 0 alone, the only one that passes a `sink`.
 pub fn build(
     scope: Scope<'_, u64>,
-    scorer: Arc<dyn Scorer>,
-    epsilon: f64,
+    plan: Arc<Plan>,
+    model: Arc<Model>,
+    runtime: RuntimeId,
     sink: Option<SyncSender<SinkMsg>>,
-) -> (FeatureInput, ProbeHandle<u64>) {
-    let (input, updates) = scope.new_collection::<GameKey, FeatureVec>();
+) -> (MemberInput, ProbeHandle<u64>) {
+    let (input, members) = scope.new_collection::<(Slot, Member), isize>();
     let probe = ProbeHandle::new();
-    let version = scorer.version().to_string();
-    updates
-        .count_total()
+    let values = features::aggregate_slots(members, &plan);
+    features::game_rows(values)
         .inner
-        .score_games(scorer, epsilon)
-        .sequence_deltas(sink, version)
+        .score_games(plan, model)
+        .collect_values(sink, runtime)
         .probe_with(&probe);
     (input, probe)
 }

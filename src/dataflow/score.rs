@@ -1,12 +1,13 @@
-//! Stage: score every game whose features changed, in one model pass per frontier advance.
+//! Stage: evaluate every game whose row changed, in one model pass per frontier advance.
 //!
-//! In: `count_total`'s output, `((game, features), time, ±1)`: at each time a game's features
-//! changed, the old vector retracted and the new one inserted.
-//! Out: at the same time, a [`Scored`] per game whose prediction moved by at least `epsilon`
-//! from its last published value (or that had none). Times are processed in order once the
-//! input frontier has passed them, so "last published" is well defined.
+//! In: `game_rows`' output, `((game, row), time, ±1)`: at each time a game's row changed, the
+//! old row retracted and the new one inserted.
+//! Out: at the same time, a [`Valued`] per changed game: the model's value and every
+//! feature-context variable (window features, then derived ones). Times are processed in
+//! order once the input frontier has passed them; rows of all ready times go through the
+//! model together.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use timely::container::CapacityContainerBuilder;
@@ -14,50 +15,154 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::{Capability, Operator};
 use timely::dataflow::Stream;
 
+use super::features::Row;
 use crate::event::GameKey;
-use crate::features::FeatureVec;
+use crate::model::WinProbModel;
+use crate::pipeline::plan::{ModelPlan, Plan};
+use crate::pipeline::spec::GroupBy;
+use crate::pipeline::window::{Entity, META_AT, META_INGEST, META_SEQ};
 
-/// A model the dataflow can call: one batch in, one value per row out, each row's value
-/// independent of the batch it came in.
-pub trait Scorer: Send + Sync + 'static {
-    /// Version tag carried by every delta.
-    fn version(&self) -> &str;
-    /// One value per row.
-    fn score(&self, rows: &[FeatureVec]) -> Result<Vec<f64>, String>;
-}
-
-/// A prediction that moved.
+/// A game's evaluated row at one time.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Scored {
+pub struct Valued {
     pub time: u64,
     pub game: GameKey,
     pub value: f64,
-    pub features: FeatureVec,
-    /// The last published value and the features behind it.
-    pub previous: Option<(f64, FeatureVec)>,
+    /// The plan's feature-context variables, in `Plan::vars` order.
+    pub vars: Vec<f64>,
+    /// `seq` of the game's latest event.
+    pub event_seq: u64,
+    /// Kafka timestamp (ms) of the game's latest event, 0 when unknown.
+    pub ingest_ms: u64,
+    /// Effective time of the game's latest event: a change at another time comes from a
+    /// window expiring, not from an event.
+    pub event_at: u64,
 }
 
-type Input = ((GameKey, FeatureVec), u64, isize);
+/// What turns variables into the value deltas carry.
+pub enum Model {
+    /// A registry model and, per input, the variable that feeds it.
+    Registry {
+        model: Arc<WinProbModel>,
+        inputs: Vec<usize>,
+    },
+    /// A formula over the variables, rounded to 6 decimals.
+    Formula(crate::pipeline::expr::Expr),
+    /// A model supplied by a program embedding sideline.
+    Custom(Arc<dyn Scorer>),
+}
+
+/// A model a program embedding sideline brings: one value per row of variables (in
+/// `Plan::vars` order), each row's value independent of the batch it came in.
+pub trait Scorer: Send + Sync + 'static {
+    /// Version tag carried by every delta.
+    fn version(&self) -> &str;
+    fn score(&self, rows: &[Vec<f64>]) -> Result<Vec<f64>, String>;
+}
+
+impl Model {
+    /// Values of `rows` (each a full variable vector), in one pass.
+    pub fn score(&self, rows: &[Vec<f64>]) -> Result<Vec<f64>, String> {
+        match self {
+            Model::Registry { model, inputs } => {
+                let flat: Vec<f32> = rows
+                    .iter()
+                    .flat_map(|r| inputs.iter().map(|i| r[*i] as f32))
+                    .collect();
+                model
+                    .score_inputs(flat, rows.len())
+                    .map_err(|e| e.to_string())
+            }
+            Model::Formula(e) => Ok(rows
+                .iter()
+                .map(|r| (e.eval(r, &[]) * 1e6).round() / 1e6)
+                .collect()),
+            Model::Custom(s) => s.score(rows),
+        }
+    }
+
+    /// A version tag for deltas: `name/version` of a registry model, `formula` otherwise.
+    pub fn version(&self) -> String {
+        match self {
+            Model::Registry { model, .. } => model.version().to_string(),
+            Model::Formula(_) => "formula".into(),
+            Model::Custom(s) => s.version().to_string(),
+        }
+    }
+
+    /// The model a plan names, loaded from `registry`.
+    pub fn for_plan(
+        plan: &Plan,
+        registry: &crate::pipeline::Registry,
+    ) -> Result<Model, crate::model::ModelError> {
+        Ok(match &plan.model {
+            ModelPlan::Registry {
+                name,
+                version,
+                inputs,
+            } => Model::Registry {
+                model: Arc::new(registry.load(name, version)?),
+                inputs: inputs.clone(),
+            },
+            ModelPlan::Formula { expr } => Model::Formula(expr.clone()),
+        })
+    }
+}
+
+/// A game's variables from its row: defaults, then the row's values, then derived features.
+pub fn variables(plan: &Plan, row: &Row) -> (Vec<f64>, [u64; 3]) {
+    let mut vars = vec![0.0; plan.vars.len()];
+    for f in &plan.features {
+        if let Some(v) = f.var {
+            vars[v] = f.default;
+            if f.group == GroupBy::Team {
+                vars[v + 1] = f.default;
+            }
+        }
+    }
+    let mut meta = [0u64; 3];
+    for (entity, feature, value) in row {
+        match *feature {
+            META_SEQ => meta[0] = value.0 as u64,
+            META_INGEST => meta[1] = value.0 as u64,
+            META_AT => meta[2] = value.0 as u64,
+            f => {
+                let Some(base) = plan.features.get(f as usize).and_then(|f| f.var) else {
+                    continue;
+                };
+                let at = match entity {
+                    Entity::Away => base + 1,
+                    _ => base,
+                };
+                vars[at] = value.0;
+            }
+        }
+    }
+    for d in &plan.derived {
+        vars[d.var] = d.expr.eval(&vars, &[]);
+    }
+    for v in vars.iter_mut() {
+        // One zero, so equal rows serialise equally.
+        if *v == 0.0 {
+            *v = 0.0;
+        }
+    }
+    (vars, meta)
+}
+
+type Input = ((GameKey, Row), u64, isize);
 
 pub trait ScoreGames<'scope> {
-    fn score_games(self, scorer: Arc<dyn Scorer>, epsilon: f64)
-        -> Stream<'scope, u64, Vec<Scored>>;
+    fn score_games(self, plan: Arc<Plan>, model: Arc<Model>) -> Stream<'scope, u64, Vec<Valued>>;
 }
 
 impl<'scope> ScoreGames<'scope> for Stream<'scope, u64, Vec<Input>> {
-    fn score_games(
-        self,
-        scorer: Arc<dyn Scorer>,
-        epsilon: f64,
-    ) -> Stream<'scope, u64, Vec<Scored>> {
-        self.unary_frontier::<CapacityContainerBuilder<Vec<Scored>>, _, _, _>(
+    fn score_games(self, plan: Arc<Plan>, model: Arc<Model>) -> Stream<'scope, u64, Vec<Valued>> {
+        self.unary_frontier::<CapacityContainerBuilder<Vec<Valued>>, _, _, _>(
             Pipeline,
             "ScoreGames",
             move |_, _| {
                 let mut pending: BTreeMap<u64, (Capability<u64>, Vec<Input>)> = BTreeMap::new();
-                let mut published: HashMap<GameKey, (f64, FeatureVec)> = HashMap::new();
-                let mut rows: Vec<FeatureVec> = Vec::new();
-                let mut changed: Vec<(u64, GameKey, FeatureVec)> = Vec::new();
                 move |(input, frontier), output| {
                     let port = output.output_index();
                     input.for_each(|cap, data| {
@@ -78,33 +183,34 @@ impl<'scope> ScoreGames<'scope> for Stream<'scope, u64, Vec<Input>> {
                         return;
                     }
                     let mut caps = Vec::with_capacity(ready.len());
-                    changed.clear();
+                    let mut changed: Vec<(u64, GameKey, Vec<f64>, [u64; 3])> = Vec::new();
                     for t in ready {
                         let Some((cap, mut updates)) = pending.remove(&t) else {
                             continue;
                         };
+                        // Per game, the inserted row is the new one.
                         updates.sort_by(|a, b| a.0 .0.cmp(&b.0 .0).then(b.2.cmp(&a.2)));
-                        // Per game: the inserted vector is the new value; a retraction alone
-                        // means the features summed to zero.
                         let mut i = 0;
                         while i < updates.len() {
                             let game = &updates[i].0 .0;
-                            let mut new = FeatureVec::default();
                             let mut j = i;
+                            let mut row: Option<&Row> = None;
                             while j < updates.len() && &updates[j].0 .0 == game {
                                 if updates[j].2 > 0 {
-                                    new = updates[j].0 .1;
+                                    row = Some(&updates[j].0 .1);
                                 }
                                 j += 1;
                             }
-                            changed.push((t, game.clone(), new));
+                            if let Some(row) = row {
+                                let (vars, meta) = variables(&plan, row);
+                                changed.push((t, game.clone(), vars, meta));
+                            }
                             i = j;
                         }
                         caps.push(cap);
                     }
-                    rows.clear();
-                    rows.extend(changed.iter().map(|c| c.2));
-                    let values = match scorer.score(&rows) {
+                    let rows: Vec<Vec<f64>> = changed.iter().map(|c| c.2.clone()).collect();
+                    let values = match model.score(&rows) {
                         Ok(v) if v.len() == rows.len() => v,
                         Ok(v) => {
                             tracing::error!(rows = rows.len(), values = v.len(), "the model returned a value count that differs from the row count; these updates publish nothing");
@@ -118,23 +224,19 @@ impl<'scope> ScoreGames<'scope> for Stream<'scope, u64, Vec<Input>> {
                         }
                     };
                     let mut c = 0;
-                    for (k, (t, game, features)) in changed.drain(..).enumerate() {
+                    for ((t, game, vars, meta), value) in changed.into_iter().zip(values) {
                         while *caps[c].time() < t {
                             c += 1;
                         }
-                        let value = values[k];
-                        let previous = published.get(&game).copied();
-                        let moved = previous.is_none_or(|(old, _)| (value - old).abs() >= epsilon);
-                        if moved {
-                            published.insert(game.clone(), (value, features));
-                            output.session(&caps[c]).give(Scored {
-                                time: t,
-                                game,
-                                value,
-                                features,
-                                previous,
-                            });
-                        }
+                        output.session(&caps[c]).give(Valued {
+                            time: t,
+                            game,
+                            value,
+                            vars,
+                            event_seq: meta[0],
+                            ingest_ms: meta[1],
+                            event_at: meta[2],
+                        });
                     }
                 }
             },

@@ -9,6 +9,8 @@ use crate::ws::protocol::ServerMessage;
 fn delta(seq: u64, game: usize) -> Delta {
     Delta {
         seq,
+        pipeline: "test".into(),
+        version: 1,
         sport: if game.is_multiple_of(2) {
             Sport::Nfl
         } else {
@@ -20,6 +22,7 @@ fn delta(seq: u64, game: usize) -> Delta {
         old: None,
         new: (seq % 97) as f64 / 97.0,
         model_version: "m1".into(),
+        cause: crate::delta::DeltaCause::Moved,
         changed: vec![],
     }
 }

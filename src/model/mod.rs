@@ -315,20 +315,15 @@ impl WinProbModel {
                 found: manifest.kind.clone(),
             });
         }
-        if manifest.inputs.iter().map(String::as_str).ne(INPUT_NAMES) {
-            return Err(ModelError::InputsMismatch {
-                expected: INPUT_NAMES.iter().map(|s| s.to_string()).collect(),
-                found: manifest.inputs.clone(),
-            });
-        }
+        let n = manifest.inputs.len();
         for (name, v) in [
             ("weight", &weights.weight),
             ("input_mean", &weights.input_mean),
             ("input_scale", &weights.input_scale),
         ] {
-            if v.len() != N_INPUTS {
+            if v.len() != n {
                 return Err(ModelError::Weights(format!(
-                    "`{name}` has {} values, expected {N_INPUTS}",
+                    "`{name}` has {} values, expected {n} (one per manifest input)",
                     v.len()
                 )));
             }
@@ -350,10 +345,10 @@ impl WinProbModel {
         let inv: Vec<f32> = weights.input_scale.iter().map(|s| 1.0 / s).collect();
         Ok(WinProbModel {
             version: format!("{}/{}", manifest.name, manifest.version),
-            weight: Tensor::from_slice(&weights.weight, N_INPUTS, &dev)?,
+            weight: Tensor::from_slice(&weights.weight, n, &dev)?,
             bias: Tensor::from_slice(&[weights.bias], 1, &dev)?,
-            mean: Tensor::from_slice(&weights.input_mean, N_INPUTS, &dev)?,
-            inv_scale: Tensor::from_slice(&inv, N_INPUTS, &dev)?,
+            mean: Tensor::from_slice(&weights.input_mean, n, &dev)?,
+            inv_scale: Tensor::from_slice(&inv, n, &dev)?,
             manifest,
             weights,
         })
@@ -441,7 +436,11 @@ impl WinProbModel {
             ("input_mean", self.mean.clone()),
             (
                 "input_scale",
-                Tensor::from_slice(&self.weights.input_scale, N_INPUTS, &Device::Cpu)?,
+                Tensor::from_slice(
+                    &self.weights.input_scale,
+                    self.manifest.inputs.len(),
+                    &Device::Cpu,
+                )?,
             ),
         ]
         .into_iter()
@@ -459,6 +458,17 @@ impl WinProbModel {
         }
         let flat: Vec<f32> = rows.iter().flat_map(inputs).collect();
         let x = Tensor::from_vec(flat, (rows.len(), N_INPUTS), &Device::Cpu)?;
+        let p = self.probabilities(&x)?.to_vec1::<f32>()?;
+        Ok(p.into_iter().map(|p| round_probability(p as f64)).collect())
+    }
+
+    /// Probabilities of raw inputs, `rows` rows of the manifest's inputs each (row-major), in
+    /// one tensor pass, rounded like [`WinProbModel::score_batch`].
+    pub fn score_inputs(&self, inputs: Vec<f32>, rows: usize) -> Result<Vec<f64>, ModelError> {
+        if rows == 0 {
+            return Ok(Vec::new());
+        }
+        let x = Tensor::from_vec(inputs, (rows, self.manifest.inputs.len()), &Device::Cpu)?;
         let p = self.probabilities(&x)?.to_vec1::<f32>()?;
         Ok(p.into_iter().map(|p| round_probability(p as f64)).collect())
     }

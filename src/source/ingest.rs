@@ -1,18 +1,16 @@
 //! Decode, order-check and time-stamp records: the step between a transport and the dataflow.
 //!
 //! In: records (topic, partition, offset, Kafka timestamp, payload) in partition order.
-//! Out: `(game, time, update)` triples for the dataflow input, or a [`Reject`] for the record.
-//! A game's events must come from one partition (producers key by game), so the game's window
-//! state lives here, with the partition's owner.
+//! Out: the accepted event with its effective time, or a [`Reject`] for the record. A game's
+//! events must come from one partition (producers key by game), so the game's order state lives
+//! here, with the partition's owner.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::config::LatePolicy;
-use crate::event::GameKey;
-use crate::features::assign::{GameWindows, OrderError};
-use crate::features::FeatureVec;
+use crate::event::{GameEvent, GameKey};
 use crate::format::{json, Reject, RejectCode};
 
 /// One record as a transport hands it over.
@@ -86,18 +84,76 @@ pub struct Ingest {
     idle_timeout: Duration,
     policy: LatePolicy,
     partitions: BTreeMap<(String, i32), Partition>,
-    /// Each game's windows, and the partition its events come from.
-    games: HashMap<GameKey, (String, i32, GameWindows)>,
+    /// Each game's order, and the partition its events come from.
+    games: HashMap<GameKey, (String, i32, GameOrder)>,
     owners: Arc<GameOwners>,
-    scratch: Vec<(u64, FeatureVec)>,
 }
 
-/// An accepted record's effect.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// An accepted record.
+#[derive(Clone, Debug, PartialEq)]
 pub struct Accepted {
-    pub game: GameKey,
+    pub event: GameEvent,
+    /// Effective time: the event time, or the frontier for a late event folded in.
+    pub time: u64,
+    /// Kafka timestamp (ms), 0 when unknown.
+    pub ingest_ms: u64,
     /// Whether it was late and folded in at the frontier.
     pub late: bool,
+}
+
+/// Why an event cannot follow the game's previous one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OrderError {
+    /// The same `seq` again.
+    Duplicate { last_seq: u64 },
+    /// A `seq` below the last one.
+    SequenceRegressed { last_seq: u64 },
+    /// An event time below the game's previous one.
+    TimeRegressed { last_time: u64 },
+}
+
+impl std::fmt::Display for OrderError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OrderError::Duplicate { last_seq } => write!(f, "seq {last_seq} was already accepted"),
+            OrderError::SequenceRegressed { last_seq } => {
+                write!(f, "seq goes backwards (last accepted seq is {last_seq})")
+            }
+            OrderError::TimeRegressed { last_time } => write!(
+                f,
+                "event time goes backwards (game's last event time is {last_time})"
+            ),
+        }
+    }
+}
+
+/// A game's last accepted event: `seq` rises strictly, event time never falls.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GameOrder {
+    last: Option<(u64, u64)>,
+}
+
+impl GameOrder {
+    /// Whether `ev` may follow the events accepted so far.
+    pub fn check(&self, ev: &GameEvent) -> Result<(), OrderError> {
+        if let Some((last_seq, last_time)) = self.last {
+            if ev.seq == last_seq {
+                return Err(OrderError::Duplicate { last_seq });
+            }
+            if ev.seq < last_seq {
+                return Err(OrderError::SequenceRegressed { last_seq });
+            }
+            if ev.event_time_ms < last_time {
+                return Err(OrderError::TimeRegressed { last_time });
+            }
+        }
+        Ok(())
+    }
+
+    pub fn accept(&mut self, ev: &GameEvent) {
+        let time = self.last.map_or(0, |l| l.1).max(ev.event_time_ms);
+        self.last = Some((ev.seq, time));
+    }
 }
 
 impl Ingest {
@@ -115,7 +171,6 @@ impl Ingest {
             partitions: BTreeMap::new(),
             games: HashMap::new(),
             owners: Arc::default(),
-            scratch: Vec::new(),
         }
     }
 
@@ -137,14 +192,8 @@ impl Ingest {
     }
 
     /// Handles one record. An event is late when it is older than its partition's watermark or
-    /// than `frontier`, the dataflow input's current time. Accepted updates are appended to
-    /// `out`.
-    pub fn accept(
-        &mut self,
-        rec: &Record<'_>,
-        frontier: u64,
-        out: &mut Vec<(GameKey, u64, FeatureVec)>,
-    ) -> Result<Accepted, Reject> {
+    /// than `frontier`, the dataflow input's current time.
+    pub fn accept(&mut self, rec: &Record<'_>, frontier: u64) -> Result<Accepted, Reject> {
         let part = self
             .partitions
             .entry((rec.topic.to_string(), rec.partition))
@@ -162,7 +211,7 @@ impl Ingest {
             }
             self.games.insert(
                 key.clone(),
-                (topic.to_string(), partition, GameWindows::default()),
+                (topic.to_string(), partition, GameOrder::default()),
             );
         }
         let (owner_topic, owner_partition, game) =
@@ -201,10 +250,8 @@ impl Ingest {
             ));
         }
         let time = event.event_time_ms.max(floor);
-        let ingest = rec.timestamp_ms.unwrap_or(0).max(0) as u64;
-        self.scratch.clear();
-        game.apply(&event, time, ingest, &mut self.scratch);
-        out.extend(self.scratch.drain(..).map(|(t, v)| (key.clone(), t, v)));
+        let ingest_ms = rec.timestamp_ms.unwrap_or(0).max(0) as u64;
+        game.accept(&event);
         part.state = match part.state {
             PartitionState::Unstarted => PartitionState::Live {
                 max_time: event.event_time_ms,
@@ -213,7 +260,12 @@ impl Ingest {
                 max_time: max_time.max(event.event_time_ms),
             },
         };
-        Ok(Accepted { game: key, late })
+        Ok(Accepted {
+            event,
+            time,
+            ingest_ms,
+            late,
+        })
     }
 
     /// The transport read the partition to its end.
@@ -284,13 +336,9 @@ mod tests {
         ing.add_partition("t", 1);
         let now = Instant::now();
         assert!(ing.mark(now).blocked, "partition 1 has no watermark yet");
-        let mut out = Vec::new();
-        ing.accept(&rec(0, &line("g", 1, 1_000)), 0, &mut out)
-            .unwrap();
-        ing.accept(&rec(1, &line("h", 1, 5_000)), 0, &mut out)
-            .unwrap();
-        ing.accept(&rec(1, &line("h", 2, 4_000)), 0, &mut out)
-            .unwrap_err(); // time regressed
+        ing.accept(&rec(0, &line("g", 1, 1_000)), 0).unwrap();
+        ing.accept(&rec(1, &line("h", 1, 5_000)), 0).unwrap();
+        ing.accept(&rec(1, &line("h", 2, 4_000)), 0).unwrap_err(); // time regressed
         let m = ing.mark(now);
         assert_eq!(
             (m.blocked, m.active_min, m.idle_release),
@@ -312,9 +360,7 @@ mod tests {
         assert!(ing.mark(t0).blocked);
         assert!(!ing.mark(t0 + Duration::from_millis(10)).blocked);
         // Once it has data and goes idle, it releases everything it read.
-        let mut out = Vec::new();
-        ing.accept(&rec(0, &line("g", 1, 1_000)), 0, &mut out)
-            .unwrap();
+        ing.accept(&rec(0, &line("g", 1, 1_000)), 0).unwrap();
         ing.caught_up("t", 0, t0);
         let m = ing.mark(t0 + Duration::from_millis(10));
         assert_eq!((m.active_min, m.idle_release), (None, Some(1_001)));
@@ -322,32 +368,23 @@ mod tests {
 
     #[test]
     fn late_events_follow_the_policy() {
-        let mut out = Vec::new();
         let mut dl = Ingest::new(
             4096,
             Duration::ZERO,
             Duration::from_secs(1),
             LatePolicy::DeadLetter,
         );
-        let r = dl
-            .accept(&rec(0, &line("g", 1, 1_000)), 2_000, &mut out)
-            .unwrap_err();
+        let r = dl.accept(&rec(0, &line("g", 1, 1_000)), 2_000).unwrap_err();
         assert_eq!(r.code, RejectCode::Late);
-        assert!(out.is_empty());
         let mut fold = Ingest::new(
             4096,
             Duration::ZERO,
             Duration::from_secs(1),
             LatePolicy::FoldIn,
         );
-        let a = fold
-            .accept(&rec(0, &line("g", 1, 1_000)), 2_000, &mut out)
-            .unwrap();
+        let a = fold.accept(&rec(0, &line("g", 1, 1_000)), 2_000).unwrap();
         assert!(a.late);
-        assert!(
-            out.iter().all(|(_, t, _)| *t >= 2_000),
-            "folded in at the frontier: {out:?}"
-        );
+        assert_eq!(a.time, 2_000, "folded in at the frontier");
     }
 
     #[test]
@@ -358,20 +395,14 @@ mod tests {
             Duration::from_secs(1),
             LatePolicy::DeadLetter,
         );
-        let mut out = Vec::new();
-        ing.accept(&rec(0, &line("a", 1, 10_000)), 0, &mut out)
-            .unwrap();
+        ing.accept(&rec(0, &line("a", 1, 10_000)), 0).unwrap();
         // Another game on the same partition, within the allowed lateness: on time.
-        ing.accept(&rec(0, &line("b", 1, 9_950)), 0, &mut out)
-            .unwrap();
+        ing.accept(&rec(0, &line("b", 1, 9_950)), 0).unwrap();
         // Beyond it: late, although the frontier is still 0.
-        let r = ing
-            .accept(&rec(0, &line("c", 1, 9_850)), 0, &mut out)
-            .unwrap_err();
+        let r = ing.accept(&rec(0, &line("c", 1, 9_850)), 0).unwrap_err();
         assert_eq!(r.code, RejectCode::Late);
         // Another partition has its own watermark.
-        ing.accept(&rec(1, &line("d", 1, 9_850)), 0, &mut out)
-            .unwrap();
+        ing.accept(&rec(1, &line("d", 1, 9_850)), 0).unwrap();
     }
 
     #[test]
@@ -387,21 +418,14 @@ mod tests {
             .with_owners(owners.clone())
         };
         let (mut w0, mut w1) = (new(), new());
-        let mut out = Vec::new();
-        w0.accept(&rec(0, &line("g", 1, 1_000)), 0, &mut out)
-            .unwrap();
+        w0.accept(&rec(0, &line("g", 1, 1_000)), 0).unwrap();
         // The same game on another partition, whichever worker reads it.
-        let r = w1
-            .accept(&rec(1, &line("g", 2, 2_000)), 0, &mut out)
-            .unwrap_err();
+        let r = w1.accept(&rec(1, &line("g", 2, 2_000)), 0).unwrap_err();
         assert_eq!(r.code, RejectCode::PartitionConflict);
-        let r = w0
-            .accept(&rec(1, &line("g", 3, 3_000)), 0, &mut out)
-            .unwrap_err();
+        let r = w0.accept(&rec(1, &line("g", 3, 3_000)), 0).unwrap_err();
         assert_eq!(r.code, RejectCode::PartitionConflict);
         // Its own partition goes on as before.
-        w0.accept(&rec(0, &line("g", 2, 2_000)), 0, &mut out)
-            .unwrap();
+        w0.accept(&rec(0, &line("g", 2, 2_000)), 0).unwrap();
     }
 
     #[test]
@@ -412,29 +436,23 @@ mod tests {
             Duration::from_secs(1),
             LatePolicy::DeadLetter,
         );
-        let mut out = Vec::new();
-        ing.accept(&rec(0, &line("g", 5, 1_000)), 0, &mut out)
-            .unwrap();
+        ing.accept(&rec(0, &line("g", 5, 1_000)), 0).unwrap();
         assert_eq!(
-            ing.accept(&rec(0, &line("g", 5, 1_000)), 0, &mut out)
+            ing.accept(&rec(0, &line("g", 5, 1_000)), 0)
                 .unwrap_err()
                 .code,
             RejectCode::Duplicate
         );
         assert_eq!(
-            ing.accept(&rec(0, &line("g", 4, 1_000)), 0, &mut out)
+            ing.accept(&rec(0, &line("g", 4, 1_000)), 0)
                 .unwrap_err()
                 .code,
             RejectCode::SequenceRegressed
         );
         assert_eq!(
-            ing.accept(&rec(0, &line("g", 6, 999)), 0, &mut out)
-                .unwrap_err()
-                .code,
+            ing.accept(&rec(0, &line("g", 6, 999)), 0).unwrap_err().code,
             RejectCode::TimeRegressed
         );
-        assert!(ing
-            .accept(&rec(0, &line("g", 6, 1_000)), 0, &mut out)
-            .is_ok());
+        assert!(ing.accept(&rec(0, &line("g", 6, 1_000)), 0).is_ok());
     }
 }

@@ -89,12 +89,12 @@ impl ClientContext for LagContext {
 impl ConsumerContext for LagContext {}
 
 /// Every (topic, partition) of `topics`, sorted: the list workers split by index.
-pub fn partitions(cfg: &KafkaConfig) -> Result<Vec<(String, i32)>, SourceError> {
+pub fn partitions(cfg: &KafkaConfig, topics: &[String]) -> Result<Vec<(String, i32)>, SourceError> {
     let consumer: BaseConsumer = client_config(cfg)
         .create()
         .map_err(kafka("creating a metadata client"))?;
     let mut out = Vec::new();
-    for topic in &cfg.topics {
+    for topic in topics {
         let md = consumer
             .fetch_metadata(Some(topic), Duration::from_secs(10))
             .map_err(kafka(format!("metadata of {topic}")))?;
@@ -265,7 +265,8 @@ impl DeadLetters {
         })
     }
 
-    pub fn send(&self, rec: &Record<'_>, reject: &Reject) {
+    /// Writes a rejected record with why, and which pipeline refused it.
+    pub fn send(&self, pipeline: &str, rec: &Record<'_>, reject: &Reject) {
         let partition = rec.partition.to_string();
         let offset = rec.offset.to_string();
         let source = format!("{}/{}@{} ({reject})", rec.topic, rec.partition, rec.offset);
@@ -289,6 +290,10 @@ impl DeadLetters {
             .insert(Header {
                 key: "sideline.detail",
                 value: Some(&reject.detail),
+            })
+            .insert(Header {
+                key: "sideline.pipeline",
+                value: Some(pipeline),
             });
         let mut record =
             BaseRecord::<[u8], [u8], Box<String>>::with_opaque_to(&self.topic, Box::new(source))

@@ -139,6 +139,8 @@ pub struct SnapshotValue {
     pub event_time_ms: u64,
     /// Event seq of the game's latest delta.
     pub event_seq: u64,
+    /// Pipeline version of the game's latest delta.
+    pub version: u32,
     pub model_version: String,
     /// Channel seq of the game's latest delta.
     pub seq: u64,
@@ -153,6 +155,7 @@ impl SnapshotValue {
             value: d.new,
             event_time_ms: d.event_time_ms,
             event_seq: d.event_seq,
+            version: d.version,
             model_version: d.model_version.clone(),
             seq: d.seq,
         }
@@ -163,6 +166,7 @@ impl SnapshotValue {
         self.value = d.new;
         self.event_time_ms = d.event_time_ms;
         self.event_seq = d.event_seq;
+        self.version = d.version;
         if self.model_version != d.model_version {
             self.model_version.clone_from(&d.model_version);
         }
@@ -357,6 +361,8 @@ mod tests {
     fn delta() -> Delta {
         Delta {
             seq: 7,
+            pipeline: "test".into(),
+            version: 1,
             sport: Sport::Nfl,
             game_id: "2018090600".into(),
             event_time_ms: 1_536_278_400_000,
@@ -364,10 +370,11 @@ mod tests {
             old: Some(0.5),
             new: 0.62,
             model_version: "wp-1".into(),
+            cause: crate::delta::DeltaCause::Moved,
             changed: vec![FeatureChange {
                 feature: "score_diff".into(),
-                from: 0,
-                to: 7,
+                from: Some(0.0),
+                to: 7.0,
             }],
         }
     }

@@ -9,14 +9,16 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use rdkafka::config::ClientConfig;
 use rdkafka::mocking::MockCluster;
-use sideline::app::{Server, PREDICTIONS};
+use sideline::app::App;
 use sideline::config::Config;
-use sideline::dataflow::Scorer;
+use sideline::dataflow::score::{variables, Model};
 use sideline::delta::Delta;
 use sideline::engine::EngineStats;
 use sideline::event::{GameEvent, GameKey};
-use sideline::features::offline::timeline_of;
-use sideline::model::WinProbModel;
+use sideline::pipeline::plan::Plan;
+use sideline::pipeline::reference;
+use sideline::pipeline::spec::GroupBy;
+use sideline::pipeline::window::{Entity, F64, META_AT, META_INGEST, META_SEQ};
 pub use sideline::produce::{self, Pace};
 use sideline::ws::protocol::ServerMessage;
 use tokio_tungstenite::tungstenite::Message;
@@ -76,12 +78,50 @@ pub fn produce_all(brokers: &str, topic: &str, lines: &[String]) {
     produce::produce_lines(&p, topic, lines, Pace::Max, None).unwrap();
 }
 
-/// Engine settings for a test: replay mode (stop at the end), ephemeral ports, no Prometheus.
+/// The channel of the NFL pipeline.
+pub const CHANNEL: &str = "nfl.win_probability";
+
+/// The shipped NFL pipeline file, reading `topics` instead of its own.
+pub fn nfl_pipeline(topics: &[&str]) -> String {
+    let text = sideline::pipeline::DEFAULT_PIPELINE.1;
+    let list: Vec<String> = topics.iter().map(|t| format!("{t:?}")).collect();
+    let out = text.replace(
+        "topics = [\"nfl.events\"]",
+        &format!("topics = [{}]", list.join(", ")),
+    );
+    assert_ne!(
+        out, text,
+        "the shipped pipeline names its topic as expected"
+    );
+    out
+}
+
+/// The NFL pipeline's plan.
+pub fn nfl_plan() -> Plan {
+    sideline::pipeline::plan::plan(
+        "nfl.toml",
+        &nfl_pipeline(&["t"]),
+        &sideline::pipeline::Registry::new(None),
+    )
+    .unwrap()
+}
+
+/// Starts an app with these pipeline files deployed.
+pub fn start(cfg: &Config, pipelines: &[String]) -> Arc<App> {
+    let app = App::start(cfg).unwrap();
+    for (i, text) in pipelines.iter().enumerate() {
+        app.deploy(&format!("pipeline-{i}.toml"), text).unwrap();
+    }
+    app
+}
+
+/// Engine settings for a test: replay mode (stop at the end), ephemeral ports, no Prometheus,
+/// no admin endpoint.
 pub fn config(brokers: &str, topic: &str, workers: usize) -> Config {
     let mut cfg = Config::load(None).unwrap();
     cfg.kafka.brokers = brokers.to_string();
-    cfg.kafka.topics = vec![topic.to_string()];
     cfg.kafka.dead_letter_topic = format!("{topic}.dead-letters");
+    cfg.server.admin_listen = String::new();
     cfg.kafka.stop_at_end = true;
     cfg.engine.workers = workers;
     cfg.server.ws_listen = "127.0.0.1:0".into();
@@ -89,16 +129,12 @@ pub fn config(brokers: &str, topic: &str, workers: usize) -> Config {
     cfg
 }
 
-pub fn model() -> Arc<dyn Scorer> {
-    Arc::new(WinProbModel::embedded())
-}
-
 /// Runs the engine to the end of the topic; returns its stats and the delta log.
-pub fn run_engine(server: &Server, cfg: &Config) -> (EngineStats, Vec<Delta>) {
+pub fn run_engine(app: &App) -> (EngineStats, Vec<Delta>) {
     let log: Arc<Mutex<Vec<Delta>>> = Arc::default();
     let log2 = log.clone();
-    let stats = server
-        .run_engine(cfg, model(), move |d| log2.lock().unwrap().push(d.clone()))
+    let stats = app
+        .run_engine(move |d| log2.lock().unwrap().push(d.clone()))
         .unwrap();
     let deltas = log.lock().unwrap().clone();
     (stats, deltas)
@@ -115,9 +151,10 @@ pub fn log_bytes(deltas: &[Delta]) -> Vec<u8> {
 }
 
 /// What the offline path predicts: for each game, the (event time, value) of every published
-/// change, from the event file alone (brute-force features, the same model, the same epsilon).
-pub fn offline_deltas(events: &[GameEvent], epsilon: f64) -> BTreeMap<GameKey, Vec<(u64, f64)>> {
-    let model = WinProbModel::embedded();
+/// change, from the event file alone: brute-force features (`pipeline::reference`) at every
+/// time anything can change, the same derived features and model, the publishing rule.
+pub fn offline_deltas(plan: &Plan, events: &[GameEvent]) -> BTreeMap<GameKey, Vec<(u64, f64)>> {
+    let model = Model::for_plan(plan, &sideline::pipeline::Registry::new(None)).unwrap();
     let mut games: BTreeMap<GameKey, Vec<GameEvent>> = BTreeMap::new();
     for e in events {
         games.entry(e.key()).or_default().push(e.clone());
@@ -125,16 +162,46 @@ pub fn offline_deltas(events: &[GameEvent], epsilon: f64) -> BTreeMap<GameKey, V
     let mut out = BTreeMap::new();
     for (key, mut evs) in games {
         evs.sort_by_key(|e| e.seq);
-        let line = timeline_of(&evs);
-        let rows: Vec<_> = line.iter().map(|(_, v)| *v).collect();
-        let values = model.score_batch(&rows).unwrap();
+        let timed: Vec<(GameEvent, u64)> =
+            evs.iter().map(|e| (e.clone(), e.event_time_ms)).collect();
+        let times = reference::candidate_times(plan, &timed);
+        let mut rows = Vec::new();
+        for &t in &times {
+            let mut row = Vec::new();
+            for (i, f) in plan.features.iter().enumerate() {
+                let entities: &[Entity] = match f.group {
+                    GroupBy::Game => &[Entity::Game],
+                    GroupBy::Team => &[Entity::Home, Entity::Away],
+                    GroupBy::Player => &[],
+                };
+                for e in entities {
+                    if let Some(v) = reference::slot_value(plan, i, e, &timed, t) {
+                        row.push((e.clone(), i as u32, F64::new(v)));
+                    }
+                }
+            }
+            let _ = (META_AT, META_INGEST, META_SEQ);
+            rows.push(variables(plan, &row).0);
+        }
+        let values = model.score(&rows).unwrap();
         let mut published: Vec<(u64, f64)> = Vec::new();
-        for ((t, _), p) in line.iter().zip(values) {
-            if published
-                .last()
-                .is_none_or(|(_, old)| (p - old).abs() >= epsilon)
-            {
-                published.push((*t, p));
+        let mut direction = 0.0f64;
+        for (t, v) in times.iter().zip(values) {
+            let publish = match published.last() {
+                None => true,
+                Some((_, old)) => {
+                    let step = v - old;
+                    let against = direction != 0.0 && step.signum() != direction;
+                    let needed =
+                        plan.delta.epsilon + if against { plan.delta.hysteresis } else { 0.0 };
+                    step != 0.0 && step.abs() >= needed
+                }
+            };
+            if publish {
+                if let Some((_, old)) = published.last() {
+                    direction = (v - old).signum();
+                }
+                published.push((*t, v));
             }
         }
         out.insert(key, published);
@@ -234,7 +301,7 @@ pub fn apply(messages: &[ServerMessage]) -> Applied {
         match m {
             ServerMessage::Snapshot {
                 channel, values, ..
-            } if channel == PREDICTIONS => {
+            } if channel == CHANNEL => {
                 current.clear();
                 for v in values {
                     current.insert(

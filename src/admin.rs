@@ -1,0 +1,193 @@
+//! The admin endpoint: list, deploy and remove pipelines over HTTP.
+//!
+//! | request | does |
+//! |---|---|
+//! | `GET /pipelines` | the deployed pipelines: name, live version, warming version, topics, outputs |
+//! | `PUT /pipelines/{name}` | body: a pipeline file (TOML). Validated, then deployed: `200` with `{"pipeline","version","state"}`; `400` with `{"code":"invalid_pipeline","errors":[{file,line,column,message,hint}]}`; `409` `conflict`; `503` `unavailable` |
+//! | `DELETE /pipelines/{name}` | stops every version of it: `200`, or `404` |
+//!
+//! The `X-Sideline-File` request header names the file in error messages (default
+//! `<name>.toml`). A refused request changes nothing that runs.
+
+use std::sync::{Arc, Weak};
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+
+use crate::app::{App, DeployError};
+use crate::pipeline::plan::Output;
+
+#[derive(Serialize)]
+struct PipelineInfo {
+    name: String,
+    version: u32,
+    warming: Option<u32>,
+    sport: String,
+    topics: Vec<String>,
+    channels: Vec<String>,
+    kafka_topics: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct ErrorBody {
+    code: &'static str,
+    message: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    errors: Vec<ErrorItem>,
+}
+
+#[derive(Serialize)]
+struct ErrorItem {
+    file: String,
+    line: usize,
+    column: usize,
+    message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hint: Option<String>,
+}
+
+type AppRef = Weak<App>;
+
+fn gone() -> Response {
+    (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response()
+}
+
+async fn list(State(app): State<AppRef>) -> Response {
+    let Some(app) = app.upgrade() else {
+        return gone();
+    };
+    let pipelines = app
+        .publisher
+        .lock()
+        .map(|p| p.pipelines())
+        .unwrap_or_default();
+    let out: Vec<PipelineInfo> = pipelines
+        .into_iter()
+        .map(|(plan, warming)| PipelineInfo {
+            name: plan.name.clone(),
+            version: plan.version,
+            warming,
+            sport: plan.sport.to_string(),
+            topics: plan.topics.clone(),
+            channels: plan
+                .outputs
+                .iter()
+                .filter_map(|o| match o {
+                    Output::WebSocket { channel } => Some(channel.clone()),
+                    Output::Kafka { .. } => None,
+                })
+                .collect(),
+            kafka_topics: plan
+                .outputs
+                .iter()
+                .filter_map(|o| match o {
+                    Output::Kafka { topic } => Some(topic.clone()),
+                    Output::WebSocket { .. } => None,
+                })
+                .collect(),
+        })
+        .collect();
+    Json(out).into_response()
+}
+
+async fn deploy(
+    State(app): State<AppRef>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let Some(app) = app.upgrade() else {
+        return gone();
+    };
+    let file = headers
+        .get("x-sideline-file")
+        .and_then(|v| v.to_str().ok())
+        .map(String::from)
+        .unwrap_or_else(|| format!("{name}.toml"));
+    let result = tokio::task::spawn_blocking(move || deploy_named(&app, &name, &file, &body)).await;
+    match result {
+        Ok(Ok(d)) => (StatusCode::OK, Json(d)).into_response(),
+        Ok(Err(e)) => error_response(e),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+fn deploy_named(
+    app: &Arc<App>,
+    name: &str,
+    file: &str,
+    text: &str,
+) -> Result<crate::app::Deployed, DeployError> {
+    // Validate first: the path must name the file's pipeline.
+    let plan =
+        crate::pipeline::plan::plan(file, text, &app.registry).map_err(DeployError::Invalid)?;
+    if plan.name != name {
+        return Err(DeployError::Conflict(format!(
+            "the file defines pipeline `{}`, but the request is for `{name}`",
+            plan.name
+        )));
+    }
+    app.deploy(file, text)
+}
+
+fn error_response(e: DeployError) -> Response {
+    let status = match &e {
+        DeployError::Invalid(_) => StatusCode::BAD_REQUEST,
+        DeployError::Conflict(_) => StatusCode::CONFLICT,
+        DeployError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    let errors = match &e {
+        DeployError::Invalid(inv) => inv
+            .0
+            .iter()
+            .map(|d| ErrorItem {
+                file: d.file.clone(),
+                line: d.line,
+                column: d.column,
+                message: d.message.clone(),
+                hint: d.hint.clone(),
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    let body = ErrorBody {
+        code: e.code(),
+        message: e.to_string(),
+        errors,
+    };
+    (status, Json(body)).into_response()
+}
+
+async fn remove(State(app): State<AppRef>, Path(name): Path<String>) -> Response {
+    let Some(app) = app.upgrade() else {
+        return gone();
+    };
+    if app.remove(&name) {
+        (StatusCode::OK, Json(serde_json::json!({ "removed": name }))).into_response()
+    } else {
+        let body = ErrorBody {
+            code: "not_found",
+            message: format!("no pipeline named {name}"),
+            errors: Vec::new(),
+        };
+        (StatusCode::NOT_FOUND, Json(body)).into_response()
+    }
+}
+
+/// Serves the admin API until the runtime stops.
+pub async fn serve(listener: tokio::net::TcpListener, app: AppRef) {
+    let router = Router::new()
+        .route("/pipelines", get(list))
+        .route(
+            "/pipelines/{name}",
+            axum::routing::put(deploy).delete(remove),
+        )
+        .with_state(app);
+    if let Err(e) = axum::serve(listener, router).await {
+        tracing::error!(error = %e, "admin endpoint stopped");
+    }
+}

@@ -1,0 +1,117 @@
+//! How a running engine is told to start and stop pipeline versions.
+//!
+//! Commands are appended to one shared list; every worker applies them in the same order at
+//! its next step, so all workers build (and retire) the same dataflows in the same order, as
+//! timely requires. A started version gets its own Kafka consumer per worker, reading its
+//! topics from the beginning: that is how a new version is warmed from Kafka while the old one
+//! keeps serving.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::dataflow::{Model, RuntimeId};
+use crate::pipeline::Plan;
+use crate::source::frontier::FrontierBoard;
+use crate::source::ingest::GameOwners;
+
+/// One pipeline version to run: the plan, its model, and what its workers share.
+pub struct Deployment {
+    pub id: RuntimeId,
+    pub plan: Arc<Plan>,
+    pub model: Arc<Model>,
+    /// Every (topic, partition) of the plan's topics; worker `i` of `n` reads those at indexes
+    /// `i mod n`.
+    pub partitions: Vec<(String, i32)>,
+    pub board: Arc<FrontierBoard>,
+    pub owners: Arc<GameOwners>,
+}
+
+#[derive(Clone)]
+pub enum Command {
+    Start(Arc<Deployment>),
+    Stop(RuntimeId),
+}
+
+/// The command list, shared by the workers and whoever deploys.
+pub struct Control {
+    workers: usize,
+    next_id: AtomicU64,
+    commands: Mutex<Vec<Command>>,
+    running: Mutex<BTreeMap<RuntimeId, Arc<Deployment>>>,
+}
+
+impl Control {
+    pub fn new(workers: usize) -> Arc<Control> {
+        Arc::new(Control {
+            workers,
+            next_id: AtomicU64::new(1),
+            commands: Mutex::new(Vec::new()),
+            running: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    /// A fresh runtime id, for [`Control::start_with_id`].
+    pub fn reserve_id(&self) -> RuntimeId {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Starts a pipeline version.
+    pub fn start(
+        &self,
+        plan: Arc<Plan>,
+        model: Arc<Model>,
+        partitions: Vec<(String, i32)>,
+    ) -> Arc<Deployment> {
+        self.start_with_id(self.reserve_id(), plan, model, partitions)
+    }
+
+    /// Starts a pipeline version under an id from [`Control::reserve_id`].
+    pub fn start_with_id(
+        &self,
+        id: RuntimeId,
+        plan: Arc<Plan>,
+        model: Arc<Model>,
+        partitions: Vec<(String, i32)>,
+    ) -> Arc<Deployment> {
+        let d = Arc::new(Deployment {
+            id,
+            plan,
+            model,
+            partitions,
+            board: Arc::new(FrontierBoard::new(self.workers)),
+            owners: Arc::default(),
+        });
+        lock(&self.running).insert(d.id, d.clone());
+        lock(&self.commands).push(Command::Start(d.clone()));
+        d
+    }
+
+    /// Stops a pipeline version: its workers close its input and drop its consumers.
+    pub fn stop(&self, id: RuntimeId) {
+        if lock(&self.running).remove(&id).is_some() {
+            lock(&self.commands).push(Command::Stop(id));
+        }
+    }
+
+    /// Commands from index `from` on.
+    pub fn since(&self, from: usize) -> Vec<Command> {
+        lock(&self.commands)
+            .get(from..)
+            .map(<[_]>::to_vec)
+            .unwrap_or_default()
+    }
+
+    /// The versions running (or starting).
+    pub fn running(&self) -> Vec<Arc<Deployment>> {
+        lock(&self.running).values().cloned().collect()
+    }
+
+    pub fn get(&self, id: RuntimeId) -> Option<Arc<Deployment>> {
+        lock(&self.running).get(&id).cloned()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
