@@ -42,8 +42,11 @@ struct Published {
     direction: f64,
     names: Arc<Vec<String>>,
     vars: Vec<f64>,
+    event_seq: u64,
 }
 
+/// One running version of a pipeline and what it has published (or, for a candidate, would
+/// have published had it run alone).
 struct Version {
     id: RuntimeId,
     plan: Arc<Plan>,
@@ -52,6 +55,7 @@ struct Version {
     /// Completed through this time.
     done: Option<u64>,
     finished: bool,
+    published: HashMap<GameKey, Published>,
 }
 
 impl Version {
@@ -63,22 +67,57 @@ impl Version {
             model_version,
             done: None,
             finished: false,
+            published: HashMap::new(),
         }
+    }
+
+    /// Applies one completed time's values: the ones worth publishing, each with what was
+    /// published before it, in order. The version's published state moves on.
+    fn decide(&mut self, values: Vec<Valued>) -> Vec<(Valued, Option<Published>)> {
+        let rule = self.plan.delta;
+        let mut out = Vec::new();
+        for v in values {
+            let previous = self.published.get(&v.game);
+            let publish = match previous {
+                None => true,
+                Some(prev) => {
+                    let step = v.value - prev.value;
+                    let against = prev.direction != 0.0 && step.signum() != prev.direction;
+                    let needed = rule.epsilon + if against { rule.hysteresis } else { 0.0 };
+                    step != 0.0 && step.abs() >= needed
+                }
+            };
+            if publish {
+                let previous = previous.cloned();
+                let direction = previous
+                    .as_ref()
+                    .map_or(0.0, |p| (v.value - p.value).signum());
+                self.published.insert(
+                    v.game.clone(),
+                    Published {
+                        value: v.value,
+                        direction,
+                        names: self.names.clone(),
+                        vars: v.vars.clone(),
+                        event_seq: v.event_seq,
+                    },
+                );
+                out.push((v, previous));
+            }
+        }
+        out
     }
 }
 
 struct Candidate {
     version: Version,
-    /// Its latest value per game, as of the times applied so far.
-    state: BTreeMap<GameKey, Valued>,
-    /// Completed times not applied yet.
+    /// Completed times beyond the live version's, not applied yet.
     queue: VecDeque<(u64, Vec<Valued>)>,
 }
 
 struct PipelineOut {
     live: Version,
     candidate: Option<Candidate>,
-    published: HashMap<GameKey, Published>,
     seq: u64,
 }
 
@@ -128,7 +167,6 @@ impl Publisher {
                     PipelineOut {
                         live: version,
                         candidate: None,
-                        published: HashMap::new(),
                         seq: 0,
                     },
                 );
@@ -139,7 +177,6 @@ impl Publisher {
                 }
                 p.candidate = Some(Candidate {
                     version,
-                    state: BTreeMap::new(),
                     queue: VecDeque::new(),
                 });
             }
@@ -178,11 +215,6 @@ impl Publisher {
             .is_some_and(|p| p.candidate.is_none())
     }
 
-    /// Whether every live version has finished (its input closed and drained).
-    pub fn all_finished(&self) -> bool {
-        self.pipelines.values().all(|p| p.live.finished)
-    }
-
     pub fn handle(&mut self, msg: SinkMsg) {
         let runtime = match &msg {
             SinkMsg::Values { runtime, .. }
@@ -195,42 +227,38 @@ impl Publisher {
         let Some(p) = self.pipelines.get_mut(&name) else {
             return;
         };
-        let is_live = p.live.id == runtime;
-        let is_candidate = p
-            .candidate
-            .as_ref()
-            .is_some_and(|c| c.version.id == runtime);
-        match msg {
-            SinkMsg::Values { time, values, .. } if is_live => {
-                let deltas = moved(p, time, &values);
-                emit(&self.hub, self.sink.as_mut(), &p.live.plan, &deltas);
-            }
-            SinkMsg::Values { time, values, .. } if is_candidate => {
-                if let Some(c) = p.candidate.as_mut() {
-                    c.queue.push_back((time, values));
+        if p.live.id == runtime {
+            match msg {
+                SinkMsg::Values { time, values, .. } => {
+                    // Values of a time come once it is complete: so is everything before it.
+                    p.live.done = p.live.done.max(Some(time));
+                    let deltas = number(p, time, DeltaCause::Moved, values);
+                    emit(&self.hub, self.sink.as_mut(), &p.live.plan, &deltas);
                 }
-            }
-            SinkMsg::Progress { time, .. } if is_live => {
-                p.live.done = Some(time);
-                progress(&self.hub, &p.live.plan, time);
-            }
-            SinkMsg::Progress { time, .. } if is_candidate => {
-                if let Some(c) = p.candidate.as_mut() {
-                    c.version.done = Some(time);
+                SinkMsg::Progress { time, .. } => {
+                    p.live.done = p.live.done.max(Some(time));
+                    progress(&self.hub, &p.live.plan, time);
                 }
+                SinkMsg::Finished { .. } => p.live.finished = true,
             }
-            SinkMsg::Finished { .. } if is_live => p.live.finished = true,
-            SinkMsg::Finished { .. } if is_candidate => {
-                if let Some(c) = p.candidate.as_mut() {
-                    c.version.finished = true;
-                }
+        } else if let Some(c) = p.candidate.as_mut().filter(|c| c.version.id == runtime) {
+            match msg {
+                SinkMsg::Values { time, values, .. } => c.queue.push_back((time, values)),
+                SinkMsg::Progress { time, .. } => c.version.done = Some(time),
+                SinkMsg::Finished { .. } => c.version.finished = true,
             }
-            _ => {}
+            // Silently catch up with the live version, so the queue stays short.
+            let live_done = p.live.done.unwrap_or(0);
+            while c.queue.front().is_some_and(|(t, _)| *t <= live_done) {
+                let (_, values) = c.queue.pop_front().expect("front checked");
+                c.version.decide(values);
+            }
         }
         self.try_swap(&name);
     }
 
-    /// Hands the pipeline over to its candidate once the candidate has caught up.
+    /// Hands the pipeline over to its candidate once the candidate has completed every time
+    /// the live version has.
     fn try_swap(&mut self, name: &str) {
         let Some(p) = self.pipelines.get_mut(name) else {
             return;
@@ -239,45 +267,39 @@ impl Publisher {
             return;
         };
         let live_done = p.live.done.unwrap_or(0);
-        let ready = match c.version.done {
-            Some(d) => d >= live_done || c.version.finished,
-            None => c.version.finished,
-        };
+        let ready = c.version.finished || c.version.done.is_some_and(|d| d >= live_done);
         if !ready {
             return;
         }
         let mut c = p.candidate.take().expect("checked above");
-        let candidate_done = c.version.done;
-        // The candidate's state as of the live version's last completed time.
         while c.queue.front().is_some_and(|(t, _)| *t <= live_done) {
             let (_, values) = c.queue.pop_front().expect("front checked");
-            for v in values {
-                c.state.insert(v.game.clone(), v);
-            }
+            c.version.decide(values);
         }
-        let old = std::mem::replace(&mut p.live, c.version);
+        // Each game moves from what the old version published to what the new one would
+        // have published had it run alone.
+        let mut games: Vec<(&GameKey, &Published)> = c.version.published.iter().collect();
+        games.sort_by(|a, b| a.0.cmp(b.0));
         let mut deltas = Vec::new();
-        for (game, v) in &c.state {
-            let previous = p.published.get(game);
-            if previous.is_some_and(|prev| prev.value == v.value) {
-                // Same value: only the features behind it are taken over.
-                let prev = p.published.get_mut(game).expect("checked");
-                prev.names = p.live.names.clone();
-                prev.vars = v.vars.clone();
+        for (game, now) in games {
+            let previous = p.live.published.get(game);
+            if previous.is_some_and(|prev| prev.value == now.value) {
                 continue;
             }
             p.seq += 1;
-            let d = delta(
-                p.seq,
-                &p.live,
-                live_done.max(v.time),
-                v,
-                previous,
-                DeltaCause::Version,
-            );
+            let v = Valued {
+                time: live_done,
+                game: game.clone(),
+                value: now.value,
+                vars: now.vars.clone(),
+                event_seq: now.event_seq,
+                ingest_ms: 0,
+                event_at: 0,
+            };
+            let d = delta(p.seq, &c.version, &v, previous, DeltaCause::Version);
             deltas.push((d, None));
-            publish_state(p, game, v);
         }
+        let old = std::mem::replace(&mut p.live, c.version);
         tracing::info!(
             pipeline = name,
             from = old.plan.version,
@@ -290,78 +312,48 @@ impl Publisher {
         self.control.stop(old.id);
         self.owners.remove(&old.id);
         // What the new version completed beyond the swap follows as usual.
-        let p = self.pipelines.get_mut(name).expect("present");
+        let candidate_done = p.live.done;
         p.live.done = Some(live_done);
         while let Some((time, values)) = c.queue.pop_front() {
-            let deltas = moved(p, time, &values);
+            let deltas = number(p, time, DeltaCause::Moved, values);
             emit(&self.hub, self.sink.as_mut(), &p.live.plan, &deltas);
         }
-        if let Some(done) = candidate_done {
-            if done > live_done {
-                p.live.done = Some(done);
-                progress(&self.hub, &p.live.plan, done);
-            }
+        if let Some(done) = candidate_done.filter(|d| *d > live_done) {
+            p.live.done = Some(done);
+            progress(&self.hub, &p.live.plan, done);
         }
     }
 }
 
-fn publish_state(p: &mut PipelineOut, game: &GameKey, v: &Valued) {
-    let direction = match p.published.get(game) {
-        Some(prev) => (v.value - prev.value).signum(),
-        None => 0.0,
-    };
-    p.published.insert(
-        game.clone(),
-        Published {
-            value: v.value,
-            direction,
-            names: p.live.names.clone(),
-            vars: v.vars.clone(),
-        },
-    );
-}
-
-/// The live version's deltas for one completed time, each with the Kafka timestamp of the
-/// event that caused it (none for a window expiring later).
-fn moved(p: &mut PipelineOut, time: u64, values: &[Valued]) -> Vec<(Delta, Option<u64>)> {
-    let delta_plan = p.live.plan.delta;
-    let mut out = Vec::new();
-    for v in values {
-        let previous = p.published.get(&v.game);
-        let publish = match previous {
-            None => true,
-            Some(prev) => {
-                let step = v.value - prev.value;
-                let against = prev.direction != 0.0 && step.signum() != prev.direction;
-                let needed = delta_plan.epsilon + if against { delta_plan.hysteresis } else { 0.0 };
-                step != 0.0 && step.abs() >= needed
-            }
-        };
-        if publish {
-            p.seq += 1;
-            let ingest = (v.event_at == time && v.ingest_ms > 0).then_some(v.ingest_ms);
-            out.push((
-                delta(p.seq, &p.live, time, v, previous, DeltaCause::Moved),
-                ingest,
-            ));
-            let game = v.game.clone();
-            publish_state(p, &game, v);
-        }
+/// The live version's deltas for one completed time, numbered, each with the Kafka
+/// timestamp of the event that caused it (none for a window expiring later).
+fn number(
+    p: &mut PipelineOut,
+    time: u64,
+    cause: DeltaCause,
+    values: Vec<Valued>,
+) -> Vec<(Delta, Option<u64>)> {
+    let decided = p.live.decide(values);
+    let mut out = Vec::with_capacity(decided.len());
+    for (v, previous) in decided {
+        p.seq += 1;
+        debug_assert_eq!(v.time, time);
+        let ingest = (v.event_at == time && v.ingest_ms > 0).then_some(v.ingest_ms);
+        out.push((delta(p.seq, &p.live, &v, previous.as_ref(), cause), ingest));
     }
     out
 }
 
 fn delta(
     seq: u64,
-    live: &Version,
-    time: u64,
+    version: &Version,
     v: &Valued,
     previous: Option<&Published>,
     cause: DeltaCause,
 ) -> Delta {
     let changed = match previous {
         None => Vec::new(),
-        Some(prev) => live
+        Some(prev) => version
             .names
             .iter()
             .zip(&v.vars)
@@ -381,15 +373,15 @@ fn delta(
     };
     Delta {
         seq,
-        pipeline: live.plan.name.clone(),
-        version: live.plan.version,
+        pipeline: version.plan.name.clone(),
+        version: version.plan.version,
         sport: v.game.sport,
         game_id: v.game.game_id.clone(),
-        event_time_ms: time,
+        event_time_ms: v.time,
         event_seq: v.event_seq,
         old: previous.map(|p| p.value),
         new: v.value,
-        model_version: live.model_version.clone(),
+        model_version: version.model_version.clone(),
         cause,
         changed,
     }
