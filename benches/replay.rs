@@ -14,7 +14,7 @@ use std::time::Instant;
 use futures_util::{SinkExt, StreamExt};
 use rdkafka::config::ClientConfig;
 use rdkafka::mocking::MockCluster;
-use sideline::app::{self, Server};
+use sideline::app::App;
 use sideline::config::Config;
 use sideline::produce::{self, Pace};
 
@@ -34,11 +34,11 @@ fn setup(
     mock.create_topic("dead", 1, 1).unwrap();
     let mut cfg = Config::load(None).unwrap();
     cfg.kafka.brokers = mock.bootstrap_servers();
-    cfg.kafka.topics = vec![topic.into()];
     cfg.kafka.dead_letter_topic = "dead".into();
     cfg.engine.workers = 2;
     cfg.server.ws_listen = "127.0.0.1:0".into();
     cfg.server.metrics_listen = String::new();
+    cfg.server.admin_listen = String::new();
     (mock, cfg)
 }
 
@@ -54,7 +54,7 @@ fn subscriber(addr: std::net::SocketAddr) -> std::thread::JoinHandle<u64> {
                 .await
                 .unwrap();
             ws.send(tokio_tungstenite::tungstenite::Message::text(
-                r#"{"op":"subscribe","channel":"predictions"}"#,
+                r#"{"op":"subscribe","channel":"nfl.win_probability"}"#,
             ))
             .await
             .unwrap();
@@ -67,6 +67,17 @@ fn subscriber(addr: std::net::SocketAddr) -> std::thread::JoinHandle<u64> {
     })
 }
 
+/// The shipped NFL pipeline reading `topic`.
+fn start(cfg: &Config, topic: &str) -> std::sync::Arc<App> {
+    let text = sideline::pipeline::DEFAULT_PIPELINE.1.replace(
+        "topics = [\"nfl.events\"]",
+        &format!("topics = [\"{topic}\"]"),
+    );
+    let app = App::start(cfg).unwrap();
+    app.deploy("nfl.toml", &text).unwrap();
+    app
+}
+
 fn main() {
     // 1. Throughput.
     let lines = copies(12);
@@ -77,12 +88,10 @@ fn main() {
     .unwrap();
     produce::produce_lines(&producer, "throughput", &lines, Pace::Max, None).unwrap();
     cfg.kafka.stop_at_end = true;
-    let server = Server::start(&cfg).unwrap();
+    let server = start(&cfg, "throughput");
     let _sub = subscriber(server.ws_addr);
     let t0 = Instant::now();
-    let stats = server
-        .run_engine(&cfg, app::load_model(&cfg).unwrap(), |_| {})
-        .unwrap();
+    let stats = server.run_engine(|_| {}).unwrap();
     let secs = t0.elapsed().as_secs_f64();
     println!(
         "replay (mock cluster, 2 workers, 1 subscriber): {} events, {} games",
@@ -94,7 +103,7 @@ fn main() {
         stats.records as f64 / secs,
         stats.records as f64 / secs / 2.0,
         secs,
-        server.hub.seq(app::PREDICTIONS).unwrap_or(0)
+        server.hub.seq("nfl.win_probability").unwrap_or(0)
     );
     server.shutdown();
 
@@ -102,7 +111,7 @@ fn main() {
     let lines = copies(1);
     let (mock, cfg) = setup("latency", 4);
     sideline::metrics::reset_latency();
-    let server = Server::start(&cfg).unwrap();
+    let server = start(&cfg, "latency");
     let _sub = subscriber(server.ws_addr);
     std::thread::sleep(std::time::Duration::from_millis(300));
     let stop = server.stop.clone();
@@ -119,9 +128,7 @@ fn main() {
         stop.drain();
         (lines.len(), t0.elapsed().as_secs_f64())
     });
-    server
-        .run_engine(&cfg, app::load_model(&cfg).unwrap(), |_| {})
-        .unwrap();
+    server.run_engine(|_| {}).unwrap();
     let (n, secs) = feeder.join().unwrap();
     println!(
         "paced replay at 600x: {n} events over {secs:.1} s ({:.0} events/s offered)",

@@ -120,7 +120,12 @@ impl App {
             }
         });
         let control = Control::new(cfg.engine.workers);
-        let publisher = Publisher::new(hub.clone(), control.clone(), Box::new(|_: &Delta| {}));
+        let publisher = Publisher::new(
+            hub.clone(),
+            control.clone(),
+            Box::new(|_: &Delta| {}),
+            cfg.kafka.clone(),
+        );
         let admin = match cfg.server.admin_listen.as_str() {
             "" => None,
             addr => Some(
@@ -254,6 +259,7 @@ impl App {
             .map_err(|e| AppError::Server(e.to_string()))?;
         let result = engine::run(&self.cfg, self.control.clone(), tx, self.stop.clone());
         let _ = pump.join();
+        lock(&self.publisher).flush();
         Ok(result?)
     }
 

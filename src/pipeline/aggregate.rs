@@ -4,9 +4,10 @@
 use super::plan::Agg;
 use super::window::Member;
 
-/// The aggregate of `members`, or `None` when the window is empty (or a session is closed):
-/// the feature then takes its default.
-pub fn aggregate(agg: Agg, members: &[(&Member, isize)]) -> Option<f64> {
+/// The aggregate of `members`, or `None` when the window is empty, or, for a `session`
+/// window, when no liveness marker is left (the session closed; its members are retracted
+/// only when the next one starts): the feature then takes its default.
+pub fn aggregate(agg: Agg, session: bool, members: &[(&Member, isize)]) -> Option<f64> {
     let mut alive = 0isize;
     let mut n = 0isize;
     for (m, c) in members {
@@ -15,8 +16,7 @@ pub fn aggregate(agg: Agg, members: &[(&Member, isize)]) -> Option<f64> {
             Member::Value { .. } => n += c,
         }
     }
-    let has_markers = members.iter().any(|(m, _)| matches!(m, Member::Alive));
-    if n <= 0 || (has_markers && alive <= 0) {
+    if n <= 0 || (session && alive <= 0) {
         return None;
     }
     // Values in event order, each repeated by its multiplicity.
@@ -33,7 +33,7 @@ pub fn aggregate(agg: Agg, members: &[(&Member, isize)]) -> Option<f64> {
         Agg::Min => values.map(|(v, _)| v).fold(f64::INFINITY, f64::min),
         Agg::Max => values.map(|(v, _)| v).fold(f64::NEG_INFINITY, f64::max),
         Agg::First => values.map(|(v, _)| v).next().unwrap_or(0.0),
-        Agg::Last => values.map(|(v, _)| v).last().unwrap_or(0.0),
+        Agg::Last => values.map(|(v, _)| v).next_back().unwrap_or(0.0),
         Agg::Stddev => {
             let vals: Vec<(f64, usize)> = values.collect();
             let mean = vals.iter().map(|(v, c)| v * *c as f64).sum::<f64>() / count;

@@ -397,11 +397,11 @@ pub enum Expr {
     Call(Func, Vec<Expr>),
 }
 
+/// Resolves a name at a span to a variable index and its type.
+pub type Lookup<'a> = dyn FnMut(&str, &Range<usize>) -> Result<(usize, Type), ExprError> + 'a;
+
 /// Resolves names with `lookup` (name → variable index and type) and checks types.
-pub fn resolve(
-    ast: &Ast,
-    lookup: &mut dyn FnMut(&str, &Range<usize>) -> Result<(usize, Type), ExprError>,
-) -> Result<(Expr, Type), ExprError> {
+pub fn resolve(ast: &Ast, lookup: &mut Lookup<'_>) -> Result<(Expr, Type), ExprError> {
     Ok(match ast {
         Ast::Num(n) => (Expr::Num(*n), Type::Num),
         Ast::Str(s) => (Expr::Str(s.clone()), Type::Str),
@@ -420,11 +420,24 @@ pub fn resolve(
                     Type::Num,
                 ),
                 (_, Type::Num, Type::Num) => (Expr::Bin(*op, Box::new(ea), Box::new(eb)), Type::Num),
+                (BinOp::Eq | BinOp::Ne, _, _) => {
+                    return Err(ExprError {
+                        span: span.clone(),
+                        message: format!(
+                            "`{}` compares a string with a number",
+                            op_text(*op)
+                        ),
+                        hint: Some("quote string constants: kind == 'play'".into()),
+                    })
+                }
                 _ => {
                     return Err(ExprError {
                         span: span.clone(),
-                        message: "this operator needs two numbers (strings only compare with `==` and `!=` to strings)".into(),
-                        hint: Some("quote string constants: kind == 'play'".into()),
+                        message: format!(
+                            "`{}` needs two numbers, found a string (strings only compare with `==` and `!=`)",
+                            op_text(*op)
+                        ),
+                        hint: None,
                     })
                 }
             }
@@ -441,10 +454,24 @@ pub fn resolve(
     })
 }
 
-fn num(
-    ast: &Ast,
-    lookup: &mut dyn FnMut(&str, &Range<usize>) -> Result<(usize, Type), ExprError>,
-) -> Result<Expr, ExprError> {
+fn op_text(op: BinOp) -> &'static str {
+    match op {
+        BinOp::Or => "||",
+        BinOp::And => "&&",
+        BinOp::Eq => "==",
+        BinOp::Ne => "!=",
+        BinOp::Lt => "<",
+        BinOp::Le => "<=",
+        BinOp::Gt => ">",
+        BinOp::Ge => ">=",
+        BinOp::Add => "+",
+        BinOp::Sub => "-",
+        BinOp::Mul => "*",
+        BinOp::Div => "/",
+    }
+}
+
+fn num(ast: &Ast, lookup: &mut Lookup<'_>) -> Result<Expr, ExprError> {
     match resolve(ast, lookup)? {
         (e, Type::Num) => Ok(e),
         (_, Type::Str) => Err(ExprError::new(

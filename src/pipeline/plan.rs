@@ -182,13 +182,9 @@ pub trait ModelCatalog {
 pub fn plan(file: &str, text: &str, models: &dyn ModelCatalog) -> Result<Plan, Invalid> {
     let src = Source::new(file, text);
     let spec: PipelineSpec = toml::from_str(text).map_err(|e| {
-        let span = e.span().unwrap_or(0..0);
-        let msg = e.message().trim_end().to_string();
-        let mut d = src.error(span, msg.clone());
-        if msg.contains("missing field") {
-            d.hint = Some("see pipelines/README.md for the sections a pipeline needs".into());
-        }
-        Invalid(vec![d])
+        Invalid(vec![
+            src.toml_error(&e, &["pipeline", "source", "model", "output"])
+        ])
     })?;
     let mut p = Planner {
         src,
@@ -235,19 +231,14 @@ impl Planner<'_> {
         self.errors.push(d);
     }
 
-    /// Where the content of a string value starts (after its opening quotes).
-    fn string_base(&self, span: &Range<usize>) -> usize {
-        let t = &self.src.text[span.start.min(self.src.text.len())..];
-        if t.starts_with("\"\"\"") || t.starts_with("'''") {
-            span.start + 3
-        } else {
-            span.start + 1
-        }
+    /// The file span of `inner`, a byte range of the expression held by the string value at
+    /// `literal`.
+    fn in_string(&self, literal: &Range<usize>, inner: &Range<usize>) -> Range<usize> {
+        self.src.in_string(literal, inner.start)..self.src.in_string(literal, inner.end)
     }
 
     fn expr_err(&mut self, at: &Range<usize>, e: ExprError) {
-        let base = self.string_base(at);
-        let span = base + e.span.start..base + e.span.end;
+        let span = self.in_string(at, &e.span);
         let mut d = self.src.error(span, e.message);
         d.hint = e.hint;
         self.errors.push(d);
@@ -296,7 +287,8 @@ impl Planner<'_> {
     }
 
     fn window(&mut self, w: &Sp<WindowSpec>, sport: Sport) -> Option<Window> {
-        let at = w.span();
+        // Missing parameters are reported at the kind that needs them.
+        let at = w.kind.span();
         let kind = *w.kind.get();
         let fields = [
             (w.size.is_some(), "size"),
@@ -473,7 +465,7 @@ impl Planner<'_> {
                 if let Some(len) = w.length_ms() {
                     if len > time.retention.as_millis() as u64 {
                         self.err_hint(
-                            ws.span(),
+                            ws.size.as_ref().map_or(ws.span(), |s| s.span()),
                             format!(
                                 "this window ({}) is longer than the pipeline's retention ({})",
                                 humantime::format_duration(Duration::from_millis(len)),
@@ -505,7 +497,7 @@ impl Planner<'_> {
                 && !matches!(aggregate, Some(Agg::Count) | Some(Agg::Rate { .. }) | None)
             {
                 self.err_hint(
-                    f.span(),
+                    fs.aggregate.as_ref().map_or(fs.name.span(), |a| a.span()),
                     format!("feature `{name}` needs a `value` for this aggregate"),
                     "only `count` and `rate` count events without a value",
                 );
@@ -596,7 +588,7 @@ impl Planner<'_> {
         let mut outputs = Vec::new();
         if spec.outputs.is_empty() {
             self.err(
-                spec.pipeline.span(),
+                self.src.table_header(spec.pipeline.span()),
                 "a pipeline needs at least one [[output]]",
             );
         }
@@ -604,7 +596,7 @@ impl Planner<'_> {
             let os = o.get();
             match os.kind.get() {
                 OutputKind::Websocket => match &os.channel {
-                    None => self.err(o.span(), "a `websocket` output needs a `channel`"),
+                    None => self.err(os.kind.span(), "a `websocket` output needs a `channel`"),
                     Some(c) if !valid_topic(c.get()) => self.err_hint(
                         c.span(),
                         format!("invalid channel name `{}`", c.get()),
@@ -621,15 +613,16 @@ impl Planner<'_> {
                     }
                 },
                 OutputKind::Kafka => match &os.topic {
-                    None => self.err(o.span(), "a `kafka` output needs a `topic`"),
+                    None => self.err(os.kind.span(), "a `kafka` output needs a `topic`"),
                     Some(t) if !valid_topic(t.get()) => self.err_hint(
                         t.span(),
                         format!("invalid topic name `{}`", t.get()),
                         "Kafka topic names are 1 to 249 characters of letters, digits, `.`, `_` and `-`",
                     ),
-                    Some(t) if topics.contains(t.get()) => self.err(
+                    Some(t) if topics.contains(t.get()) => self.err_hint(
                         t.span(),
                         format!("output topic `{}` is also an input topic of this pipeline", t.get()),
+                        "the pipeline would read its own deltas as events; write them to another topic",
                     ),
                     Some(t) => outputs.push(Output::Kafka {
                         topic: t.get().clone(),
@@ -705,9 +698,10 @@ impl Planner<'_> {
             Aggregate::Distinct => Agg::Distinct,
             Aggregate::Ewma => match alpha {
                 None => {
-                    self.err(
+                    self.err_hint(
                         a.span(),
                         "`ewma` needs `alpha`, the smoothing factor in (0, 1]",
+                        "add alpha = 0.2 to the feature: the larger, the more the latest events weigh",
                     );
                     return None;
                 }
@@ -775,7 +769,12 @@ impl Planner<'_> {
             Ok((e, Type::Num)) => Some(e),
             Ok((_, Type::Str)) => {
                 let what = if boolean { "a condition" } else { "a number" };
-                self.err(s.span(), format!("expected {what}, found a string field"));
+                let at = self.in_string(&s.span(), &(0..0));
+                self.err_hint(
+                    at,
+                    format!("expected {what}, found a string"),
+                    "compare strings with `==` or `!=`: kind == 'play'",
+                );
                 None
             }
             Err(e) => {
@@ -801,7 +800,11 @@ impl Planner<'_> {
         };
         match expr::resolve(ast, &mut lookup) {
             Ok((e, Type::Num)) => Some(e),
-            Ok(_) => None,
+            Ok((_, Type::Str)) => {
+                let at = self.in_string(&s.span(), &(0..0));
+                self.err(at, "expected a number, found a string");
+                None
+            }
             Err(e) => {
                 self.expr_err(&s.span(), e);
                 None
@@ -877,9 +880,9 @@ impl Planner<'_> {
                         .find(|(d, _)| cycle.contains(d))
                         .map(|(_, s)| s.clone())
                         .unwrap_or(0..0);
-                    let base = self.string_base(&spec.derived[first].expr.span());
+                    let span = self.in_string(&spec.derived[first].expr.span(), &span);
                     self.err_hint(
-                        base + span.start..base + span.end,
+                        span,
                         format!("derived features form a cycle: {}", path.join(" -> ")),
                         "a derived feature cannot depend on itself, directly or through others",
                     );
@@ -915,22 +918,34 @@ impl Planner<'_> {
                     }
                 };
                 let mut inputs = Vec::new();
-                for w in wanted {
-                    match var_of.get(&w) {
+                let mut missing = Vec::new();
+                for w in &wanted {
+                    match var_of.get(w) {
                         Some(i) => inputs.push(*i),
-                        None => {
-                            let e = unknown_feature(&w, &(0..0), var_of, groups, derived);
-                            self.err_hint(
-                                name.span(),
-                                format!(
-                                    "model `{}/{}` expects feature `{w}`, which this pipeline does not produce",
-                                    name.get(),
-                                    version.get()
-                                ),
-                                e.hint.unwrap_or_else(|| "add a [[feature]] or [[derived]] with that name".into()),
-                            );
-                        }
+                        None => missing.push(w.as_str()),
                     }
+                }
+                let model = format!("{}/{}", name.get(), version.get());
+                match missing[..] {
+                    [] => {}
+                    [w] => {
+                        let e = unknown_feature(w, &(0..0), var_of, groups, derived);
+                        self.err_hint(
+                            name.span(),
+                            format!("model `{model}` expects feature `{w}`, which this pipeline does not produce"),
+                            e.hint.unwrap_or_else(|| "add a [[feature]] or [[derived]] with that name".into()),
+                        );
+                    }
+                    _ => self.err_hint(
+                        name.span(),
+                        format!(
+                            "this pipeline does not produce {} of the {} features model `{model}` expects: {}",
+                            missing.len(),
+                            wanted.len(),
+                            missing.iter().map(|w| format!("`{w}`")).collect::<Vec<_>>().join(", ")
+                        ),
+                        "add a [[feature]] or [[derived]] for each; the model's manifest.json lists its inputs",
+                    ),
                 }
                 Some(ModelPlan::Registry {
                     name: name.get().clone(),
@@ -953,7 +968,7 @@ impl Planner<'_> {
             }
             (None, None, None) => {
                 self.err_hint(
-                    spec.model.span(),
+                    self.src.table_header(spec.model.span()),
                     "[model] needs a registry model (`name`, `version`) or a formula (`expr`)",
                     "for example name = \"nfl_wp\", version = \"v1\"",
                 );

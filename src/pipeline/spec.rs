@@ -5,8 +5,10 @@
 use std::borrow::Cow;
 use std::ops::Range;
 
+use schemars::transform::{RecursiveTransform, Transform};
 use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Deserializer};
+use serde_json::Value;
 
 use crate::event::Sport;
 
@@ -51,12 +53,17 @@ impl<T: JsonSchema> JsonSchema for Sp<T> {
     }
 }
 
-/// A pipeline file.
+/// A sideline pipeline file (`pipelines/*.toml`): where events come from, the features kept
+/// per game, the model scoring them, and where prediction deltas go.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[schemars(title = "sideline pipeline")]
 pub struct PipelineSpec {
+    /// What this pipeline is: name, version, sport.
     pub pipeline: Sp<Header>,
+    /// Where events come from.
     pub source: Sp<SourceSpec>,
+    /// Event time and disorder (defaults: 1s lateness, 2s idle timeout, dead-letter, 6h).
     #[serde(default)]
     pub time: Option<Sp<TimeSpec>>,
     /// Windowed features over the events, per game, team or player.
@@ -65,10 +72,14 @@ pub struct PipelineSpec {
     /// Features computed from other features.
     #[serde(default)]
     pub derived: Vec<Sp<DerivedSpec>>,
+    /// The model whose output deltas carry.
     pub model: Sp<ModelSpec>,
+    /// When a change is worth publishing (defaults: epsilon 0.005, hysteresis 0).
     #[serde(default)]
     pub delta: Option<Sp<DeltaSpec>>,
+    /// Where deltas go; at least one.
     #[serde(rename = "output")]
+    #[schemars(length(min = 1))]
     pub outputs: Vec<Sp<OutputSpec>>,
     /// Anomaly detectors (reserved: no detector kinds are available yet).
     #[serde(default, rename = "detector")]
@@ -80,11 +91,14 @@ pub struct PipelineSpec {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Header {
     /// Lower-case letters, digits and underscores; unique in an engine.
+    #[schemars(regex(pattern = r"^[a-z][a-z0-9_]*$"))]
     pub name: Sp<String>,
     /// Raised on every change; deltas carry it.
+    #[schemars(range(min = 1))]
     pub version: Sp<u32>,
     /// Events of other sports on the same topics are ignored.
     pub sport: Sp<Sport>,
+    /// What the pipeline computes, for people.
     #[serde(default)]
     pub description: Option<String>,
 }
@@ -94,6 +108,7 @@ pub struct Header {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct SourceSpec {
     /// Kafka topics, every partition of each.
+    #[schemars(length(min = 1), inner(regex(pattern = r"^[A-Za-z0-9._-]{1,249}$")))]
     pub topics: Sp<Vec<Sp<String>>>,
     /// Record format: `json`, sideline's event schema (schemas/game_event.schema.json).
     #[serde(default)]
@@ -146,6 +161,9 @@ pub enum EventTimeField {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct FeatureSpec {
+    /// How derived features, the model and deltas name it: lower-case letters, digits and
+    /// underscores.
+    #[schemars(regex(pattern = r"^[a-z][a-z0-9_]*$"))]
     pub name: Sp<String>,
     /// `game` (default), `team` (read as `name.home` / `name.away`) or `player`.
     #[serde(default)]
@@ -159,15 +177,18 @@ pub struct FeatureSpec {
     /// Default: the latest event (`{ kind = "events", count = 1 }`).
     #[serde(default)]
     pub window: Option<Sp<WindowSpec>>,
-    /// Default `last`.
+    /// How the window's values combine (default `last`). `count` and `rate` need no `value`;
+    /// `rate` is the sum per minute of a window with a length; `ewma` needs `alpha`.
     #[serde(default)]
     pub aggregate: Option<Sp<Aggregate>>,
     /// Smoothing factor of `ewma`, in (0, 1].
     #[serde(default)]
+    #[schemars(extend("exclusiveMinimum" = 0), range(max = 1))]
     pub alpha: Option<Sp<f64>>,
     /// The value while the window is empty (default 0).
     #[serde(default)]
     pub default: Option<f64>,
+    /// What the feature means, for people.
     #[serde(default)]
     pub description: Option<String>,
 }
@@ -185,6 +206,9 @@ pub enum GroupBy {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct WindowSpec {
+    /// `tumbling`, `hopping`, `sliding` (event time; `size`, and `slide` for hopping),
+    /// `session` (`gap`), `game-clock` (`size` of game clock), `events` and `possessions`
+    /// (the last `count`), `game` (the whole game so far).
     pub kind: Sp<WindowKind>,
     /// Length: `tumbling`, `hopping`, `sliding`, `game-clock` ("5m").
     #[serde(default)]
@@ -197,6 +221,7 @@ pub struct WindowSpec {
     pub gap: Option<Sp<String>>,
     /// How many: `events` (last N events that pass the filter), `possessions` (last N).
     #[serde(default)]
+    #[schemars(range(min = 1))]
     pub count: Option<Sp<u32>>,
 }
 
@@ -233,8 +258,13 @@ pub enum Aggregate {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct DerivedSpec {
+    /// Lower-case letters, digits and underscores; unique among the pipeline's features.
+    #[schemars(regex(pattern = r"^[a-z][a-z0-9_]*$"))]
     pub name: Sp<String>,
+    /// An expression over other features (team features as `name.home` / `name.away`), e.g.
+    /// `score_diff / sqrt(seconds_left / 60 + 1)`.
     pub expr: Sp<String>,
+    /// What the feature means, for people.
     #[serde(default)]
     pub description: Option<String>,
 }
@@ -244,10 +274,13 @@ pub struct DerivedSpec {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ModelSpec {
+    /// A registry model: `<models>/<name>/<version>/`; with `version`.
     #[serde(default)]
     pub name: Option<Sp<String>>,
+    /// The registry model's version, e.g. `v1`; with `name`.
     #[serde(default)]
     pub version: Option<Sp<String>>,
+    /// A formula over the features instead of a registry model, e.g. `sigmoid(score_diff / 7)`.
     #[serde(default)]
     pub expr: Option<Sp<String>>,
     /// What the value means, for people reading deltas.
@@ -271,12 +304,15 @@ pub struct DeltaSpec {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct OutputSpec {
+    /// `websocket` (needs `channel`) or `kafka` (needs `topic`).
     pub kind: Sp<OutputKind>,
     /// `websocket`: the channel subscribers ask for.
     #[serde(default)]
+    #[schemars(regex(pattern = r"^[A-Za-z0-9._-]{1,249}$"))]
     pub channel: Option<Sp<String>>,
     /// `kafka`: the topic deltas are written to, one JSON record per delta, keyed by game.
     #[serde(default)]
+    #[schemars(regex(pattern = r"^[A-Za-z0-9._-]{1,249}$"))]
     pub topic: Option<Sp<String>>,
 }
 
@@ -291,17 +327,49 @@ pub enum OutputKind {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct DetectorSpec {
+    /// The detector's name.
     pub name: Sp<String>,
+    /// Its kind (none are available yet).
     pub kind: Sp<String>,
+    /// The kind's parameters.
     #[serde(flatten)]
     #[schemars(skip)]
     pub params: toml::Table,
 }
 
-/// The JSON Schema of pipeline files, as committed in `schemas/pipeline.schema.json`.
+/// The JSON Schema of pipeline files, as committed in `schemas/pipeline.schema.json`. TOML has
+/// no null, so optional keys are simply not required (no `null` alternatives).
 pub fn schema_json() -> String {
-    let schema = schemars::schema_for!(PipelineSpec);
+    let mut schema = schemars::schema_for!(PipelineSpec);
+    RecursiveTransform(without_null).transform(&mut schema);
     let mut text = serde_json::to_string_pretty(&schema).expect("schema serialises");
     text.push('\n');
     text
+}
+
+/// Drops the `null` schemars adds for `Option` fields: `"type": [T, "null"]` becomes `T`,
+/// `anyOf: [S, {"type": "null"}]` becomes `S`, and `"default": null` goes.
+fn without_null(schema: &mut Schema) {
+    let null = serde_json::json!({ "type": "null" });
+    if let Some(Value::Array(types)) = schema.get("type") {
+        let kept: Vec<Value> = types.iter().filter(|t| *t != "null").cloned().collect();
+        let kept = match &kept[..] {
+            [one] => one.clone(),
+            _ => Value::Array(kept),
+        };
+        schema.insert("type".into(), kept);
+    }
+    if let Some(Value::Array(any)) = schema.get("anyOf") {
+        let kept: Vec<Value> = any.iter().filter(|s| **s != null).cloned().collect();
+        if let [Value::Object(only)] = &kept[..] {
+            let only = only.clone();
+            schema.remove("anyOf");
+            for (k, v) in only {
+                schema.insert(k, v);
+            }
+        }
+    }
+    if schema.get("default") == Some(&Value::Null) {
+        schema.remove("default");
+    }
 }

@@ -14,7 +14,7 @@
 //! | `hopping` size W, slide S | `c <= T < c + W` where `c = ceil(t/S)*S` |
 //! | `sliding` size W | `t <= T < t + W` |
 //! | `session` gap G | `t <= T`, no two consecutive members of the slot up to T are G or more apart, and `T < last + G` (last: the slot's latest member up to T) |
-//! | `game-clock` size W | `t <= T` and `e > E(T) - W`, where `e` is the game clock (ms played) at the member and `E(T)` at the game's latest event up to T |
+//! | `game-clock` size W | `t <= T` and `e > E(T) - W`, where `e` is the game clock (ms played, the highest seen so far in the game: a clock that runs back does not expire anything) at the member and `E(T)` at the game's latest event up to T |
 //! | `events` count N | among the slot's latest N members up to T |
 //! | `possessions` count N | `p > P(T) - N`, where `p` is the game's possession number at the member and `P(T)` at the latest event up to T |
 //! | `game` | `t <= T` |

@@ -246,6 +246,7 @@ pub fn simulate(sport: SimSport, games: usize, seed: u64) -> Vec<GameEvent> {
 /// `sideline simulate`: seeded, deterministic NBA, NHL or MLB game feeds.
 #[derive(Clone, Debug, clap::Args)]
 pub struct SimulateArgs {
+    /// The sport to simulate.
     #[arg(long, value_enum)]
     pub sport: SimSport,
     /// Number of games.

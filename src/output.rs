@@ -1,0 +1,106 @@
+//! The Kafka output of deltas: `[[output]] kind = "kafka"` in a pipeline file.
+//!
+//! Each delta is one record: key the game id (a game's deltas stay in order on one
+//! partition), value the delta's JSON (the same object WebSocket subscribers get), headers
+//! `sideline.pipeline` and `sideline.seq`. The producer is idempotent; writes are
+//! asynchronous and never block the dataflow beyond librdkafka's queue; failures are counted in
+//! `sideline_output_failures_total` and logged.
+
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::ClientContext;
+
+use crate::config::KafkaConfig;
+use crate::delta::Delta;
+
+/// Counts and logs failed deliveries.
+pub struct OutputContext;
+
+impl ClientContext for OutputContext {}
+
+impl ProducerContext for OutputContext {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            metrics::counter!("sideline_output_failures_total").increment(1);
+            tracing::error!(error = %e, "a delta could not be written to its Kafka output");
+        }
+    }
+}
+
+/// Writes deltas to Kafka topics.
+pub struct KafkaOutput {
+    producer: ThreadedProducer<OutputContext>,
+}
+
+impl KafkaOutput {
+    pub fn new(cfg: &KafkaConfig) -> Result<Self, rdkafka::error::KafkaError> {
+        let mut cc = ClientConfig::new();
+        for (k, v) in &cfg.options {
+            cc.set(k, v);
+        }
+        cc.set("bootstrap.servers", &cfg.brokers)
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5");
+        Ok(KafkaOutput {
+            producer: cc.create_with_context(OutputContext)?,
+        })
+    }
+
+    pub fn send(&self, topic: &str, deltas: &[Delta]) {
+        for d in deltas {
+            let payload = match serde_json::to_vec(d) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!(error = %e, "encoding a delta failed");
+                    continue;
+                }
+            };
+            let seq = d.seq.to_string();
+            let headers = OwnedHeaders::new()
+                .insert(Header {
+                    key: "sideline.pipeline",
+                    value: Some(&d.pipeline),
+                })
+                .insert(Header {
+                    key: "sideline.seq",
+                    value: Some(&seq),
+                });
+            let mut record = Some(
+                BaseRecord::to(topic)
+                    .key(d.game_id.as_bytes())
+                    .payload(&payload[..])
+                    .headers(headers),
+            );
+            while let Some(r) = record.take() {
+                match self.producer.send(r) {
+                    Ok(()) => {}
+                    Err((
+                        rdkafka::error::KafkaError::MessageProduction(
+                            rdkafka::types::RDKafkaErrorCode::QueueFull,
+                        ),
+                        r,
+                    )) => {
+                        // Full queue: wait for deliveries rather than drop a delta.
+                        std::thread::sleep(Duration::from_millis(1));
+                        record = Some(r);
+                    }
+                    Err((e, _)) => {
+                        metrics::counter!("sideline_output_failures_total").increment(1);
+                        tracing::error!(error = %e, topic, seq = d.seq, "a delta could not be queued for its Kafka output");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits for outstanding writes.
+    pub fn flush(&self) {
+        if let Err(e) = self.producer.flush(Duration::from_secs(30)) {
+            tracing::error!(error = %e, "Kafka output writes unconfirmed at shutdown");
+        }
+    }
+}
