@@ -1,6 +1,6 @@
 //! Isolates the feature path of the shipped NFL pipeline: decoding and order checks
-//! (`Ingest`), window assignment (`GameAssigner`), and the differential reduces that keep
-//! every window's aggregate and every game's row (`aggregate_slots`, `game_rows`), on one
+//! (`Ingest`), window assignment (`GameAssigner`), and the differential reduce that keeps
+//! every window's aggregate (`aggregate_slots`), on one
 //! timely worker, with no Kafka and no model. Synthetic games from a fixed seed.
 //!
 //! Run with: cargo bench --bench windows
@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use differential_dataflow::input::Input;
 use sideline::config::LatePolicy;
-use sideline::dataflow::features::{aggregate_slots, game_rows};
+use sideline::dataflow::features::aggregate_slots;
 use sideline::event::{EventKind, GameEvent, Sport};
 use sideline::pipeline::window::{GameAssigner, Member, Slot};
 use sideline::source::ingest::{Ingest, Record};
@@ -85,9 +85,7 @@ fn main() {
         let (mut input, probe) = worker.dataflow::<u64, _, _>(move |scope| {
             let (input, members) = scope.new_collection::<(Slot, Member), isize>();
             let probe = timely::dataflow::ProbeHandle::new();
-            game_rows(aggregate_slots(members, &plan2))
-                .inner
-                .probe_with(&probe);
+            aggregate_slots(members, &plan2).inner.probe_with(&probe);
             (input, probe)
         });
         let mut games_state: HashMap<sideline::event::GameKey, GameAssigner> = HashMap::new();
@@ -144,7 +142,7 @@ fn main() {
             n as f64 / decode.as_secs_f64()
         );
         println!(
-            "  whole path incl. the reduces:             {:>10.0} events/s ({:.1} ms)",
+            "  whole path incl. the reduce:              {:>10.0} events/s ({:.1} ms)",
             n as f64 / total.as_secs_f64(),
             total.as_secs_f64() * 1e3
         );

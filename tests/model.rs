@@ -1,48 +1,100 @@
-//! The win-probability model: the embedded default loads and fits this build, scores do not
-//! depend on batching (bit for bit), scores go the obvious way, training beats a constant,
-//! files round-trip, and the held-out season 2019 is refused.
+//! The win-probability model: the embedded default loads and fits the NFL pipeline, scores do
+//! not depend on batching (bit for bit), scores go the obvious way, training beats a constant,
+//! the trainer's rows are what the engine feeds the model, files round-trip, and the held-out
+//! season 2019 is refused.
+//!
+//! Model inputs are built the way the engine builds them: rows of window features through the
+//! NFL pipeline's derived features (`dataflow::score::variables`), picked by the pipeline's
+//! `[model]` and cast to f32.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::Arc;
 
 use proptest::prelude::*;
-use sideline::event::{EventKind, GameEvent, Sport};
-use sideline::features::{FeatureVec, Slot, FEATURE_SLOTS};
-use sideline::model::data::{game_rows, rows_from_jsonl, DataError, LabeledRow};
+use sideline::dataflow::score::{variables, Model, Row};
+use sideline::dataflow::{SinkMsg, Valued};
+use sideline::event::{EventKind, GameEvent, GameKey, Sport};
+use sideline::model::data::{
+    game_rows, game_variables, pipeline_hash, read_games, rows_from_jsonl, DataError, LabeledRow,
+    ModelInputs,
+};
 use sideline::model::matrix::{read_matrix, write_matrix};
 use sideline::model::train::{evaluate, fit, FitOptions};
-use sideline::model::{Manifest, ModelError, WinProbModel, INPUT_NAMES};
+use sideline::model::{Manifest, ModelError, PipelineRef, WinProbModel};
+use sideline::pipeline::plan::Plan;
+use sideline::pipeline::window::{Entity, GameAssigner, F64};
+use sideline::pipeline::{Registry, DEFAULT_PIPELINE};
 
-/// The importer's committed fixture (24 real 2018 games), when it is there.
+/// The importer's committed fixture (24 real 2018 games).
 const FIXTURE: &str = "examples/data/nfl/games.jsonl";
 
-fn fv(pairs: &[(Slot, i64)]) -> FeatureVec {
-    let mut v = FeatureVec::default();
-    for (s, x) in pairs {
-        v.set(*s, *x);
-    }
-    v
+/// The NFL pipeline, planned, and the model inputs its `[model]` reads.
+struct Nfl {
+    plan: Plan,
+    inputs: ModelInputs,
 }
 
-/// Home ahead by `diff` with `seconds` left, `possession` on first and ten at `ytg`.
-fn situation(diff: i64, seconds: i64, possession: i64, ytg: i64) -> FeatureVec {
-    fv(&[
-        (Slot::ScoreDiff, diff),
-        (Slot::SecondsRemaining, seconds),
-        (Slot::Possession, possession),
-        (Slot::Down, 1),
-        (Slot::Distance, 10),
-        (Slot::YardsToGoal, ytg),
-    ])
+fn nfl() -> Nfl {
+    let plan = sideline::pipeline::plan::plan(
+        DEFAULT_PIPELINE.0,
+        DEFAULT_PIPELINE.1,
+        &Registry::new(None),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let inputs = ModelInputs::of_plan(&plan).unwrap();
+    Nfl { plan, inputs }
+}
+
+impl Nfl {
+    /// The model inputs of a game whose window features hold these values (by feature name;
+    /// the others at their defaults).
+    fn inputs_of(&self, features: &[(&str, f64)]) -> Vec<f32> {
+        let mut row: Row = features
+            .iter()
+            .map(|(name, v)| {
+                let f = self
+                    .plan
+                    .features
+                    .iter()
+                    .position(|f| f.name == *name)
+                    .unwrap_or_else(|| panic!("no feature `{name}`"));
+                (Entity::Game, f as u32, F64::new(*v))
+            })
+            .collect();
+        row.sort();
+        self.inputs.pick(&variables(&self.plan, &row).0)
+    }
+
+    /// Home ahead by `diff` with `seconds` left, `possession` on first and ten at `ytg`.
+    fn situation(&self, diff: i64, seconds: i64, possession: i64, ytg: i64) -> Vec<f32> {
+        self.inputs_of(&[
+            ("score_diff", diff as f64),
+            ("seconds_remaining", seconds as f64),
+            ("possession", possession as f64),
+            ("down", 1.0),
+            ("distance", 10.0),
+            ("yards_to_goal", ytg as f64),
+        ])
+    }
+}
+
+fn score(model: &WinProbModel, rows: &[Vec<f32>]) -> Vec<f64> {
+    let flat: Vec<f32> = rows.iter().flatten().copied().collect();
+    model.score_inputs(flat, rows.len()).unwrap()
 }
 
 #[test]
-fn embedded_model_loads_and_matches_this_build() {
+fn embedded_model_loads_and_fits_the_nfl_pipeline() {
     let model = WinProbModel::embedded();
     assert_eq!(model.version(), "nfl_wp/v1");
     let m = model.manifest();
     assert_eq!(m.kind, "logistic_regression");
-    assert!(m.inputs.iter().map(String::as_str).eq(INPUT_NAMES));
+    // The pipeline feeds the model every input its manifest names, in its order.
+    let nfl = nfl();
+    assert_eq!(nfl.inputs.names, m.inputs);
+    assert_eq!(m.pipeline.name, nfl.plan.name);
+    assert_eq!(m.pipeline.version, nfl.plan.version);
     assert!(!m.train_seasons.contains(&2019) && !m.eval_seasons.contains(&2019));
     let eval = m
         .metrics
@@ -55,10 +107,11 @@ fn embedded_model_loads_and_matches_this_build() {
 #[test]
 fn scores_are_probabilities_and_go_the_obvious_way() {
     let model = WinProbModel::embedded();
-    let up = situation(14, 120, 1, 60);
-    let down = situation(-14, 120, 1, 60);
-    let even = situation(0, 3600, 0, 0);
-    let p = model.score_batch(&[up, down, even]).unwrap();
+    let nfl = nfl();
+    let up = nfl.situation(14, 120, 1, 60);
+    let down = nfl.situation(-14, 120, 1, 60);
+    let even = nfl.situation(0, 3600, 0, 0);
+    let p = score(&model, &[up, down, even]);
     assert!(p.iter().all(|p| *p > 0.0 && *p < 1.0), "{p:?}");
     assert!(p[0] > 0.95 && p[1] < 0.05, "{p:?}");
     assert!(p[2] > 0.4 && p[2] < 0.7, "{p:?}");
@@ -66,8 +119,10 @@ fn scores_are_probabilities_and_go_the_obvious_way() {
     // More lead is never worse, at any time and for either team with the ball.
     for seconds in [3600, 1800, 600, 120, 10, 0] {
         for pos in [-1, 0, 1] {
-            let rows: Vec<_> = (-30..=30).map(|d| situation(d, seconds, pos, 50)).collect();
-            let p = model.score_batch(&rows).unwrap();
+            let rows: Vec<_> = (-30..=30)
+                .map(|d| nfl.situation(d, seconds, pos, 50))
+                .collect();
+            let p = score(&model, &rows);
             assert!(
                 p.windows(2).all(|w| w[0] <= w[1]),
                 "not monotone at {seconds}s, possession {pos}: {p:?}"
@@ -75,23 +130,41 @@ fn scores_are_probabilities_and_go_the_obvious_way() {
         }
     }
     // The ball near the opponent's goal is worth more than near one's own, late in a tie.
-    let p = model
-        .score_batch(&[situation(0, 60, 1, 5), situation(0, 60, 1, 95)])
-        .unwrap();
+    let p = score(
+        &model,
+        &[nfl.situation(0, 60, 1, 5), nfl.situation(0, 60, 1, 95)],
+    );
     assert!(p[0] > p[1], "{p:?}");
+    // Having the ball is worth something, and more so late.
+    let p = score(
+        &model,
+        &[
+            nfl.situation(0, 1800, 1, 50),
+            nfl.situation(0, 1800, -1, 50),
+            nfl.situation(-3, 30, 1, 20),
+            nfl.situation(-3, 30, -1, 20),
+        ],
+    );
+    assert!(p[0] > p[1] && p[2] > p[3], "{p:?}");
+    assert!(p[2] - p[3] > p[0] - p[1], "{p:?}");
 }
 
 #[test]
 fn probabilities_are_rounded_to_six_decimals() {
     let model = WinProbModel::embedded();
-    let rows: Vec<_> = (-20..20).map(|d| situation(d, 1000, 1, 40)).collect();
-    for p in model.score_batch(&rows).unwrap() {
+    let nfl = nfl();
+    let rows: Vec<_> = (-20..20).map(|d| nfl.situation(d, 1000, 1, 40)).collect();
+    for p in score(&model, &rows) {
         assert_eq!(p, (p * 1e6).round() / 1e6);
     }
-    assert!(model.score_batch(&[]).unwrap().is_empty());
+    assert!(model.score_inputs(Vec::new(), 0).unwrap().is_empty());
+    // A batch of the wrong width is an error, not a panic.
+    let err = model.score_inputs(vec![0.0; 13], 1).unwrap_err();
+    assert_eq!(err.code(), "model_inputs_invalid");
 }
 
-fn any_row() -> impl Strategy<Value = FeatureVec> {
+/// Window features of a random game state, by name.
+fn any_state() -> impl Strategy<Value = Vec<(&'static str, f64)>> {
     (
         -50i64..50,
         0i64..3601,
@@ -102,9 +175,21 @@ fn any_row() -> impl Strategy<Value = FeatureVec> {
         (0i64..15, 0i64..15, 0i64..11, -40i64..150),
     )
         .prop_map(|(sd, s, pos, down, dist, ytg, (hp, ap, plays, yards))| {
-            let mut v = FeatureVec::default();
-            v.0[..10].copy_from_slice(&[sd, s, pos, down, dist, ytg, hp, ap, plays, yards]);
-            v
+            [
+                ("score_diff", sd),
+                ("seconds_remaining", s),
+                ("possession", pos),
+                ("down", down),
+                ("distance", dist),
+                ("yards_to_goal", ytg),
+                ("home_points_5m", hp),
+                ("away_points_5m", ap),
+                ("plays_10", plays),
+                ("yards_10", yards),
+            ]
+            .into_iter()
+            .map(|(n, v)| (n, v as f64))
+            .collect()
         })
 }
 
@@ -114,22 +199,24 @@ proptest! {
     /// A row's probability is bit-identical whatever batch it is scored in.
     #[test]
     fn scores_do_not_depend_on_batching(
-        rows in prop::collection::vec(any_row(), 1..300),
+        states in prop::collection::vec(any_state(), 1..300),
         cuts in prop::collection::vec(0usize..300, 0..8),
     ) {
         let model = WinProbModel::embedded();
-        let whole = model.score_batch(&rows).unwrap();
+        let nfl = nfl();
+        let rows: Vec<Vec<f32>> = states.iter().map(|s| nfl.inputs_of(s)).collect();
+        let whole = score(&model, &rows);
         let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % rows.len()).collect();
         cuts.push(0);
         cuts.push(rows.len());
         cuts.sort_unstable();
         let mut pieces = Vec::new();
         for w in cuts.windows(2) {
-            pieces.extend(model.score_batch(&rows[w[0]..w[1]]).unwrap());
+            pieces.extend(score(&model, &rows[w[0]..w[1]]));
         }
         let single: Vec<f64> = rows
             .iter()
-            .flat_map(|r| model.score_batch(std::slice::from_ref(r)).unwrap())
+            .flat_map(|r| score(&model, std::slice::from_ref(r)))
             .collect();
         let bits = |v: &[f64]| v.iter().map(|p| p.to_bits()).collect::<Vec<_>>();
         prop_assert_eq!(bits(&whole), bits(&pieces));
@@ -138,24 +225,41 @@ proptest! {
 }
 
 #[test]
-fn manifest_with_other_inputs_is_refused_clearly() {
+fn manifest_with_bad_inputs_is_refused_clearly() {
     let dir = tempfile::tempdir().unwrap();
     WinProbModel::embedded().save(dir.path()).unwrap();
     let path = dir.path().join("manifest.json");
-    let mut manifest: Manifest = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    manifest.inputs.swap(0, 1);
-    std::fs::write(&path, serde_json::to_vec(&manifest).unwrap()).unwrap();
-    let err = WinProbModel::load(dir.path()).unwrap_err();
-    assert!(matches!(err, ModelError::InputsMismatch { .. }), "{err}");
-    assert_eq!(err.code(), "model_inputs_mismatch");
-    assert!(err.to_string().contains("model inputs differ"), "{err}");
+    let manifest: Manifest = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let write = |m: &Manifest| std::fs::write(&path, serde_json::to_vec(m).unwrap()).unwrap();
 
-    manifest.inputs.pop();
-    std::fs::write(&path, serde_json::to_vec(&manifest).unwrap()).unwrap();
-    assert!(matches!(
-        WinProbModel::load(dir.path()),
-        Err(ModelError::InputsMismatch { .. })
-    ));
+    // An input named twice.
+    let mut twice = manifest.clone();
+    twice.inputs[1] = twice.inputs[0].clone();
+    write(&twice);
+    let err = WinProbModel::load(dir.path()).unwrap_err();
+    assert!(matches!(err, ModelError::Inputs(_)), "{err}");
+    assert_eq!(err.code(), "model_inputs_invalid");
+    assert!(err.to_string().contains("twice"), "{err}");
+
+    // One input fewer than the weights.
+    let mut fewer = manifest.clone();
+    fewer.inputs.pop();
+    write(&fewer);
+    let err = WinProbModel::load(dir.path()).unwrap_err();
+    assert_eq!(err.code(), "model_weights_invalid", "{err}");
+
+    // Reordered inputs are a different model, and valid: the pipeline maps them by name.
+    let mut swapped = manifest.clone();
+    swapped.inputs.swap(0, 1);
+    write(&swapped);
+    let loaded = WinProbModel::load(dir.path()).unwrap();
+    let nfl = nfl();
+    let by_name = ModelInputs::by_name(&nfl.plan, &loaded.manifest().inputs).unwrap();
+    assert_eq!(by_name.vars[0], nfl.inputs.vars[1]);
+    assert_eq!(by_name.vars[1], nfl.inputs.vars[0]);
+    // An input the pipeline does not produce.
+    let err = ModelInputs::by_name(&nfl.plan, &["no_such_feature".to_string()]).unwrap_err();
+    assert!(err.to_string().contains("no_such_feature"), "{err}");
 }
 
 #[test]
@@ -168,6 +272,11 @@ fn missing_files_and_tensors_are_errors() {
     let manifest = std::fs::read(dir.path().join("manifest.json")).unwrap();
     let err = WinProbModel::from_bytes(&manifest, b"not safetensors").unwrap_err();
     assert_eq!(err.code(), "model_weights_invalid");
+    // Non-finite weights are refused.
+    let mut weights = model.weights().clone();
+    weights.weight[0] = f32::NAN;
+    let err = WinProbModel::new(model.manifest().clone(), weights).unwrap_err();
+    assert_eq!(err.code(), "model_weights_invalid");
 }
 
 #[test]
@@ -179,11 +288,9 @@ fn safetensors_round_trip() {
     assert_eq!(loaded.weights(), model.weights());
     assert_eq!(loaded.manifest(), model.manifest());
     assert_eq!(loaded.version(), model.version());
-    let rows: Vec<_> = (-10..10).map(|d| situation(d, 300, -1, 30)).collect();
-    assert_eq!(
-        loaded.score_batch(&rows).unwrap(),
-        model.score_batch(&rows).unwrap()
-    );
+    let nfl = nfl();
+    let rows: Vec<_> = (-10..10).map(|d| nfl.situation(d, 300, -1, 30)).collect();
+    assert_eq!(score(&loaded, &rows), score(&model, &rows));
     // The committed files are exactly what saving the embedded model writes.
     let committed = Path::new("models/nfl_wp/v1");
     for file in ["manifest.json", "model.safetensors"] {
@@ -195,7 +302,94 @@ fn safetensors_round_trip() {
     }
 }
 
-// ---- training ----
+// ---- training rows ----
+
+/// The fixture's games, by id, each in seq order.
+fn fixture_games() -> BTreeMap<String, Vec<GameEvent>> {
+    read_games(Path::new(FIXTURE)).unwrap()
+}
+
+/// Runs the engine's dataflow (window assigner, aggregates, rows, derived features, model) on
+/// one worker over `events`, each at its event time, and returns every value it computed.
+fn engine_values(plan: &Plan, events: &[GameEvent]) -> Vec<Valued> {
+    let plan = Arc::new(plan.clone());
+    let model = Arc::new(Model::for_plan(&plan, &Registry::new(None)).unwrap());
+    let mut events = events.to_vec();
+    events.sort_by(|a, b| {
+        (a.event_time_ms, &a.game_id, a.seq).cmp(&(b.event_time_ms, &b.game_id, b.seq))
+    });
+    let (tx, rx) = std::sync::mpsc::sync_channel(1 << 20);
+    timely::execute_directly(move |worker| {
+        let (mut input, probe) = worker.dataflow::<u64, _, _>(|scope| {
+            sideline::dataflow::build(scope, plan.clone(), model.clone(), 0, Some(tx.clone()))
+        });
+        let mut games: HashMap<GameKey, GameAssigner> = HashMap::new();
+        let mut updates = Vec::new();
+        for ev in &events {
+            if *input.time() < ev.event_time_ms {
+                input.advance_to(ev.event_time_ms);
+            }
+            games
+                .entry(ev.key())
+                .or_insert_with(|| GameAssigner::new(&plan, ev.key()))
+                .apply(&plan, ev, ev.event_time_ms, 0, &mut updates);
+            for (slot, member, time, diff) in updates.drain(..) {
+                input.update_at((slot, member), time, diff);
+            }
+        }
+        input.close();
+        while !probe.done() {
+            worker.step();
+        }
+    });
+    rx.try_iter()
+        .flat_map(|m| match m {
+            SinkMsg::Values { values, .. } => values,
+            _ => Vec::new(),
+        })
+        .collect()
+}
+
+#[test]
+fn trainer_rows_are_what_the_engine_feeds_the_model() {
+    let nfl = nfl();
+    let games = fixture_games();
+    let events: Vec<GameEvent> = games.values().flatten().cloned().collect();
+    let engine: HashMap<(String, u64), Valued> = engine_values(&nfl.plan, &events)
+        .into_iter()
+        .map(|v| ((v.game.game_id.clone(), v.time), v))
+        .collect();
+    let model = WinProbModel::embedded();
+    let mut compared = 0;
+    for (id, events) in &games {
+        let rows = game_rows(&nfl.plan, &nfl.inputs, events).unwrap().unwrap();
+        let vars = game_variables(&nfl.plan, events).unwrap();
+        assert!(!rows.is_empty());
+        let p = score(
+            &model,
+            &rows.iter().map(|r| r.inputs.clone()).collect::<Vec<_>>(),
+        );
+        for (row, p) in rows.iter().zip(p) {
+            let v = engine
+                .get(&(id.clone(), row.time_ms))
+                .unwrap_or_else(|| panic!("the engine has no value for {id} at {}", row.time_ms));
+            let (_, trainer_vars) = vars.iter().find(|(t, _)| *t == row.time_ms).unwrap();
+            let bits = |x: &[f64]| x.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(trainer_vars), bits(&v.vars), "{id} at {}", row.time_ms);
+            let fed: Vec<u32> = nfl
+                .inputs
+                .pick(&v.vars)
+                .iter()
+                .map(|x| x.to_bits())
+                .collect();
+            let trained: Vec<u32> = row.inputs.iter().map(|x| x.to_bits()).collect();
+            assert_eq!(fed, trained, "{id} at {}", row.time_ms);
+            assert_eq!(p.to_bits(), v.value.to_bits(), "{id} at {}", row.time_ms);
+            compared += 1;
+        }
+    }
+    assert!(compared > 5000, "{compared} rows compared");
+}
 
 /// A small deterministic pseudo-random generator (xorshift), so the games are reproducible.
 struct Rng(u64);
@@ -276,29 +470,24 @@ fn made_up_game(game_id: &str, rng: &mut Rng, edge: u64, unfinished: bool) -> Ve
     events
 }
 
-fn made_up_rows(games: usize) -> Vec<LabeledRow> {
+fn made_up_rows(nfl: &Nfl, games: usize) -> Vec<LabeledRow> {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     (0..games)
         .flat_map(|g| {
             let id = format!("2016{:02}{:02}{:02}", 9 + g / 28, 1 + g % 28, g % 100);
             let edge = rng.below(8);
-            game_rows(&made_up_game(&id, &mut rng, edge, false)).unwrap()
+            let events = made_up_game(&id, &mut rng, edge, false);
+            game_rows(&nfl.plan, &nfl.inputs, &events).unwrap().unwrap()
         })
         .collect()
 }
 
-/// The importer's fixture as rows, or made-up games when the fixture is not there.
-fn smoke_rows() -> Vec<LabeledRow> {
-    if Path::new(FIXTURE).exists() {
-        rows_from_jsonl(Path::new(FIXTURE)).unwrap().rows
-    } else {
-        made_up_rows(60)
-    }
-}
-
 #[test]
 fn training_beats_the_constant_predictor() {
-    let rows = smoke_rows();
+    let nfl = nfl();
+    let rows = rows_from_jsonl(&nfl.plan, &nfl.inputs, Path::new(FIXTURE))
+        .unwrap()
+        .rows;
     assert!(rows.len() > 1000, "{} rows", rows.len());
     let opts = FitOptions {
         epochs: 150,
@@ -316,13 +505,26 @@ fn training_beats_the_constant_predictor() {
 }
 
 #[test]
-fn rows_follow_the_timeline_up_to_game_end() {
+fn rows_follow_the_events_up_to_game_end() {
+    let nfl = nfl();
     let mut rng = Rng(7);
-    let events = made_up_game("2016091100", &mut rng, 20, false);
+    let mut events = made_up_game("2016091100", &mut rng, 20, false);
     let end = events.last().unwrap().clone();
-    let rows = game_rows(&events).unwrap();
-    assert!(rows.iter().all(|r| r.time_ms <= end.event_time_ms));
+    // Events after game_end are no part of the game's rows.
+    let mut late = ev("2016091100", end.seq + 1, 3600, EventKind::Clock);
+    late.event_time_ms = end.event_time_ms + 1000;
+    events.push(late);
+    let rows = game_rows(&nfl.plan, &nfl.inputs, &events).unwrap().unwrap();
+    // One row per event, at its time.
+    assert_eq!(rows.len(), events.len() - 1);
+    assert!(rows
+        .iter()
+        .zip(&events)
+        .all(|(r, e)| r.time_ms == e.event_time_ms));
     assert_eq!(rows.last().unwrap().time_ms, end.event_time_ms);
+    assert!(rows
+        .iter()
+        .all(|r| r.inputs.len() == nfl.inputs.names.len()));
     let expected = match end.home_score.cmp(&end.away_score) {
         std::cmp::Ordering::Greater => 1.0,
         std::cmp::Ordering::Less => 0.0,
@@ -331,11 +533,20 @@ fn rows_follow_the_timeline_up_to_game_end() {
     assert!(rows.iter().all(|r| r.label == expected));
 
     let unfinished = made_up_game("2016091101", &mut rng, 0, true);
-    assert!(game_rows(&unfinished).is_none());
+    assert!(game_rows(&nfl.plan, &nfl.inputs, &unfinished)
+        .unwrap()
+        .is_none());
 
     let mut tie = vec![ev("2016091102", 1, 0, EventKind::GameStart)];
     tie.push(ev("2016091102", 2, 3600, EventKind::GameEnd));
-    assert!(game_rows(&tie).unwrap().iter().all(|r| r.label == 0.5));
+    let rows = game_rows(&nfl.plan, &nfl.inputs, &tie).unwrap().unwrap();
+    assert!(rows.iter().all(|r| r.label == 0.5));
+
+    // A game whose event time goes backwards is refused, not guessed at.
+    let mut back = made_up_game("2016091103", &mut rng, 0, false);
+    back[5].event_time_ms = back[4].event_time_ms - 1;
+    let err = game_rows(&nfl.plan, &nfl.inputs, &back).unwrap_err();
+    assert!(matches!(err, DataError::Order { seq: 6, .. }), "{err}");
 }
 
 fn write_jsonl(path: &Path, events: &[GameEvent]) {
@@ -348,6 +559,7 @@ fn write_jsonl(path: &Path, events: &[GameEvent]) {
 
 #[test]
 fn held_out_season_2019_is_refused() {
+    let nfl = nfl();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("events.jsonl");
     let mut rng = Rng(11);
@@ -355,7 +567,7 @@ fn held_out_season_2019_is_refused() {
     let mut events = made_up_game("2019010600", &mut rng, 5, false);
     events.extend(made_up_game("2018123000", &mut rng, 5, true));
     write_jsonl(&path, &events);
-    let set = rows_from_jsonl(&path).unwrap();
+    let set = rows_from_jsonl(&nfl.plan, &nfl.inputs, &path).unwrap();
     assert_eq!((set.games, set.skipped_games), (1, 1));
     assert_eq!(set.seasons(), vec![2018]);
 
@@ -363,7 +575,7 @@ fn held_out_season_2019_is_refused() {
         let mut bad = events.clone();
         bad.extend(made_up_game(id, &mut rng, 5, false));
         write_jsonl(&path, &bad);
-        let err = rows_from_jsonl(&path).unwrap_err();
+        let err = rows_from_jsonl(&nfl.plan, &nfl.inputs, &path).unwrap_err();
         assert!(
             matches!(err, DataError::HeldOutSeason { .. }),
             "{id}: {err}"
@@ -372,24 +584,40 @@ fn held_out_season_2019_is_refused() {
     }
 
     // The cached matrix is guarded too.
-    let mut rows = made_up_rows(2);
+    let key = PipelineRef::of_plan(&nfl.plan);
+    let mut rows = made_up_rows(&nfl, 2);
     rows[0].game_id = "2019091500".into();
     let arrow = dir.path().join("m.arrow");
-    write_matrix(&arrow, &rows).unwrap();
+    write_matrix(&arrow, &key, &nfl.inputs.names, &rows).unwrap();
     assert!(matches!(
-        read_matrix(&arrow),
+        read_matrix(&arrow, &key, &nfl.inputs.names),
         Err(DataError::HeldOutSeason { .. })
     ));
 }
 
 #[test]
-fn arrow_matrix_round_trip() {
-    let rows = made_up_rows(3);
+fn arrow_matrix_round_trip_keyed_by_the_pipeline_text() {
+    let nfl = nfl();
+    let rows = made_up_rows(&nfl, 3);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("m.arrow");
-    write_matrix(&path, &rows).unwrap();
-    assert_eq!(read_matrix(&path).unwrap(), rows);
-    assert!(rows
-        .iter()
-        .all(|r| r.features.0[FEATURE_SLOTS..].iter().all(|x| *x == 0)));
+    let key = PipelineRef::of_plan(&nfl.plan);
+    assert_eq!(key.hash, pipeline_hash(DEFAULT_PIPELINE.1));
+    write_matrix(&path, &key, &nfl.inputs.names, &rows).unwrap();
+    assert_eq!(read_matrix(&path, &key, &nfl.inputs.names).unwrap(), rows);
+
+    // Another pipeline text (even a changed comment) invalidates the matrix.
+    let edited = format!("{}\n# edited\n", DEFAULT_PIPELINE.1);
+    let other = PipelineRef {
+        hash: pipeline_hash(&edited),
+        ..key.clone()
+    };
+    assert_ne!(other.hash, key.hash);
+    let err = read_matrix(&path, &other, &nfl.inputs.names).unwrap_err();
+    assert!(err.to_string().contains("rebuild"), "{err}");
+    // An input the matrix does not hold.
+    let mut names = nfl.inputs.names.clone();
+    names.push("no_such_input".into());
+    let err = read_matrix(&path, &key, &names).unwrap_err();
+    assert!(err.to_string().contains("no_such_input"), "{err}");
 }

@@ -4,10 +4,10 @@
 //! input (slot, member) ±1 at times          one InputSession per worker, times = event ms
 //!   └─ aggregate_slots                      reduce per (game, entity, feature): the window's
 //!        │                                  aggregate, emitted at the times it changed
-//!        └─ game_rows                       reduce per game: its game and team values
-//!             └─ score_games                derived features, one batched model pass over
-//!                  │                        every game that changed at the completed times
-//!                  └─ collect_values        on worker 0: per completed time, sorted by game,
+//!        └─ score_games                     exchanged by game: each game's row of values,
+//!             │                             derived features, one batched model pass over
+//!             │                             every game that changed at the completed times
+//!             └─ collect_values             on worker 0: per completed time, sorted by game,
 //!                                           to the sink; progress; finished
 //! ```
 //!
@@ -63,8 +63,7 @@ pub fn build(
 ) -> (MemberInput, ProbeHandle<u64>) {
     let (input, members) = scope.new_collection::<(Slot, Member), isize>();
     let probe = ProbeHandle::new();
-    let values = features::aggregate_slots(members, &plan);
-    features::game_rows(values)
+    features::aggregate_slots(members, &plan)
         .inner
         .score_games(plan, model)
         .collect_values(sink, runtime)

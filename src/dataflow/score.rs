@@ -1,26 +1,30 @@
-//! Stage: evaluate every game whose row changed, in one model pass per frontier advance.
+//! Stage: keep each game's row of feature values, and evaluate every game whose row changed,
+//! in one model pass per frontier advance.
 //!
-//! In: `game_rows`' output, `((game, row), time, ±1)`: at each time a game's row changed, the
-//! old row retracted and the new one inserted.
-//! Out: at the same time, a [`Valued`] per changed game: the model's value and every
+//! In: `aggregate_slots`' output, `((slot, value), time, ±1)`, exchanged by game so that a
+//! game's slots meet on one worker.
+//! Out: at each time a game's row changed, a [`Valued`]: the model's value and every
 //! feature-context variable (window features, then derived ones). Times are processed in
 //! order once the input frontier has passed them; rows of all ready times go through the
-//! model together.
+//! model together. Players' slots stay out of the row.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 
 use timely::container::CapacityContainerBuilder;
-use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::{Capability, Operator};
 use timely::dataflow::Stream;
 
-use super::features::Row;
 use crate::event::GameKey;
 use crate::model::WinProbModel;
 use crate::pipeline::plan::{ModelPlan, Plan};
 use crate::pipeline::spec::GroupBy;
-use crate::pipeline::window::{Entity, META_AT, META_INGEST, META_SEQ};
+use crate::pipeline::window::{Entity, Slot, F64, META_AT, META_INGEST, META_SEQ};
+
+/// A game's feature values: `(entity, feature, value)`, sorted.
+pub type Row = Vec<(Entity, u32, F64)>;
 
 /// A game's evaluated row at one time.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -109,8 +113,16 @@ impl Model {
     }
 }
 
-/// A game's variables from its row: defaults, then the row's values, then derived features.
+/// A game's variables from its row: defaults, then the row's values, then derived features;
+/// and its bookkeeping values (latest event's seq, Kafka timestamp, effective time).
 pub fn variables(plan: &Plan, row: &Row) -> (Vec<f64>, [u64; 3]) {
+    variables_of(plan, row.iter().map(|(e, f, v)| (e, *f, *v)))
+}
+
+fn variables_of<'r>(
+    plan: &Plan,
+    row: impl IntoIterator<Item = (&'r Entity, u32, F64)>,
+) -> (Vec<f64>, [u64; 3]) {
     let mut vars = vec![0.0; plan.vars.len()];
     for f in &plan.features {
         if let Some(v) = f.var {
@@ -122,7 +134,7 @@ pub fn variables(plan: &Plan, row: &Row) -> (Vec<f64>, [u64; 3]) {
     }
     let mut meta = [0u64; 3];
     for (entity, feature, value) in row {
-        match *feature {
+        match feature {
             META_SEQ => meta[0] = value.0 as u64,
             META_INGEST => meta[1] = value.0 as u64,
             META_AT => meta[2] = value.0 as u64,
@@ -150,7 +162,16 @@ pub fn variables(plan: &Plan, row: &Row) -> (Vec<f64>, [u64; 3]) {
     (vars, meta)
 }
 
-type Input = ((GameKey, Row), u64, isize);
+type Input = ((Slot, F64), u64, isize);
+
+/// A worker's rows: per game, its slots' current values.
+type Rows = HashMap<GameKey, BTreeMap<(Entity, u32), F64>>;
+
+fn game_hash(game: &GameKey) -> u64 {
+    let mut h = DefaultHasher::new();
+    game.hash(&mut h);
+    h.finish()
+}
 
 pub trait ScoreGames<'scope> {
     fn score_games(self, plan: Arc<Plan>, model: Arc<Model>) -> Stream<'scope, u64, Vec<Valued>>;
@@ -159,19 +180,24 @@ pub trait ScoreGames<'scope> {
 impl<'scope> ScoreGames<'scope> for Stream<'scope, u64, Vec<Input>> {
     fn score_games(self, plan: Arc<Plan>, model: Arc<Model>) -> Stream<'scope, u64, Vec<Valued>> {
         self.unary_frontier::<CapacityContainerBuilder<Vec<Valued>>, _, _, _>(
-            Pipeline,
+            Exchange::new(|((slot, _), _, _): &Input| game_hash(&slot.game)),
             "ScoreGames",
             move |_, _| {
                 let mut pending: BTreeMap<u64, (Capability<u64>, Vec<Input>)> = BTreeMap::new();
+                let mut rows: Rows = HashMap::new();
                 move |(input, frontier), output| {
                     let port = output.output_index();
                     input.for_each(|cap, data| {
-                        for (d, t, r) in data.drain(..) {
+                        for u in data.drain(..) {
+                            if matches!(u.0 .0.entity, Entity::Player(_)) {
+                                continue;
+                            }
+                            let t = u.1;
                             pending
                                 .entry(t)
                                 .or_insert_with(|| (cap.delayed(&t, port), Vec::new()))
                                 .1
-                                .push((d, t, r));
+                                .push(u);
                         }
                     });
                     let ready: Vec<u64> = pending
@@ -188,37 +214,41 @@ impl<'scope> ScoreGames<'scope> for Stream<'scope, u64, Vec<Input>> {
                         let Some((cap, mut updates)) = pending.remove(&t) else {
                             continue;
                         };
-                        // Per game, the inserted row is the new one.
-                        updates.sort_by(|a, b| a.0 .0.cmp(&b.0 .0).then(b.2.cmp(&a.2)));
+                        // Retractions before insertions: a slot's old value leaves, its new
+                        // one arrives. Then each touched game, in order.
+                        updates.sort_by(|a, b| (&a.0 .0.game, a.2).cmp(&(&b.0 .0.game, b.2)));
                         let mut i = 0;
                         while i < updates.len() {
-                            let game = &updates[i].0 .0;
-                            let mut j = i;
-                            let mut row: Option<&Row> = None;
-                            while j < updates.len() && &updates[j].0 .0 == game {
-                                if updates[j].2 > 0 {
-                                    row = Some(&updates[j].0 .1);
+                            let game = updates[i].0 .0.game.clone();
+                            let row = rows.entry(game.clone()).or_default();
+                            while i < updates.len() && updates[i].0 .0.game == game {
+                                let ((slot, value), _, diff) = &updates[i];
+                                let key = (slot.entity.clone(), slot.feature);
+                                if *diff < 0 {
+                                    if row.get(&key) == Some(value) {
+                                        row.remove(&key);
+                                    }
+                                } else {
+                                    row.insert(key, *value);
                                 }
-                                j += 1;
+                                i += 1;
                             }
-                            if let Some(row) = row {
-                                let (vars, meta) = variables(&plan, row);
-                                changed.push((t, game.clone(), vars, meta));
-                            }
-                            i = j;
+                            let (vars, meta) =
+                                variables_of(&plan, row.iter().map(|((e, f), v)| (e, *f, *v)));
+                            changed.push((t, game, vars, meta));
                         }
                         caps.push(cap);
                     }
-                    let rows: Vec<Vec<f64>> = changed.iter().map(|c| c.2.clone()).collect();
-                    let values = match model.score(&rows) {
-                        Ok(v) if v.len() == rows.len() => v,
+                    let batch: Vec<Vec<f64>> = changed.iter().map(|c| c.2.clone()).collect();
+                    let values = match model.score(&batch) {
+                        Ok(v) if v.len() == batch.len() => v,
                         Ok(v) => {
-                            tracing::error!(rows = rows.len(), values = v.len(), "the model returned a value count that differs from the row count; these updates publish nothing");
+                            tracing::error!(rows = batch.len(), values = v.len(), "the model returned a value count that differs from the row count; these updates publish nothing");
                             metrics::counter!("sideline_scoring_errors_total").increment(1);
                             return;
                         }
                         Err(e) => {
-                            tracing::error!(error = %e, rows = rows.len(), "scoring failed; these updates publish nothing");
+                            tracing::error!(error = %e, rows = batch.len(), "scoring failed; these updates publish nothing");
                             metrics::counter!("sideline_scoring_errors_total").increment(1);
                             return;
                         }

@@ -60,6 +60,10 @@ impl StopSignal {
             .0
             .compare_exchange(RUN, DRAIN, Ordering::Relaxed, Ordering::Relaxed);
     }
+    /// Whether a drain was asked for.
+    pub fn is_draining(&self) -> bool {
+        self.0.load(Ordering::Relaxed) == DRAIN
+    }
     /// Whether an immediate stop was asked for.
     pub fn is_stopped(&self) -> bool {
         self.0.load(Ordering::Relaxed) == STOP
@@ -133,7 +137,8 @@ pub fn run(
                 if abort.load(Ordering::Relaxed) {
                     return Err("stopped: another worker failed".to_string());
                 }
-                let caught_up = runtimes.iter().all(Runtime::caught_up);
+                let draining = stop.is_draining();
+                let caught_up = runtimes.iter_mut().all(|r| r.caught_up(draining));
                 if stop.finished(caught_up) {
                     break;
                 }

@@ -28,6 +28,8 @@ pub struct Runtime {
     ingest: Ingest,
     games: HashMap<GameKey, GameAssigner>,
     updates: Vec<Update>,
+    /// Where the partitions ended when a drain began.
+    drain_targets: Option<HashMap<(String, i32), i64>>,
 }
 
 impl Runtime {
@@ -71,6 +73,7 @@ impl Runtime {
             ingest,
             games: HashMap::new(),
             updates: Vec::new(),
+            drain_targets: None,
         })
     }
 
@@ -136,8 +139,22 @@ impl Runtime {
         polled
     }
 
-    pub fn caught_up(&self) -> bool {
-        self.ingest.all_caught_up()
+    /// Whether every partition is read to its end; while `draining`, to the end it had when
+    /// the drain began (records produced just before it count, even if not fetched yet).
+    pub fn caught_up(&mut self, draining: bool) -> bool {
+        if !draining {
+            return self.ingest.all_caught_up();
+        }
+        let targets =
+            self.drain_targets
+                .get_or_insert_with(|| match self.reader.high_watermarks() {
+                    Ok(w) => w.into_iter().collect(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "no high watermarks: draining to the ends seen");
+                        HashMap::new()
+                    }
+                });
+        self.ingest.reached(targets)
     }
 
     /// Closes the input: the dataflow drains and completes once every worker has closed it.

@@ -1,9 +1,23 @@
-//! Training rows from GameEvent JSON lines: one labelled row per feature change of a game.
+//! Training rows from GameEvent JSON lines, computed by a pipeline: one labelled row per event
+//! of a game, holding the model inputs exactly as the live engine feeds them to the model.
 //!
-//! Rows are the game's [`timeline_of`] (exactly the vectors the live engine computes, so there
-//! is no train/serve skew), from the first event up to and including `game_end`. The label is
-//! the game's result from the home team's side: 1 win, 0 loss, 0.5 tie. A game without a
-//! `game_end` event has no result: it is skipped and counted.
+//! A game's events are taken in `seq` order up to its `game_end`, each at its own event time
+//! (the engine's effective time when nothing is late). After each event, at its time (events
+//! sharing a time give one row: the state subscribers see), the row is
+//!
+//! 1. the value of every game and team window feature, from [`reference::Evaluated`], the
+//!    brute-force recomputation the dataflow's aggregates are held to, bit for bit
+//!    (`tests/windows_reference.rs`);
+//! 2. the variables: features' defaults, window values, then derived features, by the engine's
+//!    own [`variables`];
+//! 3. the model inputs: the variables the plan feeds its registry model
+//!    ([`ModelPlan::Registry`]), cast to f32, as [`Model::score`](crate::dataflow::Model::score)
+//!    does.
+//!
+//! So the trainer and the engine share the pipeline file and the code from window values on:
+//! there is no train/serve skew. The label is the game's result from the home team's side: 1
+//! win, 0 loss, 0.5 tie. A game without a `game_end` event has no result: it is skipped and
+//! counted.
 //!
 //! **Season 2019 is held out.** It is the project's test season (August 2019 to February
 //! 2020): the trainer refuses any input holding one of its games, rather than skip it, so it
@@ -13,20 +27,24 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
+use crate::dataflow::score::{variables, Row};
 use crate::event::{EventKind, GameEvent, Sport};
-use crate::features::offline::timeline_of;
-use crate::features::{FeatureVec, FEATURE_SLOTS};
+use crate::pipeline::plan::{ModelPlan, Plan};
+use crate::pipeline::reference;
+use crate::pipeline::spec::GroupBy;
+use crate::pipeline::window::{Entity, F64};
 
 /// The held-out season.
 pub const HELD_OUT_SEASON: u32 = 2019;
 
-/// One training or evaluation row. The meta slots of `features` are cleared (0).
+/// One training or evaluation row.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LabeledRow {
     pub game_id: String,
-    /// Event time from which the features hold.
+    /// Event time of the event after which the inputs hold.
     pub time_ms: u64,
-    pub features: FeatureVec,
+    /// The model inputs, in [`ModelInputs`] order.
+    pub inputs: Vec<f32>,
     /// 1 home win, 0 home loss, 0.5 tie.
     pub label: f64,
 }
@@ -55,6 +73,13 @@ pub enum DataError {
          it must never be trained or tuned on (import only seasons 2009-2018)"
     )]
     HeldOutSeason { game_id: String },
+    /// Two events of a game with the same `seq`, or an event time that goes backwards (bad
+    /// input: the engine would not accept the game this way either).
+    #[error("game {game_id}: event seq {seq} repeats a seq or goes back in event time")]
+    Order { game_id: String, seq: u64 },
+    /// The pipeline cannot give model inputs (bad input: the pipeline or the model).
+    #[error("pipeline `{pipeline}`: {message}")]
+    Pipeline { pipeline: String, message: String },
     /// An Arrow file of the wrong shape (bad input) or an Arrow failure.
     #[error("arrow file {path}: {message}")]
     Arrow { path: PathBuf, message: String },
@@ -68,6 +93,8 @@ impl DataError {
             DataError::Json { .. } => "data_bad_event",
             DataError::Sport { .. } => "data_wrong_sport",
             DataError::HeldOutSeason { .. } => "data_held_out_season",
+            DataError::Order { .. } => "data_bad_order",
+            DataError::Pipeline { .. } => "data_bad_pipeline",
             DataError::Arrow { .. } => "data_bad_arrow",
         }
     }
@@ -98,6 +125,150 @@ pub fn guard_season(game_id: &str) -> Result<(), DataError> {
         });
     }
     Ok(())
+}
+
+/// FNV-1a (64 bits) of a pipeline file's text, as 16 hex digits: what manifests and cached
+/// matrices record of the pipeline they come from. Stable across builds and platforms.
+pub fn pipeline_hash(text: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// The model inputs a pipeline computes: their names and the variables (indices into
+/// `Plan::vars`) that feed them, in the model's order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelInputs {
+    pub names: Vec<String>,
+    pub vars: Vec<usize>,
+}
+
+impl ModelInputs {
+    /// The inputs of the registry model the pipeline's `[model]` names, exactly as the engine
+    /// feeds it ([`ModelPlan::Registry`]; the names come from that model's manifest).
+    pub fn of_plan(plan: &Plan) -> Result<Self, DataError> {
+        let ModelPlan::Registry { inputs, .. } = &plan.model else {
+            return Err(DataError::Pipeline {
+                pipeline: plan.name.clone(),
+                message: "its [model] is a formula; the trainer fits a registry model \
+                          (`name`, `version`) whose manifest lists the inputs"
+                    .into(),
+            });
+        };
+        Ok(ModelInputs {
+            names: inputs.iter().map(|i| plan.vars[*i].clone()).collect(),
+            vars: inputs.clone(),
+        })
+    }
+
+    /// Inputs by name: each must be one of the pipeline's variables (a window or derived
+    /// feature, team features as `name.home` / `name.away`).
+    pub fn by_name(plan: &Plan, names: &[String]) -> Result<Self, DataError> {
+        let vars = names
+            .iter()
+            .map(|n| {
+                plan.vars
+                    .iter()
+                    .position(|v| v == n)
+                    .ok_or_else(|| DataError::Pipeline {
+                        pipeline: plan.name.clone(),
+                        message: format!(
+                            "the model reads `{n}`, which the pipeline does not produce"
+                        ),
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(ModelInputs {
+            names: names.to_vec(),
+            vars,
+        })
+    }
+
+    /// The inputs out of a row of variables, as the engine casts them.
+    pub fn pick(&self, vars: &[f64]) -> Vec<f32> {
+        self.vars.iter().map(|i| vars[*i] as f32).collect()
+    }
+}
+
+/// The game and team window features of one game as of `at`, as the engine's row holds them.
+pub fn row_at(evaluated: &reference::Evaluated<'_>, plan: &Plan, at: u64) -> Row {
+    let mut row: Row = Vec::new();
+    for (i, f) in plan.features.iter().enumerate() {
+        let entities: &[Entity] = match f.group {
+            GroupBy::Game => &[Entity::Game],
+            GroupBy::Team => &[Entity::Home, Entity::Away],
+            GroupBy::Player => &[],
+        };
+        for e in entities {
+            if let Some(v) = evaluated.slot_value(i, e, at) {
+                row.push((e.clone(), i as u32, F64::new(v)));
+            }
+        }
+    }
+    row.sort();
+    row
+}
+
+/// One game's variables (in `Plan::vars` order) after each of its events, at the event's time:
+/// `(time, variables)`, one per distinct event time. `events`: the game's events in `seq`
+/// order, taken at their event times.
+pub fn game_variables(
+    plan: &Plan,
+    events: &[GameEvent],
+) -> Result<Vec<(u64, Vec<f64>)>, DataError> {
+    for w in events.windows(2) {
+        if w[1].seq <= w[0].seq || w[1].event_time_ms < w[0].event_time_ms {
+            return Err(DataError::Order {
+                game_id: w[1].game_id.clone(),
+                seq: w[1].seq,
+            });
+        }
+    }
+    let timed: Vec<(GameEvent, u64)> = events
+        .iter()
+        .map(|e| (e.clone(), e.event_time_ms))
+        .collect();
+    let evaluated = reference::Evaluated::new(plan, &timed);
+    let mut times: Vec<u64> = events.iter().map(|e| e.event_time_ms).collect();
+    times.dedup();
+    Ok(times
+        .into_iter()
+        .map(|t| (t, variables(plan, &row_at(&evaluated, plan, t)).0))
+        .collect())
+}
+
+/// One game's labelled rows, or `None` when it has no `game_end`.
+pub fn game_rows(
+    plan: &Plan,
+    inputs: &ModelInputs,
+    events: &[GameEvent],
+) -> Result<Option<Vec<LabeledRow>>, DataError> {
+    let Some(end) = events.iter().find(|e| e.kind == EventKind::GameEnd) else {
+        return Ok(None);
+    };
+    let label = match end.home_score.cmp(&end.away_score) {
+        std::cmp::Ordering::Greater => 1.0,
+        std::cmp::Ordering::Less => 0.0,
+        std::cmp::Ordering::Equal => 0.5,
+    };
+    let upto: Vec<GameEvent> = events
+        .iter()
+        .take_while(|e| e.seq <= end.seq)
+        .cloned()
+        .collect();
+    let rows = game_variables(plan, &upto)?
+        .into_iter()
+        .map(|(time_ms, vars)| LabeledRow {
+            game_id: end.game_id.clone(),
+            time_ms,
+            inputs: inputs.pick(&vars),
+            label,
+        })
+        .collect();
+    Ok(Some(rows))
 }
 
 /// Rows of a set of games, with what was skipped.
@@ -156,41 +327,16 @@ pub fn read_games(path: &Path) -> Result<BTreeMap<String, Vec<GameEvent>>, DataE
     Ok(games)
 }
 
-/// One game's labelled rows, or `None` when it has no `game_end`.
-pub fn game_rows(events: &[GameEvent]) -> Option<Vec<LabeledRow>> {
-    let end = events.iter().find(|e| e.kind == EventKind::GameEnd)?;
-    let label = match end.home_score.cmp(&end.away_score) {
-        std::cmp::Ordering::Greater => 1.0,
-        std::cmp::Ordering::Less => 0.0,
-        std::cmp::Ordering::Equal => 0.5,
-    };
-    let upto: Vec<GameEvent> = events
-        .iter()
-        .take_while(|e| e.seq <= end.seq)
-        .cloned()
-        .collect();
-    let rows = timeline_of(&upto)
-        .into_iter()
-        .filter(|(t, _)| *t <= end.event_time_ms)
-        .map(|(time_ms, mut features)| {
-            features.0[FEATURE_SLOTS..].fill(0);
-            LabeledRow {
-                game_id: end.game_id.clone(),
-                time_ms,
-                features,
-                label,
-            }
-        })
-        .collect();
-    Some(rows)
-}
-
 /// Rows of all games in `games`.
-pub fn rows_of_games(games: &BTreeMap<String, Vec<GameEvent>>) -> Result<RowSet, DataError> {
+pub fn rows_of_games(
+    plan: &Plan,
+    inputs: &ModelInputs,
+    games: &BTreeMap<String, Vec<GameEvent>>,
+) -> Result<RowSet, DataError> {
     let mut set = RowSet::default();
     for (game_id, events) in games {
         guard_season(game_id)?;
-        match game_rows(events) {
+        match game_rows(plan, inputs, events)? {
             Some(rows) => {
                 set.games += 1;
                 set.rows.extend(rows);
@@ -202,6 +348,10 @@ pub fn rows_of_games(games: &BTreeMap<String, Vec<GameEvent>>) -> Result<RowSet,
 }
 
 /// Rows of a GameEvent JSON lines file.
-pub fn rows_from_jsonl(path: &Path) -> Result<RowSet, DataError> {
-    rows_of_games(&read_games(path)?)
+pub fn rows_from_jsonl(
+    plan: &Plan,
+    inputs: &ModelInputs,
+    path: &Path,
+) -> Result<RowSet, DataError> {
+    rows_of_games(plan, inputs, &read_games(path)?)
 }

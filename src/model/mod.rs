@@ -3,12 +3,17 @@
 //!
 //! # The model
 //!
-//! A logistic regression over [`N_INPUTS`] inputs derived from a game's [`FeatureVec`] by
-//! [`inputs`] (names in [`INPUT_NAMES`]):
+//! A logistic regression over the inputs its manifest names:
 //!
 //! ```text
 //! p = sigmoid(bias + sum_i weight_i * (x_i - mean_i) / scale_i)
 //! ```
+//!
+//! The inputs are features of a pipeline (`pipelines/nfl_win_probability.toml` for the default
+//! model: its derived features carry the input names); the pipeline's `[model]` maps each input
+//! to its feature by name, and the engine feeds them as f32 to
+//! [`WinProbModel::score_inputs`]. The trainer ([`train`]) computes its rows from the same
+//! pipeline ([`data`]), so training and serving share one definition of every input.
 //!
 //! It is small on purpose: it is cheap to score per feature change, and its result does not
 //! depend on how rows are batched (see below).
@@ -21,15 +26,15 @@
 //! - `model.safetensors`: f32 tensors `weight` `[N]`, `bias` `[1]`, `input_mean` `[N]` and
 //!   `input_scale` `[N]` (the training set's mean and standard deviation of each input).
 //! - `manifest.json`: a [`Manifest`]: name, version, kind (`logistic_regression`), the input
-//!   names in order (loading fails with [`ModelError::InputsMismatch`] when they differ from
-//!   [`INPUT_NAMES`], so a model can never be scored against inputs it was not trained on), the
-//!   feature slots it reads, its training and evaluation seasons, its metrics and the command
-//!   that made it. `sideline train` ([`train`]) writes both.
+//!   names in order (distinct; a pipeline naming the model must produce every one of them, or
+//!   it does not deploy), the pipeline it was trained with, its training and evaluation
+//!   seasons, its metrics and the command that made it. `sideline train` ([`train`]) writes
+//!   both.
 //!
 //! # Scoring
 //!
-//! [`WinProbModel::score_batch`] scores a whole batch in one candle tensor pass. Two properties
-//! matter to the engine:
+//! [`WinProbModel::score_inputs`] scores a whole batch in one candle tensor pass. Two
+//! properties matter to the engine:
 //!
 //! - **Batch invariance.** A row's probability is bit-identical whatever batch it is scored
 //!   in, so the engine's output is byte-identical with 1, 2 or 4 workers (whose batches
@@ -56,108 +61,8 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::features::{FeatureVec, Slot, FEATURE_NAMES};
-
-/// Number of model inputs.
-pub const N_INPUTS: usize = 14;
-
-/// The model's inputs, in order. Each is computed from the features by [`inputs`]; "per sqrt
-/// minute" terms are divided by the square root of the minutes left (plus 1, or plus 0.25 for
-/// the lead), which makes them grow as the game runs out; "possession" terms are signed (+
-/// home has the ball, - away).
-pub const INPUT_NAMES: [&str; N_INPUTS] = [
-    "score_diff",
-    "score_diff_per_sqrt_minute",
-    "time_left_fraction",
-    "possession",
-    "possession_per_sqrt_minute",
-    "possession_field_position",
-    "possession_field_position_per_sqrt_minute",
-    "possession_distance",
-    "possession_third_down",
-    "possession_fourth_down",
-    "possession_red_zone",
-    "recent_points_diff",
-    "possession_yards_per_play",
-    "final_margin_sign",
-];
-
-/// The feature slots [`inputs`] reads (recorded in the manifest).
-pub const FEATURES_READ: [Slot; 10] = [
-    Slot::ScoreDiff,
-    Slot::SecondsRemaining,
-    Slot::Possession,
-    Slot::Down,
-    Slot::Distance,
-    Slot::YardsToGoal,
-    Slot::HomePoints5m,
-    Slot::AwayPoints5m,
-    Slot::Plays10,
-    Slot::Yards10,
-];
-
 /// The `kind` a manifest must name.
 pub const KIND: &str = "logistic_regression";
-
-/// Seconds in regulation (NFL).
-const REGULATION_SECONDS: f32 = 3600.0;
-
-/// The model's inputs for one feature vector, in [`INPUT_NAMES`] order (unstandardised).
-///
-/// - `score_diff`, `score_diff_per_sqrt_minute`: the lead, and the lead over
-///   `sqrt(minutes_left + 0.25)`, the spread of the points still to come (as in Stern's
-///   Brownian-motion model of the final margin).
-/// - `time_left_fraction`: seconds left / 3600; with the bias it lets home advantage fade.
-/// - `possession`, `possession_per_sqrt_minute`: who has the ball, worth more late.
-/// - `possession_field_position` (`(100 - yards_to_goal) / 100`), its per-sqrt-minute version,
-///   `possession_distance` (yards to go / 10, capped at 30 yards), third and fourth down flags
-///   and `possession_red_zone` (within 20 yards): the drive's prospects, all 0 when no down is
-///   set (kickoffs, tries, end of half).
-/// - `recent_points_diff`: home minus away points in the last 5 game minutes.
-/// - `possession_yards_per_play`: yards per play over the last 10 plays (capped to -10..20).
-/// - `final_margin_sign`: the sign of the lead once no time is left (the game is decided
-///   unless tied).
-pub fn inputs(f: &FeatureVec) -> [f32; N_INPUTS] {
-    let sd = f.get(Slot::ScoreDiff) as f32;
-    let seconds = f.get(Slot::SecondsRemaining).max(0) as f32;
-    let pos = f.get(Slot::Possession).signum() as f32;
-    let down = f.get(Slot::Down);
-    let distance = f.get(Slot::Distance).clamp(0, 30) as f32;
-    let ytg = f.get(Slot::YardsToGoal);
-    let recent = (f.get(Slot::HomePoints5m) - f.get(Slot::AwayPoints5m)) as f32;
-    let plays = f.get(Slot::Plays10);
-    let yards = f.get(Slot::Yards10) as f32;
-
-    let per_sqrt_minute = 1.0 / (seconds / 60.0 + 1.0).sqrt();
-    let snap = (1..=4).contains(&down) && (1..=99).contains(&ytg);
-    let field = if snap {
-        (100 - ytg) as f32 / 100.0
-    } else {
-        0.0
-    };
-    let flag = |b: bool| if b { 1.0 } else { 0.0 };
-    let ypp = if plays > 0 {
-        (yards / plays as f32).clamp(-10.0, 20.0)
-    } else {
-        0.0
-    };
-    [
-        sd,
-        sd / (seconds / 60.0 + 0.25).sqrt(),
-        (seconds / REGULATION_SECONDS).min(1.0),
-        pos,
-        pos * per_sqrt_minute,
-        pos * field,
-        pos * field * per_sqrt_minute,
-        if snap { pos * distance / 10.0 } else { 0.0 },
-        pos * flag(snap && down == 3),
-        pos * flag(snap && down == 4),
-        pos * flag(snap && ytg <= 20),
-        recent,
-        pos * ypp,
-        if seconds == 0.0 { sd.signum() } else { 0.0 },
-    ]
-}
 
 /// Why a model cannot be loaded or scored.
 #[derive(Debug, thiserror::Error)]
@@ -174,16 +79,9 @@ pub enum ModelError {
     /// The manifest names another kind of model (bad input).
     #[error("model kind is {found:?}, this build scores only {KIND:?}")]
     Kind { found: String },
-    /// The manifest's inputs are not this build's [`INPUT_NAMES`] (bad input: a model trained
-    /// for another build).
-    #[error(
-        "model inputs differ from this build's: the manifest lists {found:?}, \
-         this build computes {expected:?}"
-    )]
-    InputsMismatch {
-        expected: Vec<String>,
-        found: Vec<String>,
-    },
+    /// The manifest's input list is empty or names an input twice (bad input).
+    #[error("model inputs: {0}")]
+    Inputs(String),
     /// The weights file lacks a tensor or has one of the wrong shape (bad input).
     #[error("model weights: {0}")]
     Weights(String),
@@ -199,7 +97,7 @@ impl ModelError {
             ModelError::Io { .. } => "model_io",
             ModelError::Manifest(_) => "model_manifest_invalid",
             ModelError::Kind { .. } => "model_kind_unsupported",
-            ModelError::InputsMismatch { .. } => "model_inputs_mismatch",
+            ModelError::Inputs(_) => "model_inputs_invalid",
             ModelError::Weights(_) => "model_weights_invalid",
             ModelError::Candle(_) => "model_internal",
         }
@@ -257,10 +155,11 @@ pub struct Manifest {
     pub kind: String,
     /// What the model predicts.
     pub output: String,
-    /// Input names, in the order of the weights; must equal [`INPUT_NAMES`].
+    /// Input names, in the order of the weights: features of the pipeline (derived features or
+    /// window features, team ones as `name.home` / `name.away`).
     pub inputs: Vec<String>,
-    /// Feature slots the inputs are computed from (names from [`FEATURE_NAMES`]).
-    pub features: Vec<String>,
+    /// The pipeline whose features the model was trained on.
+    pub pipeline: PipelineRef,
     /// Seasons of the training games.
     pub train_seasons: Vec<u32>,
     /// Seasons of the evaluation games.
@@ -271,12 +170,27 @@ pub struct Manifest {
     pub created_by: String,
 }
 
-/// The names of [`FEATURES_READ`].
-pub fn features_read_names() -> Vec<String> {
-    FEATURES_READ
-        .iter()
-        .map(|s| FEATURE_NAMES[*s as usize].to_string())
-        .collect()
+/// A pipeline file, as a manifest or a cached matrix records it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineRef {
+    /// `[pipeline] name`.
+    pub name: String,
+    /// `[pipeline] version`.
+    pub version: u32,
+    /// FNV-1a 64 of the file's text ([`data::pipeline_hash`]).
+    pub hash: String,
+}
+
+impl PipelineRef {
+    /// The reference of a planned pipeline.
+    pub fn of_plan(plan: &crate::pipeline::Plan) -> Self {
+        PipelineRef {
+            name: plan.name.clone(),
+            version: plan.version,
+            hash: data::pipeline_hash(&plan.source),
+        }
+    }
 }
 
 /// Standardisation and weights, as f32 vectors (the safetensors content).
@@ -316,6 +230,15 @@ impl WinProbModel {
             });
         }
         let n = manifest.inputs.len();
+        if n == 0 {
+            return Err(ModelError::Inputs("the manifest lists no inputs".into()));
+        }
+        let mut seen = std::collections::HashSet::new();
+        if let Some(dup) = manifest.inputs.iter().find(|i| !seen.insert(i.as_str())) {
+            return Err(ModelError::Inputs(format!(
+                "the manifest lists input `{dup}` twice"
+            )));
+        }
         for (name, v) in [
             ("weight", &weights.weight),
             ("input_mean", &weights.input_mean),
@@ -449,22 +372,17 @@ impl WinProbModel {
         Ok(())
     }
 
-    /// Home-win probabilities of a batch of feature vectors, in one tensor pass, rounded to 6
-    /// decimals and clamped to `[1e-6, 1 - 1e-6]`. A row's result does not depend on the
-    /// batch it is in (see the module docs).
-    pub fn score_batch(&self, rows: &[FeatureVec]) -> Result<Vec<f64>, ModelError> {
-        if rows.is_empty() {
-            return Ok(Vec::new());
-        }
-        let flat: Vec<f32> = rows.iter().flat_map(inputs).collect();
-        let x = Tensor::from_vec(flat, (rows.len(), N_INPUTS), &Device::Cpu)?;
-        let p = self.probabilities(&x)?.to_vec1::<f32>()?;
-        Ok(p.into_iter().map(|p| round_probability(p as f64)).collect())
-    }
-
-    /// Probabilities of raw inputs, `rows` rows of the manifest's inputs each (row-major), in
-    /// one tensor pass, rounded like [`WinProbModel::score_batch`].
+    /// Home-win probabilities of `rows` rows of the manifest's inputs (row-major, f32), in one
+    /// tensor pass, rounded to 6 decimals and clamped to `[1e-6, 1 - 1e-6]`. A row's result
+    /// does not depend on the batch it is in (see the module docs).
     pub fn score_inputs(&self, inputs: Vec<f32>, rows: usize) -> Result<Vec<f64>, ModelError> {
+        let n = self.manifest.inputs.len();
+        if inputs.len() != rows * n {
+            return Err(ModelError::Inputs(format!(
+                "{} values for {rows} rows of {n} inputs",
+                inputs.len()
+            )));
+        }
         if rows == 0 {
             return Ok(Vec::new());
         }

@@ -6,19 +6,23 @@
 //! sideline import nfl --seasons 2009-2016 --season-type reg,post --out data/nfl_2009_2016.jsonl
 //! sideline import nfl --seasons 2017-2018 --season-type reg,post --out data/nfl_2017_2018.jsonl
 //! sideline train --train data/nfl_2009_2016.jsonl --eval data/nfl_2017_2018.jsonl \
-//!     --features-out data/nfl_train.arrow --eval-features-out data/nfl_eval.arrow
+//!     --features-out data/nfl_train.arrow --eval-features-out data/nfl_eval.arrow \
+//!     --out models/nfl_wp/v2 --version v2
 //! ```
 //!
-//! This reproduces `models/nfl_wp/v1/` byte for byte (about a minute of fitting in release).
-//! With the matrices cached, `--features data/nfl_train.arrow --eval-features
-//! data/nfl_eval.arrow` skips the event replay.
+//! The features come from a pipeline file (`--pipeline`, by default the embedded
+//! `pipelines/nfl_win_probability.toml`): rows are computed by [`super::data`] (one per event,
+//! label = the home result; games of the held-out season 2019 are refused), and the model's
+//! inputs are the ones the pipeline's `[model]` feeds the model it names (that model's
+//! manifest gives their names; the new model keeps them). With the matrices cached,
+//! `--features data/nfl_train.arrow --eval-features data/nfl_eval.arrow` skips the event
+//! replay; a matrix made by another pipeline text is refused. `--evaluate-only DIR` scores an
+//! existing model on the rows instead of fitting one.
 //!
-//! Rows come from [`super::data`] (one per feature change, label = the home result; games of
-//! the held-out season 2019 are refused). The fit is full-batch logistic regression on the
-//! standardised [`super::inputs`], by candle autograd (`Var`, `backward`) and a hand-written
-//! Adam; it runs on one thread and is deterministic: the same rows give the same weights
-//! bit for bit. The figures on the training and evaluation sets go to stdout and into the
-//! manifest.
+//! The fit is full-batch logistic regression on the standardised inputs, by candle autograd
+//! (`Var`, `backward`) and a hand-written Adam; it runs on one thread and is deterministic:
+//! the same rows give the same weights bit for bit. The figures on the training and
+//! evaluation sets go to stdout and into the manifest.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -27,18 +31,33 @@ use std::time::Instant;
 use anyhow::Context;
 use candle_core::{DType, Device, Tensor, Var};
 
-use super::data::{rows_from_jsonl, LabeledRow, RowSet};
+use super::data::{rows_from_jsonl, LabeledRow, ModelInputs, RowSet};
 use super::matrix::{read_matrix, write_matrix};
 use super::{
-    features_read_names, inputs, standardised_logits, Manifest, ManifestMetrics, Metrics,
-    ModelError, Training, Weights, WinProbModel, INPUT_NAMES, KIND, N_INPUTS,
+    standardised_logits, Manifest, ManifestMetrics, Metrics, ModelError, PipelineRef, Training,
+    Weights, WinProbModel, KIND,
 };
+use crate::event::Sport;
+use crate::pipeline::{Plan, Registry};
 
 /// Options of `sideline train`.
 #[derive(Clone, Debug, clap::Args)]
 pub struct TrainArgs {
+    /// Pipeline file whose features the model is trained on [default: the embedded
+    /// pipelines/nfl_win_probability.toml]. Its `[model]` names the model whose manifest lists
+    /// the inputs.
+    #[arg(long, value_name = "FILE.toml")]
+    pub pipeline: Option<PathBuf>,
+    /// Model registry the pipeline's `[model]` is looked up in (`<dir>/<name>/<version>/`; the
+    /// embedded model is found anyway).
+    #[arg(long, value_name = "DIR", default_value = "models")]
+    pub models: PathBuf,
     /// Training events, GameEvent JSON lines (`sideline import nfl`; seasons 2009-2016).
-    #[arg(long, value_name = "FILE.jsonl", required_unless_present = "features")]
+    #[arg(
+        long,
+        value_name = "FILE.jsonl",
+        required_unless_present_any = ["features", "evaluate_only"]
+    )]
     pub train: Option<PathBuf>,
     /// Train from a cached training matrix (`--features-out`) instead of events.
     #[arg(long, value_name = "FILE.arrow", conflicts_with = "train")]
@@ -55,6 +74,10 @@ pub struct TrainArgs {
     /// Write the evaluation matrix extracted from `--eval` as an Arrow IPC file.
     #[arg(long, value_name = "FILE.arrow", requires = "eval")]
     pub eval_features_out: Option<PathBuf>,
+    /// Fit nothing: score the model in DIR on the rows given (`--train`/`--features` and
+    /// `--eval`/`--eval-features`), its inputs computed by the pipeline, and print its figures.
+    #[arg(long, value_name = "DIR", conflicts_with = "out")]
+    pub evaluate_only: Option<PathBuf>,
     /// Output directory for `manifest.json` and `model.safetensors`.
     #[arg(long, value_name = "DIR", default_value = "models/nfl_wp/v1")]
     pub out: PathBuf,
@@ -88,19 +111,40 @@ impl Default for FitOptions {
     }
 }
 
+/// Plans the training pipeline: `--pipeline`, or the embedded default.
+pub fn plan_pipeline(path: Option<&Path>, registry: &Registry) -> anyhow::Result<Plan> {
+    let plan = match path {
+        Some(path) => crate::pipeline::load(path, registry),
+        None => {
+            let (file, text) = crate::pipeline::DEFAULT_PIPELINE;
+            crate::pipeline::plan::plan(file, text, registry)
+        }
+    }
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    anyhow::ensure!(
+        plan.sport == Sport::Nfl,
+        "pipeline `{}` is for {}; the trainer reads NFL events only",
+        plan.name,
+        plan.sport
+    );
+    Ok(plan)
+}
+
 /// Reads rows from events or a cached matrix, writing the matrix if asked.
 fn load_rows(
+    plan: &Plan,
+    inputs: &ModelInputs,
     events: Option<&Path>,
     matrix: Option<&Path>,
     matrix_out: Option<&Path>,
 ) -> anyhow::Result<Option<RowSet>> {
+    let key = PipelineRef::of_plan(plan);
     let set = match (events, matrix) {
-        (Some(path), _) => {
-            rows_from_jsonl(path).with_context(|| format!("reading events {}", path.display()))?
-        }
+        (Some(path), _) => rows_from_jsonl(plan, inputs, path)
+            .with_context(|| format!("reading events {}", path.display()))?,
         (None, Some(path)) => {
-            let rows =
-                read_matrix(path).with_context(|| format!("reading matrix {}", path.display()))?;
+            let rows = read_matrix(path, &key, &inputs.names)
+                .with_context(|| format!("reading matrix {}", path.display()))?;
             let games = rows
                 .iter()
                 .map(|r| r.game_id.as_str())
@@ -115,45 +159,99 @@ fn load_rows(
         (None, None) => return Ok(None),
     };
     if let Some(out) = matrix_out {
-        write_matrix(out, &set.rows).with_context(|| format!("writing {}", out.display()))?;
+        write_matrix(out, &key, &inputs.names, &set.rows)
+            .with_context(|| format!("writing {}", out.display()))?;
         println!("wrote {} rows to {}", set.rows.len(), out.display());
     }
     Ok(Some(set))
 }
 
+fn describe(what: &str, set: &RowSet) {
+    println!(
+        "{what}: {} rows from {} games ({} skipped without game_end), seasons {:?}",
+        set.rows.len(),
+        set.games,
+        set.skipped_games,
+        set.seasons()
+    );
+}
+
 /// `sideline train`.
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let started = Instant::now();
+    let registry = Registry::new(Some(args.models.clone()));
+    let plan = plan_pipeline(args.pipeline.as_deref(), &registry)?;
+    let pipeline = PipelineRef::of_plan(&plan);
+    let evaluated = match &args.evaluate_only {
+        Some(dir) => Some(
+            WinProbModel::load(dir).with_context(|| format!("loading model {}", dir.display()))?,
+        ),
+        None => None,
+    };
+    let inputs = match &evaluated {
+        Some(model) => ModelInputs::by_name(&plan, &model.manifest().inputs)?,
+        None => ModelInputs::of_plan(&plan)?,
+    };
+    println!(
+        "pipeline {} v{} (hash {}): {} inputs",
+        pipeline.name,
+        pipeline.version,
+        pipeline.hash,
+        inputs.names.len()
+    );
     let train = load_rows(
+        &plan,
+        &inputs,
         args.train.as_deref(),
         args.features.as_deref(),
         args.features_out.as_deref(),
-    )?
-    .context("give --train or --features")?;
-    anyhow::ensure!(!train.rows.is_empty(), "no training rows");
+    )?;
     let eval = load_rows(
+        &plan,
+        &inputs,
         args.eval.as_deref(),
         args.eval_features.as_deref(),
         args.eval_features_out.as_deref(),
     )?;
-    println!(
-        "train: {} rows from {} games ({} skipped without game_end), seasons {:?}",
-        train.rows.len(),
-        train.games,
-        train.skipped_games,
-        train.seasons()
-    );
+    if let Some(train) = &train {
+        describe("train", train);
+    }
     if let Some(eval) = &eval {
-        println!(
-            "eval: {} rows from {} games ({} skipped without game_end), seasons {:?}",
-            eval.rows.len(),
-            eval.games,
-            eval.skipped_games,
-            eval.seasons()
-        );
+        describe("eval", eval);
     }
     let read_secs = started.elapsed().as_secs_f64();
 
+    if let Some(model) = evaluated {
+        anyhow::ensure!(
+            train.is_some() || eval.is_some(),
+            "give rows to evaluate on: --train/--features and/or --eval/--eval-features"
+        );
+        if model.manifest().pipeline != pipeline {
+            println!(
+                "note: {} was trained with pipeline {:?}, these rows come from {:?}",
+                model.version(),
+                model.manifest().pipeline,
+                pipeline
+            );
+        }
+        let scoring = Instant::now();
+        for (set, rows) in [("train", &train), ("eval", &eval)] {
+            if let Some(rows) = rows {
+                print_metrics(set, &evaluate(&model, &rows.rows)?);
+            }
+        }
+        println!(
+            "evaluated {} (reading {:.1}s, scoring {:.1}s, total {:.1}s)",
+            model.version(),
+            read_secs,
+            scoring.elapsed().as_secs_f64(),
+            started.elapsed().as_secs_f64()
+        );
+        return Ok(());
+    }
+
+    let train = train.context("give --train or --features")?;
+    anyhow::ensure!(!train.rows.is_empty(), "no training rows");
     let opts = FitOptions {
         epochs: args.epochs,
         lr: args.lr,
@@ -168,8 +266,8 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         kind: KIND.to_string(),
         output: "probability that the home team wins (ties count half), rounded to 6 decimals"
             .to_string(),
-        inputs: INPUT_NAMES.iter().map(|s| s.to_string()).collect(),
-        features: features_read_names(),
+        inputs: inputs.names.clone(),
+        pipeline,
         train_seasons: train.seasons(),
         eval_seasons: eval.as_ref().map(RowSet::seasons).unwrap_or_default(),
         metrics: ManifestMetrics {
@@ -217,7 +315,7 @@ fn empty_metrics() -> Metrics {
 
 fn print_metrics(set: &str, m: &Metrics) {
     println!(
-        "{set}: rows {} games {} | log loss {:.4} (constant {:.4}) | Brier {:.4} (constant {:.4})",
+        "{set}: rows {} games {} | log loss {:.6} (constant {:.6}) | Brier {:.6} (constant {:.6})",
         m.rows, m.games, m.log_loss, m.baseline_log_loss, m.brier, m.baseline_brier
     );
 }
@@ -230,6 +328,8 @@ fn command_line(args: &TrainArgs) -> String {
             parts.push(format!("--{flag} {}", p.display()));
         }
     };
+    path("pipeline", &args.pipeline);
+    path("models", &Some(args.models.clone()));
     path("train", &args.train);
     path("features", &args.features);
     path("features-out", &args.features_out);
@@ -250,8 +350,8 @@ fn command_line(args: &TrainArgs) -> String {
 /// Scores `rows` with `model` and measures log loss and Brier score against their labels,
 /// beside the constant predictor that always says the rows' mean label.
 pub fn evaluate(model: &WinProbModel, rows: &[LabeledRow]) -> Result<Metrics, ModelError> {
-    let features: Vec<_> = rows.iter().map(|r| r.features).collect();
-    let p = model.score_batch(&features)?;
+    let flat: Vec<f32> = rows.iter().flat_map(|r| r.inputs.iter().copied()).collect();
+    let p = model.score_inputs(flat, rows.len())?;
     let n = rows.len().max(1) as f64;
     let mean_label = rows.iter().map(|r| r.label).sum::<f64>() / n;
     let constant = mean_label.clamp(1e-6, 1.0 - 1e-6);
@@ -290,18 +390,24 @@ pub fn fit(rows: &[LabeledRow], opts: &FitOptions) -> Result<Weights, ModelError
     }
     let dev = Device::Cpu;
     let n = rows.len();
-    let flat: Vec<f32> = rows.iter().flat_map(|r| inputs(&r.features)).collect();
-    let (input_mean, input_scale) = standardisation(&flat, n);
+    let width = rows[0].inputs.len();
+    if width == 0 || rows.iter().any(|r| r.inputs.len() != width) {
+        return Err(ModelError::Inputs(format!(
+            "training rows must all have the same number of inputs, at least 1 (the first has {width})"
+        )));
+    }
+    let flat: Vec<f32> = rows.iter().flat_map(|r| r.inputs.iter().copied()).collect();
+    let (input_mean, input_scale) = standardisation(&flat, width);
     let inv: Vec<f32> = input_scale.iter().map(|s| 1.0 / s).collect();
-    let x = Tensor::from_vec(flat, (n, N_INPUTS), &dev)?
-        .broadcast_sub(&Tensor::from_slice(&input_mean, N_INPUTS, &dev)?)?
-        .broadcast_mul(&Tensor::from_slice(&inv, N_INPUTS, &dev)?)?;
+    let x = Tensor::from_vec(flat, (n, width), &dev)?
+        .broadcast_sub(&Tensor::from_slice(&input_mean, width, &dev)?)?
+        .broadcast_mul(&Tensor::from_slice(&inv, width, &dev)?)?;
     let labels: Vec<f32> = rows.iter().map(|r| r.label as f32).collect();
     let y = Tensor::from_vec(labels, n, &dev)?;
 
     let mean_label = rows.iter().map(|r| r.label).sum::<f64>() / n as f64;
     let m = mean_label.clamp(1e-3, 1.0 - 1e-3);
-    let w = Var::zeros(N_INPUTS, DType::F32, &dev)?;
+    let w = Var::zeros(width, DType::F32, &dev)?;
     let b = Var::from_tensor(&Tensor::from_slice(
         &[(m / (1.0 - m)).ln() as f32],
         1,
@@ -331,20 +437,20 @@ pub fn fit(rows: &[LabeledRow], opts: &FitOptions) -> Result<Weights, ModelError
     })
 }
 
-/// Column means and standard deviations of an `[n, N]` row-major matrix (scale 1 for a
-/// constant column).
-fn standardisation(flat: &[f32], n: usize) -> (Vec<f32>, Vec<f32>) {
-    let mut sum = [0f64; N_INPUTS];
-    let mut sq = [0f64; N_INPUTS];
-    for row in flat.chunks_exact(N_INPUTS) {
-        for j in 0..N_INPUTS {
+/// Column means and standard deviations of a row-major matrix of `width` columns (scale 1 for
+/// a constant column).
+fn standardisation(flat: &[f32], width: usize) -> (Vec<f32>, Vec<f32>) {
+    let mut sum = vec![0f64; width];
+    let mut sq = vec![0f64; width];
+    for row in flat.chunks_exact(width) {
+        for j in 0..width {
             sum[j] += row[j] as f64;
             sq[j] += (row[j] as f64).powi(2);
         }
     }
-    let n = n as f64;
+    let n = (flat.len() / width) as f64;
     let mean: Vec<f64> = sum.iter().map(|s| s / n).collect();
-    let scale = (0..N_INPUTS)
+    let scale = (0..width)
         .map(|j| {
             let var = (sq[j] / n - mean[j] * mean[j]).max(0.0);
             let sd = var.sqrt();

@@ -29,7 +29,6 @@ use serde::{Deserialize, Serialize};
 
 use super::plan::{Plan, Window, EVENT_NUMBERS, EVENT_STRINGS};
 use crate::event::{GameEvent, GameKey, Sport};
-use crate::features::{regulation, seconds_remaining};
 
 /// An `f64` with a total order, so it can be data in a collection. `-0.0` is stored as `0.0`.
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
@@ -97,6 +96,26 @@ pub enum Member {
 
 /// A change to the window members.
 pub type Update = (Slot, Member, u64, isize);
+
+/// Regulation periods and their length in seconds, per sport (for `seconds_remaining`).
+pub fn regulation(sport: Sport) -> (u32, u64) {
+    match sport {
+        Sport::Nfl => (4, 900),
+        Sport::Soccer => (2, 2700),
+        Sport::Nba => (4, 720),
+        Sport::Nhl => (3, 1200),
+        Sport::Mlb | Sport::Cricket => (0, 0),
+    }
+}
+
+/// Game seconds left: the rest of this period plus the regulation periods after it; in
+/// overtime, what is left of the period.
+pub fn seconds_remaining(sport: Sport, period: u32, clock_ms: u64) -> i64 {
+    let (periods, length) = regulation(sport);
+    let in_period = (clock_ms / 1000) as i64;
+    let later = periods.saturating_sub(period) as i64 * length as i64;
+    in_period + later
+}
 
 /// Game clock in ms played, for windows on it: count-down sports from the period length,
 /// soccer counts up, sports without a clock stay at 0.

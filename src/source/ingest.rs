@@ -39,6 +39,8 @@ struct Partition {
     state: PartitionState,
     /// Since when the partition has been read to its end with nothing new.
     caught_up_since: Option<Instant>,
+    /// Offset after the last record read.
+    next_offset: i64,
 }
 
 /// What one worker's partitions say about event time.
@@ -187,6 +189,7 @@ impl Ingest {
             Partition {
                 state: PartitionState::Unstarted,
                 caught_up_since: None,
+                next_offset: 0,
             },
         );
     }
@@ -200,8 +203,10 @@ impl Ingest {
             .or_insert(Partition {
                 state: PartitionState::Unstarted,
                 caught_up_since: None,
+                next_offset: 0,
             });
         part.caught_up_since = None;
+        part.next_offset = part.next_offset.max(rec.offset + 1);
         let event = json::decode(rec.payload, self.max_record_bytes)?;
         let key = event.key();
         let (topic, partition) = (rec.topic, rec.partition);
@@ -273,6 +278,15 @@ impl Ingest {
         if let Some(p) = self.partitions.get_mut(&(topic.to_string(), partition)) {
             p.caught_up_since.get_or_insert(now);
         }
+    }
+
+    /// Whether every partition is read to its end and past `targets` (offsets the broker
+    /// reported as its end when a drain began): an end seen before records produced since
+    /// then were fetched does not count.
+    pub fn reached(&self, targets: &HashMap<(String, i32), i64>) -> bool {
+        self.partitions.iter().all(|(k, p)| {
+            p.caught_up_since.is_some() && p.next_offset >= targets.get(k).copied().unwrap_or(0)
+        })
     }
 
     /// Whether every partition is read to its end.

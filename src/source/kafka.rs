@@ -120,6 +120,9 @@ pub enum Polled<'a> {
     },
 }
 
+/// A (topic, partition) and an offset in it.
+pub type PartitionOffset = ((String, i32), i64);
+
 /// Reads the partitions one worker owns, each through its own queue.
 pub struct KafkaReader {
     consumer: Arc<BaseConsumer<LagContext>>,
@@ -152,6 +155,21 @@ impl KafkaReader {
             queues.push((t.clone(), *p, q));
         }
         Ok(KafkaReader { consumer, queues })
+    }
+
+    /// Each owned partition's high watermark (the offset after its last record), asked of the
+    /// broker now: where "read to its end" is, for a drain.
+    pub fn high_watermarks(&self) -> Result<Vec<PartitionOffset>, SourceError> {
+        self.queues
+            .iter()
+            .map(|(t, p, _)| {
+                let (_, high) = self
+                    .consumer
+                    .fetch_watermarks(t, *p, Duration::from_secs(10))
+                    .map_err(kafka(format!("watermarks of {t}/{p}")))?;
+                Ok(((t.clone(), *p), high))
+            })
+            .collect()
     }
 
     /// Hands up to `max` records per partition to `f`, then serves librdkafka's events. Returns
