@@ -108,27 +108,78 @@ pub fn regulation(sport: Sport) -> (u32, u64) {
     }
 }
 
+/// Length in seconds of an overtime period (NFL regular season 10 min, NBA 5, NHL regular
+/// season 5, soccer extra time 15).
+pub fn overtime_length(sport: Sport) -> u64 {
+    match sport {
+        Sport::Nfl => 600,
+        Sport::Soccer => 900,
+        Sport::Nba | Sport::Nhl => 300,
+        Sport::Mlb | Sport::Cricket => 0,
+    }
+}
+
+/// Length in seconds of period `period` (1-based).
+fn period_length(sport: Sport, period: u32) -> u64 {
+    let (periods, length) = regulation(sport);
+    if period <= periods {
+        length
+    } else {
+        overtime_length(sport)
+    }
+}
+
 /// Game seconds left: the rest of this period plus the regulation periods after it; in
-/// overtime, what is left of the period.
+/// overtime, what is left of the period. Soccer's clock counts up (added time leaves 0).
 pub fn seconds_remaining(sport: Sport, period: u32, clock_ms: u64) -> i64 {
     let (periods, length) = regulation(sport);
-    let in_period = (clock_ms / 1000) as i64;
+    let clock = (clock_ms / 1000) as i64;
+    let in_period = match sport {
+        Sport::Soccer => (period_length(sport, period) as i64 - clock).max(0),
+        _ => clock,
+    };
     let later = periods.saturating_sub(period) as i64 * length as i64;
     in_period + later
 }
 
-/// Game clock in ms played, for windows on it: count-down sports from the period length,
-/// soccer counts up, sports without a clock stay at 0.
+/// Game clock in ms played, for windows on it: the lengths of the periods before this one
+/// (overtime periods at their own length) plus what is played of this one. Count-down sports
+/// from the period length; soccer counts up; sports without a clock stay at 0.
 pub fn game_clock_ms(sport: Sport, period: u32, clock_ms: u64) -> u64 {
-    let p = period.max(1) as u64 - 1;
+    if matches!(sport, Sport::Mlb | Sport::Cricket) {
+        return 0;
+    }
+    let period = period.max(1);
+    let before: u64 = (1..period).map(|p| period_length(sport, p) * 1000).sum();
+    let len = period_length(sport, period) * 1000;
     match sport {
-        Sport::Soccer => p * 45 * 60_000 + clock_ms,
-        Sport::Mlb | Sport::Cricket => 0,
-        _ => {
-            let (_, length) = regulation(sport);
-            let len = length * 1000;
-            p * len + len.saturating_sub(clock_ms)
-        }
+        Sport::Soccer => before + clock_ms,
+        _ => before + len.saturating_sub(clock_ms),
+    }
+}
+
+#[cfg(test)]
+mod clock_tests {
+    use super::*;
+
+    #[test]
+    fn overtime_periods_count_at_their_own_length() {
+        // NBA: 4 x 12 min, then 5-minute overtimes.
+        assert_eq!(game_clock_ms(Sport::Nba, 4, 0), 48 * 60_000);
+        assert_eq!(game_clock_ms(Sport::Nba, 5, 300_000), 48 * 60_000);
+        assert_eq!(game_clock_ms(Sport::Nba, 5, 0), 53 * 60_000);
+        // NFL: the overtime period starts at 10:00.
+        assert_eq!(game_clock_ms(Sport::Nfl, 5, 600_000), 60 * 60_000);
+        // Soccer counts up: the second half starts at 45:00 played.
+        assert_eq!(game_clock_ms(Sport::Soccer, 2, 60_000), 46 * 60_000);
+    }
+
+    #[test]
+    fn soccer_time_left_counts_down_from_the_clock_played() {
+        assert_eq!(seconds_remaining(Sport::Soccer, 1, 0), 5400);
+        assert_eq!(seconds_remaining(Sport::Soccer, 2, 30 * 60_000), 900);
+        assert_eq!(seconds_remaining(Sport::Soccer, 2, 47 * 60_000), 0);
+        assert_eq!(seconds_remaining(Sport::Nfl, 1, 900_000), 3600);
     }
 }
 
