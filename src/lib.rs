@@ -19,7 +19,12 @@
 //! * [`model`]: the candle model and its trainer, which computes its rows with the pipeline.
 //! * [`hub`] and [`ws`]: snapshots, deltas and progress to WebSocket subscribers, each with a
 //!   bounded queue.
-//! * [`engine`] runs the workers; [`app`] wires the engine, the hub, the server and metrics.
+//! * [`engine`] runs the workers and, in them, every deployed pipeline version, started and
+//!   stopped while it runs ([`engine::control`]); [`publish`] turns each version's values into
+//!   numbered deltas (epsilon, hysteresis, the swap to a new version) for the hub and the
+//!   Kafka outputs ([`output`]).
+//! * [`app`] wires the engine, the hub, the servers, metrics and the admin endpoint
+//!   ([`admin`]) through which pipelines are deployed.
 //!
 //! Computing one game's features by hand, the way the tests check the dataflow:
 //!
