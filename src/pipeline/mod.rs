@@ -5,7 +5,7 @@
 //! each error reaches the user as `file:line:column` with what was expected ([`diag`]). A plan
 //! then drives the engine: [`window`] assigns a game's events to window members, the dataflow
 //! aggregates them ([`aggregate`]), derived features and the model are evaluated from the
-//! resulting row ([`expr`]), and [`reference`] recomputes everything from scratch for tests.
+//! resulting row ([`expr`]), and [`reference`](mod@reference) recomputes everything from scratch for tests.
 
 pub mod aggregate;
 pub mod diag;

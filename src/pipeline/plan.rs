@@ -151,7 +151,7 @@ pub struct DerivedPlan {
 
 #[derive(Clone, Debug)]
 pub enum ModelPlan {
-    /// models/<name>/<version>/; `inputs[i]` is the variable feeding the model's input i.
+    /// `models/<name>/<version>/`; `inputs[i]` is the variable feeding the model's input i.
     Registry {
         name: String,
         version: String,

@@ -269,7 +269,7 @@ pub struct DerivedSpec {
     pub description: Option<String>,
 }
 
-/// `[model]`: a registry model (`name`, `version`: models/<name>/<version>/) or a formula
+/// `[model]`: a registry model (`name`, `version`: `models/<name>/<version>/`) or a formula
 /// (`expr`). Its output is the value deltas carry.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
