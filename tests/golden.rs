@@ -236,3 +236,75 @@ fn summarise(stem: &str, lines: &[String], log: &[Delta]) {
         );
     }
 }
+
+/// Every pipeline in one engine at once, each fed its golden input on its own topics: each
+/// pipeline's deltas are exactly its golden log, as when it runs alone. Pipelines share the
+/// workers, the hub and the sink, and nothing else.
+#[test]
+fn all_pipelines_in_one_engine_give_their_golden_logs() {
+    if update() {
+        return;
+    }
+    let files = sideline::pipeline::files_in(Path::new(PIPELINES)).unwrap();
+    let mut pipelines = Vec::new();
+    for file in &files {
+        let stem = file.file_stem().unwrap().to_string_lossy().to_string();
+        let text = std::fs::read_to_string(file).unwrap();
+        let plan = sideline::pipeline::plan::plan(
+            &file.display().to_string(),
+            &text,
+            &Registry::new(Some("models".into())),
+        )
+        .unwrap();
+        let dir = Path::new(GOLDEN).join(&stem);
+        let Ok(input) = std::fs::read_to_string(dir.join("input.jsonl")) else {
+            continue; // the per-pipeline test reports the missing golden files
+        };
+        let expected = std::fs::read(dir.join("expected.jsonl")).unwrap_or_default();
+        pipelines.push((plan, text, input, expected));
+    }
+    let mut topics: Vec<(String, i32)> = pipelines
+        .iter()
+        .flat_map(|(p, ..)| p.topics.iter().map(|t| (t.clone(), PARTITIONS)))
+        .collect();
+    topics.sort();
+    topics.dedup();
+    topics.push(("all.dead-letters".into(), 1));
+    let refs: Vec<(&str, i32)> = topics.iter().map(|(t, n)| (t.as_str(), *n)).collect();
+    let cluster = Cluster::mock(&refs);
+    for (plan, _, input, _) in &pipelines {
+        let lines: Vec<String> = input
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect();
+        produce_all(&cluster.brokers, &plan.topics[0], &lines);
+    }
+    let cfg = config(&cluster.brokers, "all", WORKERS);
+    let texts: Vec<String> = pipelines.iter().map(|(_, t, ..)| t.clone()).collect();
+    let app = start(&cfg, &texts);
+    let (_, log) = run_engine(&app);
+    app.shutdown();
+    for (plan, _, _, expected) in &pipelines {
+        let own: Vec<Delta> = log
+            .iter()
+            .filter(|d| d.pipeline == plan.name)
+            .cloned()
+            .collect();
+        let bytes = log_bytes(&own);
+        assert!(
+            bytes == *expected,
+            "{}",
+            diff(
+                &Path::new(GOLDEN).join(&plan.name).join("expected.jsonl"),
+                expected,
+                &bytes
+            )
+        );
+    }
+    println!(
+        "{} pipelines in one engine: {} deltas, each pipeline's equal to its golden log",
+        pipelines.len(),
+        log.len()
+    );
+}
