@@ -206,6 +206,9 @@ impl App {
         }
         let partitions = crate::source::kafka::partitions(&self.cfg.kafka, &plan.topics)
             .map_err(|e| DeployError::Unavailable(e.to_string()))?;
+        publisher
+            .prepare(&plan)
+            .map_err(|e| DeployError::Unavailable(format!("kafka output: {e}")))?;
         let live = publisher
             .pipelines()
             .iter()
