@@ -78,15 +78,15 @@ async fn list(State(app): State<AppRef>) -> Response {
                 .iter()
                 .filter_map(|o| match o {
                     Output::WebSocket { channel } => Some(channel.clone()),
-                    Output::Kafka { .. } => None,
+                    _ => None,
                 })
                 .collect(),
             kafka_topics: plan
                 .outputs
                 .iter()
                 .filter_map(|o| match o {
-                    Output::Kafka { topic } => Some(topic.clone()),
-                    Output::WebSocket { .. } => None,
+                    Output::Kafka { topic } | Output::KafkaAlerts { topic } => Some(topic.clone()),
+                    _ => None,
                 })
                 .collect(),
         })

@@ -195,7 +195,11 @@ impl App {
                 if running.outputs.contains(o) {
                     let what = match o {
                         Output::WebSocket { channel } => format!("channel {channel}"),
-                        Output::Kafka { topic } => format!("topic {topic}"),
+                        Output::Kafka { topic } | Output::KafkaAlerts { topic } => {
+                            format!("topic {topic}")
+                        }
+                        // Several pipelines may alert the same endpoint.
+                        Output::Webhook { .. } => continue,
                     };
                     return Err(DeployError::Conflict(format!(
                         "{what} is already an output of pipeline {}",
@@ -206,9 +210,7 @@ impl App {
         }
         let partitions = crate::source::kafka::partitions(&self.cfg.kafka, &plan.topics)
             .map_err(|e| DeployError::Unavailable(e.to_string()))?;
-        publisher
-            .prepare(&plan)
-            .map_err(|e| DeployError::Unavailable(format!("kafka output: {e}")))?;
+        publisher.prepare(&plan).map_err(DeployError::Unavailable)?;
         let live = publisher
             .pipelines()
             .iter()

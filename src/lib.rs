@@ -76,6 +76,7 @@
 //! ```
 
 pub mod admin;
+pub mod alert;
 pub mod app;
 pub mod cli;
 pub mod config;

@@ -69,31 +69,63 @@ impl KafkaOutput {
                     key: "sideline.seq",
                     value: Some(&seq),
                 });
-            let mut record = Some(
-                BaseRecord::to(topic)
-                    .key(d.game_id.as_bytes())
-                    .payload(&payload[..])
-                    .headers(headers),
-            );
-            while let Some(r) = record.take() {
-                match self.producer.send(r) {
-                    Ok(()) => {}
-                    Err((
-                        rdkafka::error::KafkaError::MessageProduction(
-                            rdkafka::types::RDKafkaErrorCode::QueueFull,
-                        ),
-                        r,
-                    )) => {
-                        // Full queue: wait for deliveries rather than drop a delta.
-                        std::thread::sleep(Duration::from_millis(1));
-                        record = Some(r);
-                    }
-                    Err((e, _)) => {
-                        metrics::counter!("sideline_output_failures_total").increment(1);
-                        tracing::error!(error = %e, topic, seq = d.seq, "a delta could not be queued for its Kafka output");
-                    }
+            self.produce(topic, d.game_id.as_bytes(), &payload, headers, d.seq);
+        }
+    }
+
+    fn produce(&self, topic: &str, key: &[u8], payload: &[u8], headers: OwnedHeaders, seq: u64) {
+        let mut record = Some(
+            BaseRecord::to(topic)
+                .key(key)
+                .payload(payload)
+                .headers(headers),
+        );
+        while let Some(r) = record.take() {
+            match self.producer.send(r) {
+                Ok(()) => {}
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(
+                        rdkafka::types::RDKafkaErrorCode::QueueFull,
+                    ),
+                    r,
+                )) => {
+                    // Full queue: wait for deliveries rather than drop a record.
+                    std::thread::sleep(Duration::from_millis(1));
+                    record = Some(r);
+                }
+                Err((e, _)) => {
+                    metrics::counter!("sideline_output_failures_total").increment(1);
+                    tracing::error!(error = %e, topic, seq, "a record could not be queued for its Kafka output");
                 }
             }
+        }
+    }
+
+    /// Writes alert changes, one record per change keyed by game, headers as for deltas.
+    pub fn send_alerts(&self, topic: &str, alerts: &[crate::alert::Alert]) {
+        for a in alerts {
+            let payload = match serde_json::to_vec(a) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!(error = %e, "encoding an alert failed");
+                    continue;
+                }
+            };
+            let seq = a.seq.to_string();
+            let headers = OwnedHeaders::new()
+                .insert(Header {
+                    key: "sideline.pipeline",
+                    value: Some(&a.pipeline),
+                })
+                .insert(Header {
+                    key: "sideline.seq",
+                    value: Some(&seq),
+                })
+                .insert(Header {
+                    key: "sideline.alert-id",
+                    value: Some(&a.id),
+                });
+            self.produce(topic, a.game_id.as_bytes(), &payload, headers, a.seq);
         }
     }
 

@@ -15,7 +15,10 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
+use crate::alert::webhook::{DeadLetter, DeadWebhook, WebhookConfig, Webhooks};
+use crate::alert::Alert;
 use crate::config::KafkaConfig;
+use crate::dataflow::detect::AlertChange;
 use crate::dataflow::{RuntimeId, SinkMsg, Valued};
 use crate::delta::{Delta, DeltaCause, FeatureChange};
 use crate::engine::Control;
@@ -29,6 +32,8 @@ use crate::pipeline::Plan;
 /// and Kafka outputs.
 pub trait DeltaSink: Send {
     fn deltas(&mut self, plan: &Plan, deltas: &[Delta]);
+    /// The pipeline's numbered alert changes.
+    fn alerts(&mut self, _plan: &Plan, _alerts: &[Alert]) {}
 }
 
 impl<F: FnMut(&Delta) + Send> DeltaSink for F {
@@ -121,6 +126,8 @@ struct PipelineOut {
     live: Version,
     candidate: Option<Candidate>,
     seq: u64,
+    /// Last alert number.
+    alert_seq: u64,
 }
 
 /// The publishing state of every pipeline of an engine.
@@ -133,6 +140,8 @@ pub struct Publisher {
     sink: Box<dyn DeltaSink>,
     /// Created at the first pipeline with a Kafka output.
     kafka: Option<KafkaOutput>,
+    /// Each pipeline's webhook endpoints (by pipeline name).
+    webhooks: HashMap<String, Webhooks>,
     kafka_cfg: KafkaConfig,
 }
 
@@ -153,26 +162,57 @@ impl Publisher {
             owners: HashMap::new(),
             sink,
             kafka: None,
+            webhooks: HashMap::new(),
             kafka_cfg,
         }))
     }
 
-    /// Makes sure the Kafka output exists when `plan` has one.
+    /// Makes sure the Kafka output exists when `plan` has one, and starts its webhook
+    /// endpoints (their secrets read from the environment now).
     pub fn prepare(&mut self, plan: &Plan) -> Result<(), String> {
         let wants = plan
             .outputs
             .iter()
-            .any(|o| matches!(o, Output::Kafka { .. }));
+            .any(|o| matches!(o, Output::Kafka { .. } | Output::KafkaAlerts { .. }));
         if wants && self.kafka.is_none() {
-            self.kafka = Some(KafkaOutput::new(&self.kafka_cfg).map_err(|e| e.to_string())?);
+            self.kafka =
+                Some(KafkaOutput::new(&self.kafka_cfg).map_err(|e| format!("kafka output: {e}"))?);
+        }
+        let mut hooks = Vec::new();
+        for o in &plan.outputs {
+            if let Output::Webhook { url, secret_env } = o {
+                let secret = std::env::var(secret_env).map_err(|_| {
+                    format!("webhook {url}: the environment variable {secret_env} (its signing secret) is not set")
+                })?;
+                let name = format!("{}#{}", plan.name, hooks.len());
+                hooks.push(WebhookConfig::new(name, url.clone(), secret));
+            }
+        }
+        if !hooks.is_empty() {
+            let pipeline = plan.name.clone();
+            let dead: DeadLetter = Box::new(move |d: DeadWebhook| {
+                tracing::error!(
+                    pipeline,
+                    endpoint = d.endpoint,
+                    alert = d.alert.id,
+                    attempts = d.attempts,
+                    error = d.last_error,
+                    "alert not delivered to its webhook"
+                );
+            });
+            self.webhooks
+                .insert(plan.name.clone(), Webhooks::start(hooks, dead));
         }
         Ok(())
     }
 
-    /// Waits for the Kafka output's writes.
+    /// Waits for the Kafka output's writes and the webhooks' deliveries (at most 30 s each).
     pub fn flush(&self) {
         if let Some(k) = &self.kafka {
             k.flush();
+        }
+        for w in self.webhooks.values() {
+            w.flush(std::time::Duration::from_secs(30));
         }
     }
 
@@ -199,6 +239,7 @@ impl Publisher {
                         live: version,
                         candidate: None,
                         seq: 0,
+                        alert_seq: 0,
                     },
                 );
             }
@@ -250,6 +291,7 @@ impl Publisher {
         let runtime = match &msg {
             SinkMsg::Values { runtime, .. }
             | SinkMsg::Progress { runtime, .. }
+            | SinkMsg::Alerts { runtime, .. }
             | SinkMsg::Finished { runtime } => *runtime,
         };
         let Some(name) = self.owners.get(&runtime).cloned() else {
@@ -277,12 +319,34 @@ impl Publisher {
                     progress(&self.hub, &p.live.plan, time);
                 }
                 SinkMsg::Finished { .. } => p.live.finished = true,
+                SinkMsg::Alerts { alerts, .. } => {
+                    let numbered = number_alerts(p, alerts);
+                    if !numbered.is_empty() {
+                        metrics::counter!("sideline_alerts_out_total", "pipeline" => p.live.plan.name.clone())
+                            .increment(numbered.len() as u64);
+                        for o in &p.live.plan.outputs {
+                            if let (Output::KafkaAlerts { topic }, Some(k)) =
+                                (o, self.kafka.as_ref())
+                            {
+                                k.send_alerts(topic, &numbered);
+                            }
+                        }
+                        if let Some(w) = self.webhooks.get(&p.live.plan.name) {
+                            for a in &numbered {
+                                w.send(a);
+                            }
+                        }
+                        self.sink.alerts(&p.live.plan, &numbered);
+                    }
+                }
             }
         } else if let Some(c) = p.candidate.as_mut().filter(|c| c.version.id == runtime) {
             match msg {
                 SinkMsg::Values { time, values, .. } => c.queue.push_back((time, values)),
                 SinkMsg::Progress { time, .. } => c.version.done = Some(time),
                 SinkMsg::Finished { .. } => c.version.finished = true,
+                // A warming version's alerts are not delivered: it starts alerting once live.
+                SinkMsg::Alerts { .. } => {}
             }
             // Silently catch up with the live version, so the queue stays short.
             let live_done = p.live.done.unwrap_or(0);
@@ -393,6 +457,46 @@ fn number(
     out
 }
 
+/// Numbers the live version's alert changes and gives each its stable id.
+fn number_alerts(p: &mut PipelineOut, changes: Vec<AlertChange>) -> Vec<Alert> {
+    let plan = &p.live.plan;
+    changes
+        .into_iter()
+        .filter_map(|c| {
+            let d = plan.detectors.get(c.detector as usize)?;
+            p.alert_seq += 1;
+            let what = match c.state {
+                crate::alert::AlertState::Open => "opened",
+                crate::alert::AlertState::Escalated => "escalated",
+                crate::alert::AlertState::Resolved => "resolved",
+                crate::alert::AlertState::Retracted => "retracted",
+            };
+            Some(Alert {
+                seq: p.alert_seq,
+                id: format!(
+                    "{}/{}/{}/{}/{}",
+                    plan.name, d.name, c.game.sport, c.game.game_id, c.opened_at
+                ),
+                pipeline: plan.name.clone(),
+                version: plan.version,
+                detector: d.name.clone(),
+                kind: d.rule.kind().to_string(),
+                sport: c.game.sport,
+                game_id: c.game.game_id.clone(),
+                state: c.state,
+                severity: c.severity,
+                event_time_ms: c.time,
+                opened_at_ms: c.opened_at,
+                message: format!(
+                    "{} {what} on {} {}: value {:.4} against threshold {:.4}",
+                    d.name, c.game.sport, c.game.game_id, c.evidence.value, c.evidence.threshold
+                ),
+                evidence: c.evidence,
+            })
+        })
+        .collect()
+}
+
 fn delta(
     seq: u64,
     version: &Version,
@@ -456,6 +560,7 @@ fn emit(
                 Some(k) => k.send(topic, &deltas),
                 None => tracing::error!(topic, "no Kafka output producer"),
             },
+            Output::KafkaAlerts { .. } | Output::Webhook { .. } => {}
         }
     }
     sink.deltas(plan, &deltas);

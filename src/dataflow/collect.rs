@@ -14,6 +14,7 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::Operator;
 use timely::dataflow::Stream;
 
+use super::detect::AlertChange;
 use super::{RuntimeId, SinkMsg, Valued};
 
 pub trait CollectValues<'scope> {
@@ -81,6 +82,57 @@ impl<'scope> CollectValues<'scope> for Stream<'scope, u64, Vec<Valued>> {
                     if frontier.is_empty() && pending.is_empty() && !finished {
                         finished = true;
                         let _ = sink.send(SinkMsg::Finished { runtime });
+                    }
+                }
+            },
+        )
+    }
+}
+
+pub trait CollectAlerts<'scope> {
+    fn collect_alerts(
+        self,
+        sink: Option<SyncSender<SinkMsg>>,
+        runtime: RuntimeId,
+    ) -> Stream<'scope, u64, Vec<()>>;
+}
+
+impl<'scope> CollectAlerts<'scope> for Stream<'scope, u64, Vec<AlertChange>> {
+    /// Alert changes of all workers on worker 0, one message per completed time that has any,
+    /// sorted by (game, detector): the same for any number of workers.
+    fn collect_alerts(
+        self,
+        sink: Option<SyncSender<SinkMsg>>,
+        runtime: RuntimeId,
+    ) -> Stream<'scope, u64, Vec<()>> {
+        self.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
+            Exchange::new(|_: &AlertChange| 0u64),
+            "CollectAlerts",
+            move |_, _| {
+                let mut pending: BTreeMap<u64, Vec<AlertChange>> = BTreeMap::new();
+                move |(input, frontier), _output| {
+                    let Some(sink) = sink.as_ref() else {
+                        input.for_each(|_, _| {});
+                        return;
+                    };
+                    input.for_each(|_cap, data| {
+                        for a in data.drain(..) {
+                            pending.entry(a.time).or_default().push(a);
+                        }
+                    });
+                    let ready: Vec<u64> = pending
+                        .keys()
+                        .take_while(|t| !frontier.less_equal(t))
+                        .copied()
+                        .collect();
+                    for time in ready {
+                        let mut alerts = pending.remove(&time).unwrap_or_default();
+                        alerts.sort_by(|a, b| (&a.game, a.detector).cmp(&(&b.game, b.detector)));
+                        let _ = sink.send(SinkMsg::Alerts {
+                            runtime,
+                            time,
+                            alerts,
+                        });
                     }
                 }
             },

@@ -15,6 +15,7 @@
 //! published value of each game lives across pipeline versions.
 
 pub mod collect;
+pub mod detect;
 pub mod features;
 pub mod score;
 
@@ -28,7 +29,8 @@ use timely::dataflow::{ProbeHandle, Scope};
 use crate::pipeline::window::{Member, Slot};
 use crate::pipeline::Plan;
 
-pub use collect::CollectValues;
+pub use collect::{CollectAlerts, CollectValues};
+pub use detect::DetectAlerts;
 pub use score::{Model, ScoreGames, Scorer, Valued};
 
 /// Identifies one deployed pipeline version inside an engine.
@@ -47,6 +49,12 @@ pub enum SinkMsg {
     Progress { runtime: RuntimeId, time: u64 },
     /// The runtime's input is closed and everything has been handed over.
     Finished { runtime: RuntimeId },
+    /// Alert changes at `time`, sorted by (game, detector, state).
+    Alerts {
+        runtime: RuntimeId,
+        time: u64,
+        alerts: Vec<detect::AlertChange>,
+    },
 }
 
 /// The input handle a worker feeds.
@@ -63,10 +71,14 @@ pub fn build(
 ) -> (MemberInput, ProbeHandle<u64>) {
     let (input, members) = scope.new_collection::<(Slot, Member), isize>();
     let probe = ProbeHandle::new();
-    features::aggregate_slots(members, &plan)
+    let values = features::aggregate_slots(members, &plan)
         .inner
-        .score_games(plan, model)
-        .collect_values(sink, runtime)
+        .score_games(plan.clone(), model);
+    values
+        .clone()
+        .detect_alerts(plan)
+        .collect_alerts(sink.clone(), runtime)
         .probe_with(&probe);
+    values.collect_values(sink, runtime).probe_with(&probe);
     (input, probe)
 }

@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use super::diag::{closest, Diagnostic, Invalid, Source};
 use super::expr::{self, Ast, Expr, ExprError, Type};
-use super::spec::{Aggregate, GroupBy, OutputKind, PipelineSpec, Sp, WindowKind, WindowSpec};
+use super::spec::{
+    Aggregate, DetectorKind, DetectorSpec, GroupBy, OutputKind, PipelineSpec, Sp, WindowKind,
+    WindowSpec,
+};
 use crate::config::LatePolicy;
 use crate::event::Sport;
 
@@ -71,6 +74,7 @@ pub struct Plan {
     pub model: ModelPlan,
     pub delta: DeltaPlan,
     pub outputs: Vec<Output>,
+    pub detectors: Vec<DetectorPlan>,
     /// The file's text, as deployed.
     pub source: String,
 }
@@ -161,6 +165,46 @@ pub enum ModelPlan {
     Formula { expr: Expr },
 }
 
+/// A detector, per game.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DetectorPlan {
+    pub name: String,
+    pub rule: DetectorRule,
+    /// What it watches.
+    pub on: Watch,
+    /// Event-time ms during which a resolved alert does not reopen.
+    pub cooldown_ms: u64,
+    pub min_samples: u32,
+}
+
+/// A detector's input: the model's value or a feature-context variable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Watch {
+    Prediction,
+    Var(usize),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum DetectorRule {
+    Zscore { alpha: f64, warn: f64, crit: f64 },
+    Robust { count: u32, warn: f64, crit: f64 },
+    Cusum { target: Option<f64>, k: f64, h: f64 },
+    Jump { threshold: f64, window_ms: u64 },
+    Divergence { threshold: f64, against: Watch },
+}
+
+impl DetectorRule {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DetectorRule::Zscore { .. } => "zscore",
+            DetectorRule::Robust { .. } => "robust",
+            DetectorRule::Cusum { .. } => "cusum",
+            DetectorRule::Jump { .. } => "jump",
+            DetectorRule::Divergence { .. } => "divergence",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct DeltaPlan {
     pub epsilon: f64,
@@ -169,8 +213,22 @@ pub struct DeltaPlan {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Output {
-    WebSocket { channel: String },
-    Kafka { topic: String },
+    WebSocket {
+        channel: String,
+    },
+    /// Deltas to a Kafka topic.
+    Kafka {
+        topic: String,
+    },
+    /// The detectors' alerts to a Kafka topic.
+    KafkaAlerts {
+        topic: String,
+    },
+    /// The detectors' alerts POSTed to a URL, signed with the secret in `secret_env`.
+    Webhook {
+        url: String,
+        secret_env: String,
+    },
 }
 
 /// What the planner needs to know about models: the input names of a registry model.
@@ -612,6 +670,23 @@ impl Planner<'_> {
                         outputs.push(out);
                     }
                 },
+                OutputKind::Webhook => match (&os.url, &os.secret_env) {
+                    (Some(u), _) if !u.get().starts_with("http://") => self.err_hint(
+                        u.span(),
+                        format!("unsupported webhook URL `{}`", u.get()),
+                        "only http:// endpoints are supported in this build (put a TLS proxy in front)",
+                    ),
+                    (Some(u), Some(e)) => outputs.push(Output::Webhook {
+                        url: u.get().clone(),
+                        secret_env: e.get().clone(),
+                    }),
+                    (None, _) => self.err(os.kind.span(), "a `webhook` output needs a `url`"),
+                    (_, None) => self.err_hint(
+                        os.kind.span(),
+                        "a `webhook` output needs `secret-env`",
+                        "the name of the environment variable that holds the signing secret",
+                    ),
+                },
                 OutputKind::Kafka => match &os.topic {
                     None => self.err(os.kind.span(), "a `kafka` output needs a `topic`"),
                     Some(t) if !valid_topic(t.get()) => self.err_hint(
@@ -624,18 +699,37 @@ impl Planner<'_> {
                         format!("output topic `{}` is also an input topic of this pipeline", t.get()),
                         "the pipeline would read its own deltas as events; write them to another topic",
                     ),
-                    Some(t) => outputs.push(Output::Kafka {
-                        topic: t.get().clone(),
+                    Some(t) => outputs.push(match os.stream.as_ref().map(|s| *s.get()) {
+                        Some(super::spec::OutputStream::Alerts) => Output::KafkaAlerts {
+                            topic: t.get().clone(),
+                        },
+                        _ => Output::Kafka {
+                            topic: t.get().clone(),
+                        },
                     }),
                 },
             }
         }
+        let mut detectors: Vec<DetectorPlan> = Vec::new();
         for d in &spec.detectors {
-            self.err_hint(
-                d.kind.span(),
-                format!("unknown detector kind `{}`", d.kind.get()),
-                "no detector kinds are available in this version yet",
-            );
+            if detectors.iter().any(|x| x.name == *d.name.get()) {
+                self.err(
+                    d.name.span(),
+                    format!("detector `{}` is defined twice", d.name.get()),
+                );
+                continue;
+            }
+            if !valid_name(d.name.get()) {
+                self.err_hint(
+                    d.name.span(),
+                    format!("invalid detector name `{}`", d.name.get()),
+                    "use lower-case letters, digits and underscores, starting with a letter",
+                );
+                continue;
+            }
+            if let Some(p) = self.detector(d.get(), &var_of) {
+                detectors.push(p);
+            }
         }
 
         Plan {
@@ -654,6 +748,7 @@ impl Planner<'_> {
             }),
             delta,
             outputs,
+            detectors,
             source: self.src.text.to_string(),
         }
     }
@@ -982,6 +1077,165 @@ impl Planner<'_> {
                 None
             }
         }
+    }
+}
+
+impl Planner<'_> {
+    fn watch(&mut self, s: &Sp<String>, var_of: &HashMap<String, usize>) -> Option<Watch> {
+        if s.get() == "prediction" {
+            return Some(Watch::Prediction);
+        }
+        match var_of.get(s.get()) {
+            Some(i) => Some(Watch::Var(*i)),
+            None => {
+                let names = var_of.keys().map(String::as_str).chain(["prediction"]);
+                let hint = match closest(s.get(), names) {
+                    Some(c) => format!("did you mean `{c}`?"),
+                    None => "`prediction`, or a game-level feature or derived feature".into(),
+                };
+                self.err_hint(
+                    s.span(),
+                    format!(
+                        "a detector watches `{}`, which this pipeline does not produce",
+                        s.get()
+                    ),
+                    hint,
+                );
+                None
+            }
+        }
+    }
+
+    fn required(&mut self, d: &DetectorSpec, v: &Option<Sp<f64>>, key: &str) -> Option<f64> {
+        match v {
+            Some(x) if x.get().is_finite() && *x.get() > 0.0 => Some(*x.get()),
+            Some(x) => {
+                self.err(x.span(), format!("`{key}` must be a positive number"));
+                None
+            }
+            None => {
+                self.err(
+                    d.kind.span(),
+                    format!(
+                        "a `{}` detector needs `{key}`",
+                        detector_kind_name(*d.kind.get())
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn detector(
+        &mut self,
+        d: &DetectorSpec,
+        var_of: &HashMap<String, usize>,
+    ) -> Option<DetectorPlan> {
+        let on = match &d.on {
+            Some(s) => self.watch(s, var_of),
+            None => {
+                self.err_hint(
+                    d.kind.span(),
+                    "a detector needs `on`: what it watches",
+                    "on = \"prediction\", or a feature's name",
+                );
+                None
+            }
+        };
+        let rule = match d.kind.get() {
+            DetectorKind::Zscore => {
+                let alpha = match &d.alpha {
+                    None => Some(0.1),
+                    Some(a) if *a.get() > 0.0 && *a.get() <= 1.0 => Some(*a.get()),
+                    Some(a) => {
+                        self.err(a.span(), "`alpha` must be in (0, 1]");
+                        None
+                    }
+                };
+                let warn = self.required(d, &d.warn, "warn");
+                let crit = self.required(d, &d.crit, "crit");
+                Some(DetectorRule::Zscore {
+                    alpha: alpha?,
+                    warn: warn?,
+                    crit: crit?,
+                })
+            }
+            DetectorKind::Robust => {
+                let count = match &d.count {
+                    Some(c) if *c.get() >= 3 => *c.get(),
+                    Some(c) => {
+                        self.err(c.span(), "`count` must be at least 3");
+                        return None;
+                    }
+                    None => 20,
+                };
+                let warn = self.required(d, &d.warn, "warn");
+                let crit = self.required(d, &d.crit, "crit");
+                Some(DetectorRule::Robust {
+                    count,
+                    warn: warn?,
+                    crit: crit?,
+                })
+            }
+            DetectorKind::Cusum => {
+                let k = self.required(d, &d.k, "k");
+                let h = self.required(d, &d.h, "h");
+                Some(DetectorRule::Cusum {
+                    target: d.target.as_ref().map(|t| *t.get()),
+                    k: k?,
+                    h: h?,
+                })
+            }
+            DetectorKind::Jump => {
+                let threshold = self.required(d, &d.threshold, "threshold");
+                let window_ms = match &d.window {
+                    Some(w) => self.duration(w, "window").map(|x| x.as_millis() as u64),
+                    None => {
+                        self.err(d.kind.span(), "a `jump` detector needs `window`");
+                        None
+                    }
+                };
+                Some(DetectorRule::Jump {
+                    threshold: threshold?,
+                    window_ms: window_ms?,
+                })
+            }
+            DetectorKind::Divergence => {
+                let threshold = self.required(d, &d.threshold, "threshold");
+                let against = match &d.against {
+                    Some(s) => self.watch(s, var_of),
+                    None => {
+                        self.err(d.kind.span(), "a `divergence` detector needs `against`");
+                        None
+                    }
+                };
+                Some(DetectorRule::Divergence {
+                    threshold: threshold?,
+                    against: against?,
+                })
+            }
+        };
+        let cooldown_ms = match &d.cooldown {
+            Some(c) => self.duration(c, "cooldown")?.as_millis() as u64,
+            None => 0,
+        };
+        Some(DetectorPlan {
+            name: d.name.get().clone(),
+            rule: rule?,
+            on: on?,
+            cooldown_ms,
+            min_samples: d.min_samples.as_ref().map_or(10, |m| *m.get()),
+        })
+    }
+}
+
+fn detector_kind_name(k: DetectorKind) -> &'static str {
+    match k {
+        DetectorKind::Zscore => "zscore",
+        DetectorKind::Robust => "robust",
+        DetectorKind::Cusum => "cusum",
+        DetectorKind::Jump => "jump",
+        DetectorKind::Divergence => "divergence",
     }
 }
 

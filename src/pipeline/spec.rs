@@ -310,10 +310,28 @@ pub struct OutputSpec {
     #[serde(default)]
     #[schemars(regex(pattern = r"^[A-Za-z0-9._-]{1,249}$"))]
     pub channel: Option<Sp<String>>,
+    /// `webhook`: where alerts are POSTed (`http://`).
+    #[serde(default)]
+    pub url: Option<Sp<String>>,
+    /// `webhook`: the environment variable holding the HMAC-SHA256 signing secret (secrets
+    /// stay out of pipeline files).
+    #[serde(default)]
+    pub secret_env: Option<Sp<String>>,
+    /// `kafka`: what goes to the topic: `deltas` (default) or `alerts` (the detectors').
+    #[serde(default)]
+    pub stream: Option<Sp<OutputStream>>,
     /// `kafka`: the topic deltas are written to, one JSON record per delta, keyed by game.
     #[serde(default)]
     #[schemars(regex(pattern = r"^[A-Za-z0-9._-]{1,249}$"))]
     pub topic: Option<Sp<String>>,
+}
+
+/// What a `kafka` output carries.
+#[derive(Clone, Copy, Debug, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum OutputStream {
+    Deltas,
+    Alerts,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, JsonSchema, PartialEq, Eq)]
@@ -321,20 +339,73 @@ pub struct OutputSpec {
 pub enum OutputKind {
     Websocket,
     Kafka,
+    Webhook,
 }
 
-/// `[[detector]]`: reserved for anomaly detectors.
+/// `[[detector]]`: an anomaly detector over the prediction or a feature, per game.
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(rename_all = "kebab-case")]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct DetectorSpec {
-    /// The detector's name.
+    /// The detector's name, unique in the pipeline; alerts carry it.
     pub name: Sp<String>,
-    /// Its kind (none are available yet).
-    pub kind: Sp<String>,
-    /// The kind's parameters.
-    #[serde(flatten)]
-    #[schemars(skip)]
-    pub params: toml::Table,
+    pub kind: Sp<DetectorKind>,
+    /// What it watches: `prediction` (the model's value) or a game-level feature or derived
+    /// feature (team ones as `name.home` / `name.away`).
+    #[serde(default)]
+    pub on: Option<Sp<String>>,
+    /// `divergence`: what `on` is compared with (e.g. the market's implied probability).
+    #[serde(default)]
+    pub against: Option<Sp<String>>,
+    /// `zscore`: EWMA smoothing factor in (0, 1].
+    #[serde(default)]
+    pub alpha: Option<Sp<f64>>,
+    /// `zscore`, `robust`: the score at which the alert opens (warning) and escalates
+    /// (critical).
+    #[serde(default)]
+    pub warn: Option<Sp<f64>>,
+    #[serde(default)]
+    pub crit: Option<Sp<f64>>,
+    /// `robust`: how many past values the median and MAD are taken over.
+    #[serde(default)]
+    pub count: Option<Sp<u32>>,
+    /// `jump`: the event-time window a swing is measured over ("2m").
+    #[serde(default)]
+    pub window: Option<Sp<String>>,
+    /// `jump`, `divergence`: the size of swing or gap that opens the alert (twice it:
+    /// critical).
+    #[serde(default)]
+    pub threshold: Option<Sp<f64>>,
+    /// `cusum`: slack `k` and decision threshold `h`, in the watched value's units; `target`
+    /// the in-control mean (default: learnt from the first `min-samples` values).
+    #[serde(default)]
+    pub k: Option<Sp<f64>>,
+    #[serde(default)]
+    pub h: Option<Sp<f64>>,
+    #[serde(default)]
+    pub target: Option<Sp<f64>>,
+    /// Values seen before the detector may fire (default 10).
+    #[serde(default)]
+    pub min_samples: Option<Sp<u32>>,
+    /// After an alert resolves, a new one for the same game is suppressed this long (event
+    /// time, default "0s").
+    #[serde(default)]
+    pub cooldown: Option<Sp<String>>,
+}
+
+/// What a detector looks for.
+#[derive(Clone, Copy, Debug, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum DetectorKind {
+    /// An EWMA z-score of the value beyond `warn` / `crit`.
+    Zscore,
+    /// A median/MAD score over the last `count` values beyond `warn` / `crit`.
+    Robust,
+    /// Drift of the mean: two-sided CUSUM beyond `h`.
+    Cusum,
+    /// A swing of at least `threshold` within `window`.
+    Jump,
+    /// `on` and `against` at least `threshold` apart.
+    Divergence,
 }
 
 /// The JSON Schema of pipeline files, as committed in `schemas/pipeline.schema.json`. TOML has

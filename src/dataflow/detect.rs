@@ -1,0 +1,178 @@
+//! Stage: run the pipeline's detectors over every game's evaluated rows.
+//!
+//! In: [`Valued`] from `score_games` (each game on one worker, exchanged by game there).
+//! Out: at the time of the row that caused it, an [`AlertChange`] per alert that opened,
+//! escalated, resolved or was retracted: each detector is a state machine per game
+//! ([`crate::alert::detect`]), fed in event-time order once the frontier has passed the time,
+//! so the alerts depend only on the input.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::{Capability, Operator};
+use timely::dataflow::Stream;
+
+use super::Valued;
+use crate::alert::detect::{
+    Cusum, CusumParams, Decision, Detector, Divergence, DivergenceParams, EwmaParams, EwmaZScore,
+    Jump, JumpParams, Lifecycle, RobustParams, RobustScore,
+};
+use crate::alert::{AlertState, Evidence, Severity};
+use crate::event::GameKey;
+use crate::pipeline::plan::{DetectorPlan, DetectorRule, Plan, Watch};
+
+/// One change in one alert's life, before it is numbered.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AlertChange {
+    pub time: u64,
+    pub game: GameKey,
+    /// Index of the detector in the plan.
+    pub detector: u32,
+    pub state: AlertState,
+    pub severity: Severity,
+    pub opened_at: u64,
+    pub evidence: Evidence,
+}
+
+/// One detector on one game.
+enum Machine {
+    Single(Box<dyn Detector>),
+    Pair(Divergence, Watch),
+}
+
+fn machine(d: &DetectorPlan) -> Result<Machine, String> {
+    let min = d.min_samples as u64;
+    let r: Result<Machine, crate::alert::detect::InvalidParams> = match &d.rule {
+        DetectorRule::Zscore { alpha, warn, crit } => EwmaZScore::new(EwmaParams {
+            alpha: *alpha,
+            warn: *warn,
+            crit: *crit,
+            min_samples: min.max(2),
+        })
+        .map(|x| Machine::Single(Box::new(x))),
+        DetectorRule::Robust { count, warn, crit } => RobustScore::new(RobustParams {
+            window: *count as usize,
+            warn: *warn,
+            crit: *crit,
+            min_samples: (min as usize).clamp(1, *count as usize),
+        })
+        .map(|x| Machine::Single(Box::new(x))),
+        DetectorRule::Cusum { target, k, h } => Cusum::new(CusumParams {
+            target: *target,
+            k: *k,
+            h: *h,
+            min_samples: (min as usize).max(1),
+        })
+        .map(|x| Machine::Single(Box::new(x))),
+        DetectorRule::Jump {
+            threshold,
+            window_ms,
+        } => Jump::new(JumpParams {
+            threshold: *threshold,
+            window_ms: *window_ms,
+        })
+        .map(|x| Machine::Single(Box::new(x))),
+        DetectorRule::Divergence { threshold, against } => Divergence::new(DivergenceParams {
+            threshold: *threshold,
+            min_samples: min,
+        })
+        .map(|x| Machine::Pair(x, *against)),
+    };
+    r.map_err(|e| e.to_string())
+}
+
+fn read(v: &Valued, w: Watch) -> f64 {
+    match w {
+        Watch::Prediction => v.value,
+        Watch::Var(i) => v.vars.get(i).copied().unwrap_or(f64::NAN),
+    }
+}
+
+pub trait DetectAlerts<'scope> {
+    fn detect_alerts(self, plan: Arc<Plan>) -> Stream<'scope, u64, Vec<AlertChange>>;
+}
+
+impl<'scope> DetectAlerts<'scope> for Stream<'scope, u64, Vec<Valued>> {
+    fn detect_alerts(self, plan: Arc<Plan>) -> Stream<'scope, u64, Vec<AlertChange>> {
+        self.unary_frontier::<CapacityContainerBuilder<Vec<AlertChange>>, _, _, _>(
+            Pipeline,
+            "DetectAlerts",
+            move |_, _| {
+                let mut pending: BTreeMap<u64, (Capability<u64>, Vec<Valued>)> = BTreeMap::new();
+                let mut machines: HashMap<(GameKey, usize), (Machine, Lifecycle)> = HashMap::new();
+                move |(input, frontier), output| {
+                    let port = output.output_index();
+                    input.for_each(|cap, data| {
+                        for v in data.drain(..) {
+                            let t = v.time;
+                            pending
+                                .entry(t)
+                                .or_insert_with(|| (cap.delayed(&t, port), Vec::new()))
+                                .1
+                                .push(v);
+                        }
+                    });
+                    if plan.detectors.is_empty() {
+                        pending.clear();
+                        return;
+                    }
+                    let ready: Vec<u64> = pending
+                        .keys()
+                        .take_while(|t| !frontier.less_equal(t))
+                        .copied()
+                        .collect();
+                    for t in ready {
+                        let Some((cap, mut values)) = pending.remove(&t) else {
+                            continue;
+                        };
+                        values.sort_by(|a, b| a.game.cmp(&b.game));
+                        let mut session = output.session(&cap);
+                        for v in &values {
+                            for (i, d) in plan.detectors.iter().enumerate() {
+                                let key = (v.game.clone(), i);
+                                if !machines.contains_key(&key) {
+                                    match machine(d) {
+                                        Ok(m) => {
+                                            machines.insert(
+                                                key.clone(),
+                                                (m, Lifecycle::new(d.cooldown_ms)),
+                                            );
+                                        }
+                                        Err(e) => {
+                                            tracing::error!(detector = d.name, error = %e, "detector not built");
+                                            continue;
+                                        }
+                                    }
+                                }
+                                let Some((m, life)) = machines.get_mut(&key) else {
+                                    continue;
+                                };
+                                let x = read(v, d.on);
+                                let decision: Decision = match m {
+                                    Machine::Single(det) => det.observe(t, x),
+                                    Machine::Pair(det, against) => {
+                                        det.observe(t, x, read(v, *against))
+                                    }
+                                };
+                                if let Some(c) = life.step(t, decision) {
+                                    session.give(AlertChange {
+                                        time: t,
+                                        game: v.game.clone(),
+                                        detector: i as u32,
+                                        state: c.state,
+                                        severity: c.severity,
+                                        opened_at: c.opened_at,
+                                        evidence: c.evidence,
+                                    });
+                                }
+                            }
+                        }
+                    }
+                }
+            },
+        )
+    }
+}
