@@ -233,12 +233,23 @@ impl Publisher {
         let version = Version::new(id, plan.clone(), model_version);
         match self.pipelines.get_mut(&plan.name) {
             None => {
+                // A channel may already hold deltas (the pipeline was removed and deployed
+                // again): numbering goes on from there, or the hub would drop them as repeats.
+                let seq = plan
+                    .outputs
+                    .iter()
+                    .filter_map(|o| match o {
+                        Output::WebSocket { channel } => self.hub.seq(channel),
+                        _ => None,
+                    })
+                    .max()
+                    .unwrap_or(0);
                 self.pipelines.insert(
                     plan.name.clone(),
                     PipelineOut {
                         live: version,
                         candidate: None,
-                        seq: 0,
+                        seq,
                         alert_seq: 0,
                     },
                 );
@@ -368,8 +379,9 @@ impl Publisher {
             return;
         };
         let live_done = p.live.done.unwrap_or(0);
-        let ready = c.version.finished || c.version.done.is_some_and(|d| d >= live_done);
-        if !ready {
+        // Only once it has completed every time the live version has: a candidate whose
+        // input closed early (the engine stopping while it warms up) never takes over.
+        if !c.version.done.is_some_and(|d| d >= live_done) {
             return;
         }
         let mut c = p.candidate.take().expect("checked above");

@@ -1088,7 +1088,9 @@ impl Planner<'_> {
         match var_of.get(s.get()) {
             Some(i) => Some(Watch::Var(*i)),
             None => {
-                let names = var_of.keys().map(String::as_str).chain(["prediction"]);
+                let mut sorted: Vec<&str> = var_of.keys().map(String::as_str).collect();
+                sorted.sort_unstable();
+                let names = sorted.into_iter().chain(["prediction"]);
                 let hint = match closest(s.get(), names) {
                     Some(c) => format!("did you mean `{c}`?"),
                     None => "`prediction`, or a game-level feature or derived feature".into(),
@@ -1126,6 +1128,17 @@ impl Planner<'_> {
         }
     }
 
+    /// `crit` must not be below `warn`.
+    fn ordered(&mut self, d: &DetectorSpec, warn: Option<f64>, crit: Option<f64>) -> Option<()> {
+        if let (Some(w), Some(c), Some(at)) = (warn, crit, d.crit.as_ref()) {
+            if c < w {
+                self.err(at.span(), format!("`crit` ({c}) is below `warn` ({w})"));
+                return None;
+            }
+        }
+        Some(())
+    }
+
     fn detector(
         &mut self,
         d: &DetectorSpec,
@@ -1154,6 +1167,7 @@ impl Planner<'_> {
                 };
                 let warn = self.required(d, &d.warn, "warn");
                 let crit = self.required(d, &d.crit, "crit");
+                self.ordered(d, warn, crit)?;
                 Some(DetectorRule::Zscore {
                     alpha: alpha?,
                     warn: warn?,
@@ -1171,6 +1185,7 @@ impl Planner<'_> {
                 };
                 let warn = self.required(d, &d.warn, "warn");
                 let crit = self.required(d, &d.crit, "crit");
+                self.ordered(d, warn, crit)?;
                 Some(DetectorRule::Robust {
                     count,
                     warn: warn?,
