@@ -381,7 +381,7 @@ impl Publisher {
         let live_done = p.live.done.unwrap_or(0);
         // Only once it has completed every time the live version has: a candidate whose
         // input closed early (the engine stopping while it warms up) never takes over.
-        if !c.version.done.is_some_and(|d| d >= live_done) {
+        if c.version.done.is_none_or(|d| d < live_done) {
             return;
         }
         let mut c = p.candidate.take().expect("checked above");
