@@ -70,7 +70,7 @@ async fn list(State(app): State<AppRef>) -> Response {
         .map(|(plan, warming)| PipelineInfo {
             name: plan.name.clone(),
             version: plan.version,
-            warming,
+            warming: warming.map(|w| w.version),
             sport: plan.sport.to_string(),
             topics: plan.topics.clone(),
             channels: plan

@@ -120,12 +120,7 @@ impl App {
             }
         });
         let control = Control::new(cfg.engine.workers);
-        let publisher = Publisher::new(
-            hub.clone(),
-            control.clone(),
-            Box::new(|_: &Delta| {}),
-            cfg.kafka.clone(),
-        );
+        let publisher = Publisher::new(hub.clone(), control.clone(), Box::new(|_: &Delta| {}));
         let admin = match cfg.server.admin_listen.as_str() {
             "" => None,
             addr => Some(
@@ -180,37 +175,15 @@ impl App {
     /// Deploys a validated plan with the model it runs (a program embedding sideline may
     /// bring its own, [`Model::Custom`]).
     pub fn deploy_with(&self, plan: Plan, model: Model) -> Result<Deployed, DeployError> {
-        let mut publisher = lock(&self.publisher);
-        for (running, candidate) in publisher.pipelines() {
-            if running.name == plan.name {
-                if running.version == plan.version || candidate == Some(plan.version) {
-                    return Err(DeployError::Conflict(format!(
-                        "pipeline {} version {} is already deployed; raise `version` in [pipeline]",
-                        plan.name, plan.version
-                    )));
-                }
-                continue;
-            }
-            for o in &plan.outputs {
-                if running.outputs.contains(o) {
-                    let what = match o {
-                        Output::WebSocket { channel } => format!("channel {channel}"),
-                        Output::Kafka { topic } | Output::KafkaAlerts { topic } => {
-                            format!("topic {topic}")
-                        }
-                        // Several pipelines may alert the same endpoint.
-                        Output::Webhook { .. } => continue,
-                    };
-                    return Err(DeployError::Conflict(format!(
-                        "{what} is already an output of pipeline {}",
-                        running.name
-                    )));
-                }
-            }
-        }
+        // Checked before and again after the slow part (Kafka metadata, producers, webhook
+        // threads), which runs without the publisher's lock: the sink thread keeps publishing.
+        self.check_conflicts(&lock(&self.publisher), &plan)?;
         let partitions = crate::source::kafka::partitions(&self.cfg.kafka, &plan.topics)
             .map_err(|e| DeployError::Unavailable(e.to_string()))?;
-        publisher.prepare(&plan).map_err(DeployError::Unavailable)?;
+        let outputs = crate::publish::VersionOutputs::start(&plan, &self.cfg.kafka)
+            .map_err(DeployError::Unavailable)?;
+        let mut publisher = lock(&self.publisher);
+        self.check_conflicts(&publisher, &plan)?;
         let live = publisher
             .pipelines()
             .iter()
@@ -220,9 +193,10 @@ impl App {
         let plan = Arc::new(plan);
         // Registered before the workers can see it, so its first values find their pipeline.
         let id = self.control.reserve_id();
-        publisher.register(id, plan.clone(), version);
+        publisher.register(id, plan.clone(), version, outputs);
         self.control
             .start_with_id(id, plan.clone(), model, partitions);
+        drop(publisher);
         tracing::info!(
             pipeline = plan.name,
             version = plan.version,
@@ -234,6 +208,44 @@ impl App {
             version: plan.version,
             state: if live { "live" } else { "warming" }.into(),
         })
+    }
+
+    /// A version already deployed, or an output another pipeline (live or warming) owns.
+    fn check_conflicts(&self, publisher: &Publisher, plan: &Plan) -> Result<(), DeployError> {
+        for (running, candidate) in publisher.pipelines() {
+            if running.name == plan.name {
+                if running.version == plan.version
+                    || candidate
+                        .as_ref()
+                        .is_some_and(|c| c.version == plan.version)
+                {
+                    return Err(DeployError::Conflict(format!(
+                        "pipeline {} version {} is already deployed; raise `version` in [pipeline]",
+                        plan.name, plan.version
+                    )));
+                }
+                continue;
+            }
+            for other in std::iter::once(&running).chain(candidate.as_ref()) {
+                for o in &plan.outputs {
+                    if other.outputs.contains(o) {
+                        let what = match o {
+                            Output::WebSocket { channel } => format!("channel {channel}"),
+                            Output::Kafka { topic } | Output::KafkaAlerts { topic } => {
+                                format!("topic {topic}")
+                            }
+                            // Several pipelines may alert the same endpoint.
+                            Output::Webhook { .. } => continue,
+                        };
+                        return Err(DeployError::Conflict(format!(
+                            "{what} is already an output of pipeline {}",
+                            running.name
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Removes a pipeline; its channels keep their last values.

@@ -63,10 +63,81 @@ struct Version {
     done: Option<u64>,
     finished: bool,
     published: HashMap<GameKey, Published>,
+    outputs: VersionOutputs,
+}
+
+/// A version's own output resources: a Kafka producer when it has Kafka outputs, and its
+/// webhook endpoints. Started at deploy (without the publisher's lock), retired with the
+/// version (flushed and dropped on a thread of their own).
+#[derive(Default)]
+pub struct VersionOutputs {
+    kafka: Option<KafkaOutput>,
+    webhooks: Option<Webhooks>,
+}
+
+impl VersionOutputs {
+    /// The outputs `plan` needs; webhook secrets are read from the environment now.
+    pub fn start(plan: &Plan, kafka_cfg: &KafkaConfig) -> Result<VersionOutputs, String> {
+        let wants = plan
+            .outputs
+            .iter()
+            .any(|o| matches!(o, Output::Kafka { .. } | Output::KafkaAlerts { .. }));
+        let kafka = match wants {
+            true => Some(KafkaOutput::new(kafka_cfg).map_err(|e| format!("kafka output: {e}"))?),
+            false => None,
+        };
+        let mut hooks = Vec::new();
+        for o in &plan.outputs {
+            if let Output::Webhook { url, secret_env } = o {
+                let secret = std::env::var(secret_env).map_err(|_| {
+                    format!("webhook {url}: the environment variable {secret_env} (its signing secret) is not set")
+                })?;
+                let name = format!("{}#{}", plan.name, hooks.len());
+                hooks.push(WebhookConfig::new(name, url.clone(), secret));
+            }
+        }
+        let webhooks = match hooks.is_empty() {
+            true => None,
+            false => {
+                let pipeline = plan.name.clone();
+                let dead: DeadLetter = Box::new(move |d: DeadWebhook| {
+                    tracing::error!(
+                        pipeline,
+                        endpoint = d.endpoint,
+                        alert = d.alert.id,
+                        attempts = d.attempts,
+                        error = d.last_error,
+                        "alert not delivered to its webhook"
+                    );
+                });
+                Some(Webhooks::start(hooks, dead))
+            }
+        };
+        Ok(VersionOutputs { kafka, webhooks })
+    }
+
+    fn flush(&self) {
+        if let Some(k) = &self.kafka {
+            k.flush();
+        }
+        if let Some(w) = &self.webhooks {
+            w.flush(std::time::Duration::from_secs(30));
+        }
+    }
+
+    /// Flushes and drops on another thread: never under the publisher's lock.
+    fn retire(self) {
+        let _ = std::thread::Builder::new()
+            .name("sideline-retire".into())
+            .spawn(move || {
+                self.flush();
+                drop(self);
+            });
+    }
 }
 
 impl Version {
-    fn new(id: RuntimeId, plan: Arc<Plan>, model_version: String) -> Self {
+    fn new(id: RuntimeId, plan: Arc<Plan>, model_version: String, outputs: VersionOutputs) -> Self {
         Version {
             id,
             names: Arc::new(plan.vars.clone()),
@@ -75,6 +146,7 @@ impl Version {
             done: None,
             finished: false,
             published: HashMap::new(),
+            outputs,
         }
     }
 
@@ -120,6 +192,8 @@ struct Candidate {
     version: Version,
     /// Completed times beyond the live version's, not applied yet.
     queue: VecDeque<(u64, Vec<Valued>)>,
+    /// Its alert changes beyond the live version's time: delivered if it takes over.
+    alerts: VecDeque<(u64, Vec<AlertChange>)>,
 }
 
 struct PipelineOut {
@@ -138,81 +212,26 @@ pub struct Publisher {
     /// Which pipeline each runtime belongs to.
     owners: HashMap<RuntimeId, String>,
     sink: Box<dyn DeltaSink>,
-    /// Created at the first pipeline with a Kafka output.
-    kafka: Option<KafkaOutput>,
-    /// Each pipeline's webhook endpoints (by pipeline name).
-    webhooks: HashMap<String, Webhooks>,
-    kafka_cfg: KafkaConfig,
 }
 
 /// Shared between the engine's sink thread and whoever deploys.
 pub type SharedPublisher = Arc<Mutex<Publisher>>;
 
 impl Publisher {
-    pub fn new(
-        hub: Arc<Hub>,
-        control: Arc<Control>,
-        sink: Box<dyn DeltaSink>,
-        kafka_cfg: KafkaConfig,
-    ) -> SharedPublisher {
+    pub fn new(hub: Arc<Hub>, control: Arc<Control>, sink: Box<dyn DeltaSink>) -> SharedPublisher {
         Arc::new(Mutex::new(Publisher {
             hub,
             control,
             pipelines: BTreeMap::new(),
             owners: HashMap::new(),
             sink,
-            kafka: None,
-            webhooks: HashMap::new(),
-            kafka_cfg,
         }))
-    }
-
-    /// Makes sure the Kafka output exists when `plan` has one, and starts its webhook
-    /// endpoints (their secrets read from the environment now).
-    pub fn prepare(&mut self, plan: &Plan) -> Result<(), String> {
-        let wants = plan
-            .outputs
-            .iter()
-            .any(|o| matches!(o, Output::Kafka { .. } | Output::KafkaAlerts { .. }));
-        if wants && self.kafka.is_none() {
-            self.kafka =
-                Some(KafkaOutput::new(&self.kafka_cfg).map_err(|e| format!("kafka output: {e}"))?);
-        }
-        let mut hooks = Vec::new();
-        for o in &plan.outputs {
-            if let Output::Webhook { url, secret_env } = o {
-                let secret = std::env::var(secret_env).map_err(|_| {
-                    format!("webhook {url}: the environment variable {secret_env} (its signing secret) is not set")
-                })?;
-                let name = format!("{}#{}", plan.name, hooks.len());
-                hooks.push(WebhookConfig::new(name, url.clone(), secret));
-            }
-        }
-        if !hooks.is_empty() {
-            let pipeline = plan.name.clone();
-            let dead: DeadLetter = Box::new(move |d: DeadWebhook| {
-                tracing::error!(
-                    pipeline,
-                    endpoint = d.endpoint,
-                    alert = d.alert.id,
-                    attempts = d.attempts,
-                    error = d.last_error,
-                    "alert not delivered to its webhook"
-                );
-            });
-            self.webhooks
-                .insert(plan.name.clone(), Webhooks::start(hooks, dead));
-        }
-        Ok(())
     }
 
     /// Waits for the Kafka output's writes and the webhooks' deliveries (at most 30 s each).
     pub fn flush(&self) {
-        if let Some(k) = &self.kafka {
-            k.flush();
-        }
-        for w in self.webhooks.values() {
-            w.flush(std::time::Duration::from_secs(30));
+        for p in self.pipelines.values() {
+            p.live.outputs.flush();
         }
     }
 
@@ -223,14 +242,20 @@ impl Publisher {
 
     /// Registers a started version: the pipeline's first becomes live, a later one a
     /// candidate (replacing an earlier candidate, which is stopped).
-    pub fn register(&mut self, id: RuntimeId, plan: Arc<Plan>, model_version: String) {
+    pub fn register(
+        &mut self,
+        id: RuntimeId,
+        plan: Arc<Plan>,
+        model_version: String,
+        outputs: VersionOutputs,
+    ) {
         for o in &plan.outputs {
             if let Output::WebSocket { channel } = o {
                 self.hub.ensure_channel(channel);
             }
         }
         self.owners.insert(id, plan.name.clone());
-        let version = Version::new(id, plan.clone(), model_version);
+        let version = Version::new(id, plan.clone(), model_version, outputs);
         match self.pipelines.get_mut(&plan.name) {
             None => {
                 // A channel may already hold deltas (the pipeline was removed and deployed
@@ -257,10 +282,12 @@ impl Publisher {
             Some(p) => {
                 if let Some(old) = p.candidate.take() {
                     self.control.stop(old.version.id);
+                    old.version.outputs.retire();
                 }
                 p.candidate = Some(Candidate {
                     version,
                     queue: VecDeque::new(),
+                    alerts: VecDeque::new(),
                 });
             }
         }
@@ -272,20 +299,22 @@ impl Publisher {
             return false;
         };
         self.control.stop(p.live.id);
+        p.live.outputs.retire();
         if let Some(c) = p.candidate {
             self.control.stop(c.version.id);
+            c.version.outputs.retire();
         }
         true
     }
 
-    /// The live version of each pipeline, and the candidate's version if one is warming up.
-    pub fn pipelines(&self) -> Vec<(Arc<Plan>, Option<u32>)> {
+    /// The live version of each pipeline, and the candidate if one is warming up.
+    pub fn pipelines(&self) -> Vec<(Arc<Plan>, Option<Arc<Plan>>)> {
         self.pipelines
             .values()
             .map(|p| {
                 (
                     p.live.plan.clone(),
-                    p.candidate.as_ref().map(|c| c.version.plan.version),
+                    p.candidate.as_ref().map(|c| c.version.plan.clone()),
                 )
             })
             .collect()
@@ -319,7 +348,7 @@ impl Publisher {
                     let deltas = number(p, time, DeltaCause::Moved, values);
                     emit(
                         &self.hub,
-                        self.kafka.as_ref(),
+                        p.live.outputs.kafka.as_ref(),
                         self.sink.as_mut(),
                         &p.live.plan,
                         &deltas,
@@ -332,23 +361,7 @@ impl Publisher {
                 SinkMsg::Finished { .. } => p.live.finished = true,
                 SinkMsg::Alerts { alerts, .. } => {
                     let numbered = number_alerts(p, alerts);
-                    if !numbered.is_empty() {
-                        metrics::counter!("sideline_alerts_out_total", "pipeline" => p.live.plan.name.clone())
-                            .increment(numbered.len() as u64);
-                        for o in &p.live.plan.outputs {
-                            if let (Output::KafkaAlerts { topic }, Some(k)) =
-                                (o, self.kafka.as_ref())
-                            {
-                                k.send_alerts(topic, &numbered);
-                            }
-                        }
-                        if let Some(w) = self.webhooks.get(&p.live.plan.name) {
-                            for a in &numbered {
-                                w.send(a);
-                            }
-                        }
-                        self.sink.alerts(&p.live.plan, &numbered);
-                    }
+                    emit_alerts(&self.hub, &p.live, self.sink.as_mut(), &numbered);
                 }
             }
         } else if let Some(c) = p.candidate.as_mut().filter(|c| c.version.id == runtime) {
@@ -356,14 +369,18 @@ impl Publisher {
                 SinkMsg::Values { time, values, .. } => c.queue.push_back((time, values)),
                 SinkMsg::Progress { time, .. } => c.version.done = Some(time),
                 SinkMsg::Finished { .. } => c.version.finished = true,
-                // A warming version's alerts are not delivered: it starts alerting once live.
-                SinkMsg::Alerts { .. } => {}
+                // Kept until the swap: those after it are delivered then.
+                SinkMsg::Alerts { time, alerts, .. } => c.alerts.push_back((time, alerts)),
             }
-            // Silently catch up with the live version, so the queue stays short.
+            // Silently catch up with the live version, so the queues stay short: up to the
+            // live version's time, the live version's alerts are the ones delivered.
             let live_done = p.live.done.unwrap_or(0);
             while c.queue.front().is_some_and(|(t, _)| *t <= live_done) {
                 let (_, values) = c.queue.pop_front().expect("front checked");
                 c.version.decide(values);
+            }
+            while c.alerts.front().is_some_and(|(t, _)| *t <= live_done) {
+                c.alerts.pop_front();
             }
         }
         self.try_swap(&name);
@@ -423,31 +440,59 @@ impl Publisher {
         );
         emit(
             &self.hub,
-            self.kafka.as_ref(),
+            p.live.outputs.kafka.as_ref(),
             self.sink.as_mut(),
             &p.live.plan,
             &deltas,
         );
         self.control.stop(old.id);
         self.owners.remove(&old.id);
-        // What the new version completed beyond the swap follows as usual.
+        old.outputs.retire();
+        // What the new version completed beyond the swap follows as usual: its values, then
+        // its alert changes after the swap (those up to it were the old version's to raise).
         let candidate_done = p.live.done;
         p.live.done = Some(live_done);
         while let Some((time, values)) = c.queue.pop_front() {
             let deltas = number(p, time, DeltaCause::Moved, values);
             emit(
                 &self.hub,
-                self.kafka.as_ref(),
+                p.live.outputs.kafka.as_ref(),
                 self.sink.as_mut(),
                 &p.live.plan,
                 &deltas,
             );
+        }
+        while let Some((time, alerts)) = c.alerts.pop_front() {
+            if time > live_done {
+                let numbered = number_alerts(p, alerts);
+                emit_alerts(&self.hub, &p.live, self.sink.as_mut(), &numbered);
+            }
         }
         if let Some(done) = candidate_done.filter(|d| *d > live_done) {
             p.live.done = Some(done);
             progress(&self.hub, &p.live.plan, done);
         }
     }
+}
+
+/// Delivers numbered alert changes to the version's alert outputs and the observer.
+fn emit_alerts(_hub: &Hub, version: &Version, sink: &mut dyn DeltaSink, alerts: &[Alert]) {
+    if alerts.is_empty() {
+        return;
+    }
+    metrics::counter!("sideline_alerts_out_total", "pipeline" => version.plan.name.clone())
+        .increment(alerts.len() as u64);
+    for o in &version.plan.outputs {
+        if let (Output::KafkaAlerts { topic }, Some(k)) = (o, version.outputs.kafka.as_ref()) {
+            k.send_alerts(topic, alerts);
+        }
+    }
+    if let Some(w) = &version.outputs.webhooks {
+        for a in alerts {
+            w.send(a);
+        }
+    }
+    sink.alerts(&version.plan, alerts);
 }
 
 /// The live version's deltas for one completed time, numbered, each with the Kafka

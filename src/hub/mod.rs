@@ -1,17 +1,23 @@
-//! The hub: where the engine's deltas meet the subscribers.
+//! The hub: where the engine's deltas and alerts meet the subscribers.
 //!
-//! Per channel the hub holds the latest value per game (the snapshot), a bounded ring of recent
-//! deltas (for resume) and its subscribers. The engine calls [`Hub::publish`] and
-//! [`Hub::progress`] from a plain thread; they never block on a subscriber. Each delta is encoded
-//! to its complete `delta` frame once and the bytes are shared by every queue it goes to.
+//! A channel carries either prediction deltas or alert changes ([`ChannelKind`]), fixed when it
+//! is created. Per channel the hub holds what snapshots are taken from (the latest value per
+//! game; or the latest change of every open alert), a bounded ring of recent frames (for resume)
+//! and its subscribers. The engine calls [`Hub::publish`], [`Hub::publish_alerts`] and
+//! [`Hub::progress`] from a plain thread; they never block on a subscriber. Each delta or alert
+//! change is encoded to its complete frame once and the bytes are shared by every queue it goes
+//! to.
 //!
-//! Every subscriber has a bounded queue ([`HubConfig::queue_capacity`]). When a delta does not
+//! Every subscriber has a bounded queue ([`HubConfig::queue_capacity`]). When a frame does not
 //! fit, the queue is dropped and the subscriber is switched to resync: its writer next sends a
-//! fresh snapshot (newest value per game: the conflated state) and continues after it. Memory per
-//! subscriber is therefore bounded whatever the subscriber does.
+//! fresh snapshot and continues after it. Memory per subscriber is therefore bounded whatever the
+//! subscriber does. On a delta channel the resync snapshot is the newest value per game (the
+//! conflated state). On an alerts channel it is every open alert the filter matches, so a
+//! subscriber that falls behind loses intermediate changes (those of alerts resolved or retracted
+//! meanwhile, and those superseded by an open alert's latest change), never an open alert.
 //!
 //! Consistency: a snapshot is taken, and a subscriber (re)registered, under the same channel lock
-//! as `publish`, so a subscriber sees the snapshot at seq N and then exactly the matching deltas
+//! as `publish`, so a subscriber sees the snapshot at seq N and then exactly the matching frames
 //! after N, without gap or duplicate.
 
 mod subscriber;
@@ -20,22 +26,25 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
+use serde::Serialize;
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-pub use subscriber::{EncodedDelta, Filter, Subscription, Work};
-use subscriber::{Offer, Outbox, QueueState, Subscriber};
+pub use subscriber::{Encoded, Filter, Subscription, Work};
+use subscriber::{Offer, Outbox, QueueState, SeverityChange, Subscriber};
 
+use crate::alert::{Alert, AlertState, Severity};
 use crate::delta::Delta;
 use crate::event::Sport;
-use crate::ws::protocol::{self, SnapshotReason, SnapshotValue};
+use crate::ws::protocol::{self, ServerMessage, SnapshotReason, SnapshotValue};
 
 /// Sizes of the hub's buffers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HubConfig {
-    /// Deltas queued per subscriber before it is switched to resync.
+    /// Deltas (or alert changes) queued per subscriber before it is switched to resync.
     pub queue_capacity: usize,
-    /// Deltas kept per channel so a reconnecting subscriber can resume without a snapshot.
+    /// Deltas (or alert changes) kept per channel so a reconnecting subscriber can resume
+    /// without a snapshot.
     pub history: usize,
 }
 
@@ -48,7 +57,16 @@ impl Default for HubConfig {
     }
 }
 
-/// A consistent view of a channel for one filter.
+/// What a channel carries. Fixed when the channel is created.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ChannelKind {
+    /// Prediction deltas ([`Hub::publish`]); snapshots hold the newest value per game.
+    Deltas,
+    /// Alert changes ([`Hub::publish_alerts`]); snapshots hold the open alerts.
+    Alerts,
+}
+
+/// A consistent view of a delta channel for one filter.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Snapshot {
     /// The channel seq the values are consistent with.
@@ -57,12 +75,60 @@ pub struct Snapshot {
     pub values: Vec<SnapshotValue>,
 }
 
+/// A consistent view of an alerts channel for one filter.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AlertSnapshot {
+    /// The alert seq the alerts are consistent with.
+    pub seq: u64,
+    /// The latest change of every matching open alert (state `open` or `escalated`), ordered by
+    /// sport, game id, then alert id.
+    pub alerts: Vec<Alert>,
+}
+
+/// The snapshot a subscription starts (or resyncs) with, by channel kind.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ChannelSnapshot {
+    Values(Snapshot),
+    Alerts(AlertSnapshot),
+}
+
+impl ChannelSnapshot {
+    /// The channel seq the snapshot is consistent with.
+    pub fn seq(&self) -> u64 {
+        match self {
+            ChannelSnapshot::Values(s) => s.seq,
+            ChannelSnapshot::Alerts(s) => s.seq,
+        }
+    }
+
+    /// The `snapshot` (delta channel) or `alert_snapshot` (alerts channel) message.
+    pub fn into_message(self, channel: &str, reason: SnapshotReason) -> ServerMessage {
+        let channel = channel.to_owned();
+        match self {
+            ChannelSnapshot::Values(Snapshot { seq, values }) => ServerMessage::Snapshot {
+                channel,
+                seq,
+                reason,
+                values,
+            },
+            ChannelSnapshot::Alerts(AlertSnapshot { seq, alerts }) => {
+                ServerMessage::AlertSnapshot {
+                    channel,
+                    seq,
+                    reason,
+                    alerts,
+                }
+            }
+        }
+    }
+}
+
 /// How a new subscription starts.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Start {
     /// Send this snapshot first.
-    Snapshot(Snapshot, SnapshotReason),
-    /// Resumed after `from`: the missed deltas are already queued; no snapshot.
+    Snapshot(ChannelSnapshot, SnapshotReason),
+    /// Resumed after `from`: the missed frames are already queued; no snapshot.
     Resumed { from: u64 },
 }
 
@@ -73,6 +139,10 @@ pub enum SubscribeError {
     /// until the channel is created).
     #[error("unknown channel `{0}`")]
     UnknownChannel(String),
+    /// The filter names severities but the channel carries deltas (client's fault; retrying
+    /// will not help).
+    #[error("`severities` filters alerts, and channel `{0}` carries deltas")]
+    SeveritiesOnDeltas(String),
 }
 
 /// The fan-out hub. Create with [`Hub::new`]; share the `Arc`.
@@ -86,18 +156,41 @@ pub struct Hub {
     resyncs: AtomicU64,
 }
 
+/// Values keyed by sport, then game id.
+type ByGame<T> = BTreeMap<Sport, BTreeMap<String, T>>;
+
 /// One channel's state. Guarded by its own mutex.
 #[derive(Debug)]
 struct Channel {
-    /// Seq of the last delta published (0 before any).
-    seq: u64,
-    /// Newest event time reported by `progress`.
-    progress: Option<u64>,
-    /// Latest value per game.
-    values: BTreeMap<Sport, BTreeMap<String, SnapshotValue>>,
-    /// The last `history` deltas, by seq.
-    history: VecDeque<Arc<EncodedDelta>>,
+    log: Log,
+    content: Content,
     subscribers: Vec<Arc<Subscriber>>,
+}
+
+/// A channel's numbered frames: the last seq and the most recent frames, for resume.
+#[derive(Debug)]
+struct Log {
+    /// Seq of the last frame published (0 before any).
+    seq: u64,
+    /// The last `capacity` frames, by seq.
+    history: VecDeque<Arc<Encoded>>,
+    capacity: usize,
+}
+
+/// What a channel carries, with the state its snapshots are taken from.
+#[derive(Debug)]
+enum Content {
+    Deltas {
+        /// Newest event time reported by `progress`.
+        progress: Option<u64>,
+        /// Latest value per game.
+        values: ByGame<SnapshotValue>,
+    },
+    Alerts {
+        /// The latest change of every open alert, by alert id within its game. An alert leaves
+        /// when it is resolved or retracted.
+        open: ByGame<BTreeMap<String, Alert>>,
+    },
 }
 
 /// Locks a mutex, carrying on past poisoning: the guarded state is kept consistent at every
@@ -106,42 +199,166 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+impl Log {
+    /// Whether a frame numbered `seq` is new. One not above the last is a duplicate: counted
+    /// and skipped. A gap is logged and accepted.
+    fn advance(&mut self, channel: &str, kind: ChannelKind, seq: u64) -> bool {
+        if seq <= self.seq {
+            tracing::warn!(channel, ?kind, seq, last = self.seq, "duplicate skipped");
+            match kind {
+                ChannelKind::Deltas => {
+                    metrics::counter!("sideline_hub_duplicate_deltas_total").increment(1)
+                }
+                ChannelKind::Alerts => {
+                    metrics::counter!("sideline_hub_duplicate_alerts_total").increment(1)
+                }
+            }
+            return false;
+        }
+        if seq != self.seq + 1 {
+            tracing::warn!(channel, ?kind, seq, last = self.seq, "gap in seq");
+        }
+        self.seq = seq;
+        true
+    }
+
+    fn remember(&mut self, e: &Arc<Encoded>) {
+        if self.capacity == 0 {
+            return;
+        }
+        if self.history.len() == self.capacity {
+            self.history.pop_front();
+        }
+        self.history.push_back(Arc::clone(e));
+    }
+
+    /// The frames after `n` that `filter` admits, if the history still holds all of them and
+    /// they fit in `capacity`.
+    fn resume(&self, n: u64, filter: &Filter, capacity: usize) -> Option<VecDeque<Arc<Encoded>>> {
+        let covered = n == self.seq
+            || (n < self.seq && self.history.front().is_some_and(|f| f.seq <= n + 1));
+        if !covered {
+            return None;
+        }
+        let missed = self.history.partition_point(|e| e.seq <= n);
+        let matching = self
+            .history
+            .range(missed..)
+            .filter(|e| filter.admits(e));
+        (matching.clone().count() <= capacity).then(|| matching.cloned().collect())
+    }
+}
+
+/// The entries of `by_game` the filter's sports and games select, ordered by sport then game id.
+fn selected<'a, T>(by_game: &'a ByGame<T>, filter: &Filter) -> Vec<&'a T> {
+    let mut out = Vec::new();
+    let sports: Vec<&BTreeMap<String, T>> = match filter.sports() {
+        Some(sports) => sports.iter().filter_map(|s| by_game.get(s)).collect(),
+        None => by_game.values().collect(),
+    };
+    for games in sports {
+        match filter.games() {
+            Some(ids) => out.extend(ids.iter().filter_map(|id| games.get(id))),
+            None => out.extend(games.values()),
+        }
+    }
+    out
+}
+
+impl Content {
+    fn new(kind: ChannelKind) -> Self {
+        match kind {
+            ChannelKind::Deltas => Content::Deltas {
+                progress: None,
+                values: BTreeMap::new(),
+            },
+            ChannelKind::Alerts => Content::Alerts {
+                open: BTreeMap::new(),
+            },
+        }
+    }
+
+    fn kind(&self) -> ChannelKind {
+        match self {
+            Content::Deltas { .. } => ChannelKind::Deltas,
+            Content::Alerts { .. } => ChannelKind::Alerts,
+        }
+    }
+
+    fn progress(&self) -> Option<u64> {
+        match self {
+            Content::Deltas { progress, .. } => *progress,
+            Content::Alerts { .. } => None,
+        }
+    }
+}
+
+/// Moves a game's value forward to `d`.
+fn apply_delta(values: &mut ByGame<SnapshotValue>, d: &Delta) {
+    let games = values.entry(d.sport).or_default();
+    match games.get_mut(d.game_id.as_str()) {
+        Some(v) => v.apply(d),
+        None => {
+            games.insert(d.game_id.clone(), SnapshotValue::from_delta(d));
+        }
+    }
+}
+
+/// Records an alert change among the open alerts (an open or escalation replaces, a resolve or
+/// retraction removes). Returns the severity of the alert's previous change, if it was open.
+fn apply_alert(open: &mut ByGame<BTreeMap<String, Alert>>, a: &Alert) -> Option<Severity> {
+    let previous = match a.state {
+        AlertState::Open | AlertState::Escalated => open
+            .entry(a.sport)
+            .or_default()
+            .entry(a.game_id.clone())
+            .or_default()
+            .insert(a.id.clone(), a.clone()),
+        AlertState::Resolved | AlertState::Retracted => {
+            let games = open.get_mut(&a.sport)?;
+            let alerts = games.get_mut(a.game_id.as_str())?;
+            let previous = alerts.remove(&a.id);
+            if alerts.is_empty() {
+                games.remove(a.game_id.as_str());
+                if games.is_empty() {
+                    open.remove(&a.sport);
+                }
+            }
+            previous
+        }
+    };
+    previous.map(|p| p.severity)
+}
+
 impl Channel {
-    fn new() -> Self {
+    fn new(kind: ChannelKind, history: usize) -> Self {
         Channel {
-            seq: 0,
-            progress: None,
-            values: BTreeMap::new(),
-            history: VecDeque::new(),
+            log: Log {
+                seq: 0,
+                history: VecDeque::new(),
+                capacity: history,
+            },
+            content: Content::new(kind),
             subscribers: Vec::new(),
         }
     }
 
-    fn snapshot(&self, filter: &Filter) -> Snapshot {
-        let mut values = Vec::new();
-        let sports: Vec<&BTreeMap<String, SnapshotValue>> = match filter.sports() {
-            Some(sports) => sports.iter().filter_map(|s| self.values.get(s)).collect(),
-            None => self.values.values().collect(),
-        };
-        for games in sports {
-            match filter.games() {
-                Some(ids) => values.extend(ids.iter().filter_map(|id| games.get(id)).cloned()),
-                None => values.extend(games.values().cloned()),
-            }
-        }
-        Snapshot {
-            seq: self.seq,
-            values,
-        }
-    }
-
-    fn apply(&mut self, d: &Delta) {
-        let games = self.values.entry(d.sport).or_default();
-        match games.get_mut(d.game_id.as_str()) {
-            Some(v) => v.apply(d),
-            None => {
-                games.insert(d.game_id.clone(), SnapshotValue::from_delta(d));
-            }
+    fn snapshot(&self, filter: &Filter) -> ChannelSnapshot {
+        let seq = self.log.seq;
+        match &self.content {
+            Content::Deltas { values, .. } => ChannelSnapshot::Values(Snapshot {
+                seq,
+                values: selected(values, filter).into_iter().cloned().collect(),
+            }),
+            Content::Alerts { open } => ChannelSnapshot::Alerts(AlertSnapshot {
+                seq,
+                alerts: selected(open, filter)
+                    .into_iter()
+                    .flat_map(BTreeMap::values)
+                    .filter(|a| filter.matches_alert(a))
+                    .cloned()
+                    .collect(),
+            }),
         }
     }
 }
@@ -170,7 +387,8 @@ impl Hub {
         channels.get(name).cloned()
     }
 
-    fn channel_or_create(&self, name: &str) -> Arc<Mutex<Channel>> {
+    /// The channel, created as `kind` if it does not exist. An existing channel keeps its kind.
+    fn channel_or_create(&self, name: &str, kind: ChannelKind) -> Arc<Mutex<Channel>> {
         if let Some(c) = self.channel(name) {
             return c;
         }
@@ -178,14 +396,20 @@ impl Hub {
         Arc::clone(
             channels
                 .entry(Arc::from(name))
-                .or_insert_with(|| Arc::new(Mutex::new(Channel::new()))),
+                .or_insert_with(|| Arc::new(Mutex::new(Channel::new(kind, self.cfg.history)))),
         )
     }
 
-    /// Creates the channel if it does not exist, so that clients can subscribe before the first
-    /// delta is published.
+    /// Creates a delta channel if the channel does not exist, so that clients can subscribe
+    /// before the first delta is published.
     pub fn ensure_channel(&self, channel: &str) {
-        self.channel_or_create(channel);
+        self.channel_or_create(channel, ChannelKind::Deltas);
+    }
+
+    /// Creates an alerts channel if the channel does not exist, so that clients can subscribe
+    /// before the first alert is published.
+    pub fn ensure_alert_channel(&self, channel: &str) {
+        self.channel_or_create(channel, ChannelKind::Alerts);
     }
 
     /// Channel names, sorted.
@@ -196,62 +420,110 @@ impl Hub {
         names
     }
 
-    /// Publishes deltas on a channel (created on first use). Deltas carry their seq, assigned by
-    /// the engine without gaps; a delta whose seq is not above the channel's last is a duplicate
-    /// and is skipped. `ingest_ms[i]` is the Kafka timestamp behind `deltas[i]` (missing entries
-    /// count as unknown), used only for the latency metric. Never blocks on a subscriber.
+    /// What the channel carries (`None` for an unknown channel).
+    pub fn kind(&self, channel: &str) -> Option<ChannelKind> {
+        self.channel(channel).map(|c| lock(&c).content.kind())
+    }
+
+    /// Publishes deltas on a channel (created as a delta channel on first use). Deltas carry
+    /// their seq, assigned by the engine without gaps; a delta whose seq is not above the
+    /// channel's last is a duplicate and is skipped. `ingest_ms[i]` is the Kafka timestamp
+    /// behind `deltas[i]` (missing entries count as unknown), used only for the latency metric.
+    /// Deltas for an alerts channel are dropped (logged and counted). Never blocks on a
+    /// subscriber.
     pub fn publish(&self, channel: &str, deltas: &[Delta], ingest_ms: &[Option<u64>]) {
         if deltas.is_empty() {
             return;
         }
-        let cell = self.channel_or_create(channel);
+        let cell = self.channel_or_create(channel, ChannelKind::Deltas);
         // Encode outside the lock: once per delta, whatever the number of subscribers.
         let prefix = protocol::delta_frame_prefix(channel);
-        let encoded: Vec<Arc<EncodedDelta>> = deltas
+        let encoded: Vec<Arc<Encoded>> = deltas
             .iter()
             .enumerate()
             .map(|(i, d)| {
-                Arc::new(encode_delta(
-                    &prefix,
-                    d,
-                    ingest_ms.get(i).copied().flatten(),
-                ))
+                Arc::new(Encoded {
+                    seq: d.seq,
+                    sport: d.sport,
+                    game_id: d.game_id.clone(),
+                    severity: None,
+                    ingest_ms: ingest_ms.get(i).copied().flatten(),
+                    frame: encode_frame(&prefix, d, d.seq, 192 + 48 * d.changed.len()),
+                })
             })
             .collect();
 
-        let mut ch = lock(&cell);
+        let mut guard = lock(&cell);
+        let Channel { log, content, .. } = &mut *guard;
+        let Content::Deltas { values, .. } = content else {
+            return wrong_kind(channel, ChannelKind::Deltas, deltas.len());
+        };
         let mut fresh = Vec::with_capacity(encoded.len());
-        for (d, e) in deltas.iter().zip(&encoded) {
-            if d.seq <= ch.seq {
-                tracing::warn!(
-                    channel,
-                    seq = d.seq,
-                    last = ch.seq,
-                    "duplicate delta skipped"
-                );
-                metrics::counter!("sideline_hub_duplicate_deltas_total").increment(1);
+        for (d, e) in deltas.iter().zip(encoded) {
+            if log.advance(channel, ChannelKind::Deltas, d.seq) {
+                apply_delta(values, d);
+                log.remember(&e);
+                fresh.push(e);
+            }
+        }
+        self.fan_out(guard, &fresh);
+    }
+
+    /// Publishes alert changes on a channel (created as an alerts channel on first use). Alerts
+    /// are numbered by `alert.seq`, assigned by the publisher without gaps per channel; one whose
+    /// seq is not above the channel's last is a duplicate and is skipped. The channel keeps the
+    /// latest change of every open alert for snapshots and the last
+    /// [`HubConfig::history`] changes for resume. Alerts for a delta channel are dropped (logged
+    /// and counted). Never blocks on a subscriber.
+    pub fn publish_alerts(&self, channel: &str, alerts: &[Alert]) {
+        if alerts.is_empty() {
+            return;
+        }
+        let cell = self.channel_or_create(channel, ChannelKind::Alerts);
+        // Encode outside the lock; the severity filter's input needs the open set, inside it.
+        let prefix = protocol::alert_frame_prefix(channel);
+        let frames: Vec<Utf8Bytes> = alerts
+            .iter()
+            .map(|a| encode_frame(&prefix, a, a.seq, 384 + a.message.len()))
+            .collect();
+
+        let mut guard = lock(&cell);
+        let Channel { log, content, .. } = &mut *guard;
+        let Content::Alerts { open } = content else {
+            return wrong_kind(channel, ChannelKind::Alerts, alerts.len());
+        };
+        let mut fresh = Vec::with_capacity(alerts.len());
+        for (a, frame) in alerts.iter().zip(frames) {
+            if !log.advance(channel, ChannelKind::Alerts, a.seq) {
                 continue;
             }
-            if d.seq != ch.seq + 1 {
-                tracing::warn!(channel, seq = d.seq, last = ch.seq, "gap in delta seq");
-            }
-            ch.seq = d.seq;
-            ch.apply(d);
-            if self.cfg.history > 0 {
-                if ch.history.len() == self.cfg.history {
-                    ch.history.pop_front();
-                }
-                ch.history.push_back(Arc::clone(e));
-            }
-            fresh.push(Arc::clone(e));
+            let before = apply_alert(open, a);
+            let e = Arc::new(Encoded {
+                seq: a.seq,
+                sport: a.sport,
+                game_id: a.game_id.clone(),
+                severity: Some(SeverityChange {
+                    now: a.severity,
+                    before,
+                }),
+                ingest_ms: None,
+                frame,
+            });
+            log.remember(&e);
+            fresh.push(e);
         }
+        self.fan_out(guard, &fresh);
+    }
+
+    /// Offers freshly published frames to every subscriber of the channel, then unlocks it.
+    fn fan_out(&self, ch: MutexGuard<'_, Channel>, fresh: &[Arc<Encoded>]) {
         if fresh.is_empty() {
             return;
         }
         let mut high_water = 0;
         let mut overflowed = 0u64;
         for sub in &ch.subscribers {
-            if let Offer::Overflowed = sub.offer(&fresh, &mut high_water) {
+            if let Offer::Overflowed = sub.offer(fresh, &mut high_water) {
                 overflowed += 1;
             }
         }
@@ -263,20 +535,25 @@ impl Hub {
         }
     }
 
-    /// Everything up to event time `event_time_ms` has been published on the channel.
+    /// Everything up to event time `event_time_ms` has been published on the delta channel
+    /// (created on first use). Alerts channels have no progress: ignored for them.
     pub fn progress(&self, channel: &str, event_time_ms: u64) {
-        let cell = self.channel_or_create(channel);
+        let cell = self.channel_or_create(channel, ChannelKind::Deltas);
         let mut ch = lock(&cell);
-        ch.progress = Some(ch.progress.map_or(event_time_ms, |p| p.max(event_time_ms)));
+        let Content::Deltas { progress, .. } = &mut ch.content else {
+            return;
+        };
+        *progress = Some(progress.map_or(event_time_ms, |p| p.max(event_time_ms)));
         for sub in &ch.subscribers {
             sub.set_progress(event_time_ms);
         }
     }
 
-    /// Registers a subscriber. With `resume_from = Some(n)` and the history holding every delta
+    /// Registers a subscriber. With `resume_from = Some(n)` and the history holding every frame
     /// after `n`, the matching ones are queued and no snapshot is needed (provided they fit in
     /// the queue); otherwise the subscription starts with a snapshot. `wake` is notified whenever
-    /// the subscription has something to send.
+    /// the subscription has something to send. A filter with severities is refused on a delta
+    /// channel.
     pub fn subscribe(
         self: &Arc<Self>,
         channel: &str,
@@ -292,25 +569,20 @@ impl Hub {
         let capacity = self.cfg.queue_capacity;
 
         let mut ch = lock(&cell);
-        let mut start = None;
-        let mut queue = VecDeque::new();
-        let mut reason = SnapshotReason::Subscribe;
-        if let Some(n) = resume_from {
-            let covered =
-                n == ch.seq || (n < ch.seq && ch.history.front().is_some_and(|f| f.seq <= n + 1));
-            let missed = ch.history.partition_point(|e| e.seq <= n);
-            let matching = ch
-                .history
-                .range(missed..)
-                .filter(|e| filter.matches(e.sport, &e.game_id));
-            if covered && matching.clone().count() <= capacity {
-                queue.extend(matching.cloned());
-                start = Some(Start::Resumed { from: n });
-            } else {
-                reason = SnapshotReason::ResumeUnavailable;
-            }
+        if filter.has_severities() && ch.content.kind() == ChannelKind::Deltas {
+            return Err(SubscribeError::SeveritiesOnDeltas(channel.to_owned()));
         }
-        let start = start.unwrap_or_else(|| Start::Snapshot(ch.snapshot(&filter), reason));
+        let (start, queue) = match resume_from.map(|n| (n, ch.log.resume(n, &filter, capacity))) {
+            Some((n, Some(queue))) => (Start::Resumed { from: n }, queue),
+            Some((_, None)) => (
+                Start::Snapshot(ch.snapshot(&filter), SnapshotReason::ResumeUnavailable),
+                VecDeque::new(),
+            ),
+            None => (
+                Start::Snapshot(ch.snapshot(&filter), SnapshotReason::Subscribe),
+                VecDeque::new(),
+            ),
+        };
         self.max_queued.fetch_max(queue.len(), Ordering::Relaxed);
         let subscriber = Arc::new(Subscriber {
             id,
@@ -318,7 +590,7 @@ impl Hub {
             capacity,
             outbox: Mutex::new(Outbox {
                 state: QueueState::Streaming(queue),
-                progress: ch.progress,
+                progress: ch.content.progress(),
             }),
             wake,
         });
@@ -342,23 +614,46 @@ impl Hub {
         self.subscribers.load(Ordering::Relaxed)
     }
 
-    /// Current value of every game on the channel (empty for an unknown channel).
+    /// Current value of every game on a delta channel (empty for an unknown or alerts channel).
     pub fn snapshot(&self, channel: &str) -> Vec<SnapshotValue> {
         self.snapshot_at(channel)
             .map(|s| s.values)
             .unwrap_or_default()
     }
 
-    /// Current values with the seq they are consistent with (`None` for an unknown channel).
+    /// Current values with the seq they are consistent with (`None` for an unknown channel or
+    /// an alerts channel).
     pub fn snapshot_at(&self, channel: &str) -> Option<Snapshot> {
         let cell = self.channel(channel)?;
         let ch = lock(&cell);
-        Some(ch.snapshot(&Filter::all()))
+        match ch.snapshot(&Filter::all()) {
+            ChannelSnapshot::Values(s) => Some(s),
+            ChannelSnapshot::Alerts(_) => None,
+        }
     }
 
-    /// Seq of the last delta published on the channel.
+    /// The latest change of every open alert on an alerts channel (empty for an unknown or
+    /// delta channel).
+    pub fn open_alerts(&self, channel: &str) -> Vec<Alert> {
+        self.alert_snapshot_at(channel)
+            .map(|s| s.alerts)
+            .unwrap_or_default()
+    }
+
+    /// The open alerts with the seq they are consistent with (`None` for an unknown channel or
+    /// a delta channel).
+    pub fn alert_snapshot_at(&self, channel: &str) -> Option<AlertSnapshot> {
+        let cell = self.channel(channel)?;
+        let ch = lock(&cell);
+        match ch.snapshot(&Filter::all()) {
+            ChannelSnapshot::Alerts(s) => Some(s),
+            ChannelSnapshot::Values(_) => None,
+        }
+    }
+
+    /// Seq of the last delta (or alert change) published on the channel.
     pub fn seq(&self, channel: &str) -> Option<u64> {
-        self.channel(channel).map(|c| lock(&c).seq)
+        self.channel(channel).map(|c| lock(&c).log.seq)
     }
 
     /// The longest any subscriber queue has been since the hub was created. Never exceeds
@@ -373,27 +668,34 @@ impl Hub {
     }
 }
 
-fn encode_delta(prefix: &str, d: &Delta, ingest_ms: Option<u64>) -> EncodedDelta {
-    let mut buf = Vec::with_capacity(prefix.len() + 192 + 48 * d.changed.len());
+/// Logs and counts what was published to a channel of the other kind: a wiring bug (one channel
+/// name used for deltas and alerts), not a client's doing.
+fn wrong_kind(channel: &str, published: ChannelKind, n: usize) {
+    tracing::error!(
+        channel,
+        ?published,
+        n,
+        "published to a channel of the other kind; dropped"
+    );
+    metrics::counter!("sideline_hub_wrong_channel_kind_total").increment(n as u64);
+}
+
+/// A complete frame: `prefix`, `value`'s JSON and the closing brace. `size_hint` is the expected
+/// JSON length.
+fn encode_frame<T: Serialize>(prefix: &str, value: &T, seq: u64, size_hint: usize) -> Utf8Bytes {
+    let mut buf = Vec::with_capacity(prefix.len() + size_hint);
     buf.extend_from_slice(prefix.as_bytes());
-    // Writing a `Delta` into a Vec cannot fail (non-finite floats become null).
-    if let Err(e) = serde_json::to_writer(&mut buf, d) {
-        tracing::error!(error = %e, seq = d.seq, "encoding a delta failed");
+    // Writing a `Delta` or an `Alert` into a Vec cannot fail (non-finite floats become null).
+    if let Err(e) = serde_json::to_writer(&mut buf, value) {
+        tracing::error!(error = %e, seq, "encoding a frame failed");
     }
     buf.push(b'}');
-    let frame = String::from_utf8(buf)
+    String::from_utf8(buf)
         .map(Utf8Bytes::from)
         .unwrap_or_else(|e| {
-            tracing::error!(error = %e, "delta JSON is not UTF-8");
+            tracing::error!(error = %e, "frame JSON is not UTF-8");
             Utf8Bytes::from_static("{}")
-        });
-    EncodedDelta {
-        seq: d.seq,
-        sport: d.sport,
-        game_id: d.game_id.clone(),
-        ingest_ms,
-        frame,
-    }
+        })
 }
 
 #[cfg(test)]

@@ -1,9 +1,10 @@
 //! One subscriber of one channel: its filter and its bounded outbox.
 //!
-//! The outbox is a small state machine ([`QueueState`]): `Streaming` holds the matching deltas
-//! not yet taken by the writer, at most `capacity` of them; when a delta would not fit, the queue
-//! is dropped and the state becomes `Resync`, in which nothing is queued until the writer takes a
-//! fresh snapshot. Progress is a single coalesced slot (the newest event time wins).
+//! The outbox is a small state machine ([`QueueState`]): `Streaming` holds the matching frames
+//! (deltas or alert changes) not yet taken by the writer, at most `capacity` of them; when one
+//! would not fit, the queue is dropped and the state becomes `Resync`, in which nothing is queued
+//! until the writer takes a fresh snapshot. Progress is a single coalesced slot (the newest event
+//! time wins; delta channels only).
 //!
 //! Lock order: channel lock, then outbox lock. The publisher holds each outbox lock only to push
 //! a batch; the writer only to pop one.
@@ -15,43 +16,59 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use super::{lock, Channel, Hub, Snapshot};
+use super::{lock, Channel, ChannelSnapshot, Hub};
+use crate::alert::{Alert, Severity};
 use crate::event::Sport;
 use crate::ws::protocol;
 
-/// A delta encoded once, as a complete `delta` frame, shared by every subscriber it goes to.
+/// A delta or an alert change encoded once, as a complete `delta` or `alert` frame, shared by
+/// every subscriber it goes to.
 #[derive(Debug)]
-pub struct EncodedDelta {
+pub struct Encoded {
     pub(super) seq: u64,
     pub(super) sport: Sport,
     pub(super) game_id: String,
+    /// For an alert change: what the severity filter looks at. `None` for a delta.
+    pub(super) severity: Option<SeverityChange>,
     pub(super) ingest_ms: Option<u64>,
     pub(super) frame: Utf8Bytes,
 }
 
-impl EncodedDelta {
-    /// The delta's channel seq.
+/// An alert change's severity and that of the alert's previous change, if the hub saw one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct SeverityChange {
+    pub(super) now: Severity,
+    pub(super) before: Option<Severity>,
+}
+
+impl Encoded {
+    /// The channel seq: the delta's `seq` or the alert's `seq`.
     pub fn seq(&self) -> u64 {
         self.seq
     }
 
-    /// The Kafka timestamp behind the delta, for the end-to-end latency metric.
+    /// The Kafka timestamp behind a delta, for the end-to-end latency metric (`None` for
+    /// alerts).
     pub fn ingest_ms(&self) -> Option<u64> {
         self.ingest_ms
     }
 
-    /// The complete `{"type":"delta",...}` text frame; cloning it shares the bytes.
+    /// The complete `{"type":"delta",...}` or `{"type":"alert",...}` text frame; cloning it
+    /// shares the bytes.
     pub fn frame(&self) -> &Utf8Bytes {
         &self.frame
     }
 }
 
-/// Which games a subscriber receives (compiled from [`protocol::Filter`]).
+/// Which games (and alert severities) a subscriber receives (compiled from
+/// [`protocol::Filter`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Filter {
     sports: Option<Vec<Sport>>,
     /// Sorted and deduplicated, for binary search.
     games: Option<Vec<String>>,
+    /// Sorted and deduplicated. Only allowed on alerts channels.
+    severities: Option<Vec<Severity>>,
 }
 
 impl Filter {
@@ -66,6 +83,32 @@ impl Filter {
                 .games
                 .as_ref()
                 .is_none_or(|g| g.binary_search_by(|x| x.as_str().cmp(game_id)).is_ok())
+    }
+
+    /// Whether the filter names severities (which only an alerts channel accepts).
+    pub fn has_severities(&self) -> bool {
+        self.severities.is_some()
+    }
+
+    /// Whether an open alert at this latest change belongs in the subscriber's snapshot.
+    pub fn matches_alert(&self, alert: &Alert) -> bool {
+        self.matches(alert.sport, &alert.game_id) && self.admits_severity(alert.severity)
+    }
+
+    fn admits_severity(&self, severity: Severity) -> bool {
+        self.severities
+            .as_ref()
+            .is_none_or(|s| s.contains(&severity))
+    }
+
+    /// Whether a frame goes to the subscriber. An alert change passes the severity set when its
+    /// severity is in it or its alert's previous one was: a client holding the alert learns that
+    /// it left the set.
+    pub(super) fn admits(&self, e: &Encoded) -> bool {
+        self.matches(e.sport, &e.game_id)
+            && e.severity.is_none_or(|s| {
+                self.admits_severity(s.now) || s.before.is_some_and(|b| self.admits_severity(b))
+            })
     }
 
     pub(super) fn sports(&self) -> Option<&[Sport]> {
@@ -89,15 +132,24 @@ impl From<protocol::Filter> for Filter {
             g.dedup();
             g
         });
-        Filter { sports, games }
+        let severities = f.severities.map(|mut s| {
+            s.sort();
+            s.dedup();
+            s
+        });
+        Filter {
+            sports,
+            games,
+            severities,
+        }
     }
 }
 
 /// The state of a subscriber's queue.
 #[derive(Debug)]
 pub(super) enum QueueState {
-    /// Deltas after everything the subscriber has been given, in seq order, at most `capacity`.
-    Streaming(VecDeque<Arc<EncodedDelta>>),
+    /// Frames after everything the subscriber has been given, in seq order, at most `capacity`.
+    Streaming(VecDeque<Arc<Encoded>>),
     /// The queue overflowed and was dropped: the next thing the subscriber gets is a snapshot
     /// with `reason: "resync"`. Nothing is queued meanwhile.
     Resync,
@@ -129,16 +181,16 @@ pub(super) struct Subscriber {
 }
 
 impl Subscriber {
-    /// Queues the deltas of `batch` that match the filter. Returns the queue length after, via
+    /// Queues the frames of `batch` that match the filter. Returns the queue length after, via
     /// `high_water`, and whether the queue overflowed.
-    pub(super) fn offer(&self, batch: &[Arc<EncodedDelta>], high_water: &mut usize) -> Offer {
+    pub(super) fn offer(&self, batch: &[Arc<Encoded>], high_water: &mut usize) -> Offer {
         let mut outbox = lock(&self.outbox);
         let QueueState::Streaming(queue) = &mut outbox.state else {
             return Offer::Nothing;
         };
         let before = queue.len();
         for d in batch {
-            if !self.filter.matches(d.sport, &d.game_id) {
+            if !self.filter.admits(d) {
                 continue;
             }
             if queue.len() >= self.capacity {
@@ -177,11 +229,12 @@ impl Subscriber {
 pub enum Work {
     /// Nothing pending.
     Idle,
-    /// Deltas in seq order, then (if the queue is now empty) the newest pending progress.
-    Deltas {
-        deltas: Vec<Arc<EncodedDelta>>,
+    /// Frames (deltas or alert changes) in seq order, then (if the queue is now empty) the
+    /// newest pending progress.
+    Frames {
+        frames: Vec<Arc<Encoded>>,
         progress: Option<u64>,
-        /// More deltas are queued: call `take` again.
+        /// More frames are queued: call `take` again.
         more: bool,
     },
     /// The queue overflowed: call [`Subscription::resync`] and send its snapshot.
@@ -202,7 +255,7 @@ impl Subscription {
         &self.channel_name
     }
 
-    /// Takes up to `max` queued deltas (and the pending progress once the queue is drained).
+    /// Takes up to `max` queued frames (and the pending progress once the queue is drained).
     pub fn take(&self, max: usize) -> Work {
         let mut outbox = lock(&self.subscriber.outbox);
         let Outbox { state, progress } = &mut *outbox;
@@ -210,14 +263,14 @@ impl Subscription {
             QueueState::Resync => Work::Resync,
             QueueState::Streaming(queue) => {
                 let n = queue.len().min(max);
-                let deltas: Vec<_> = queue.drain(..n).collect();
+                let frames: Vec<_> = queue.drain(..n).collect();
                 let more = !queue.is_empty();
                 let progress = if more { None } else { progress.take() };
-                if deltas.is_empty() && progress.is_none() {
+                if frames.is_empty() && progress.is_none() {
                     Work::Idle
                 } else {
-                    Work::Deltas {
-                        deltas,
+                    Work::Frames {
+                        frames,
                         progress,
                         more,
                     }
@@ -226,10 +279,11 @@ impl Subscription {
         }
     }
 
-    /// Leaves `Resync`: takes a snapshot of the subscriber's games under the channel lock and
-    /// restarts the queue empty, so the deltas queued next are exactly those after the
-    /// snapshot's seq. Returns the snapshot and the pending progress, to send after it.
-    pub fn resync(&self) -> (Snapshot, Option<u64>) {
+    /// Leaves `Resync`: takes a snapshot for the subscriber's filter under the channel lock (the
+    /// newest value per game, or every open alert) and restarts the queue empty, so the frames
+    /// queued next are exactly those after the snapshot's seq. Returns the snapshot and the
+    /// pending progress, to send after it.
+    pub fn resync(&self) -> (ChannelSnapshot, Option<u64>) {
         let channel = lock(&self.channel);
         let snapshot = channel.snapshot(&self.subscriber.filter);
         let mut outbox = lock(&self.subscriber.outbox);
@@ -238,7 +292,7 @@ impl Subscription {
         (snapshot, progress)
     }
 
-    /// Deltas currently queued (for tests and diagnostics).
+    /// Frames currently queued (for tests and diagnostics).
     pub fn queued(&self) -> usize {
         match &lock(&self.subscriber.outbox).state {
             QueueState::Streaming(q) => q.len(),

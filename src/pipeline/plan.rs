@@ -407,7 +407,7 @@ impl Planner<'_> {
                     self.err_hint(
                         span,
                         "a hopping window's `slide` cannot be longer than its `size`",
-                        "events between windows would be lost; use a tumbling window for slide = size",
+                        "events between windows would be lost",
                     );
                     return None;
                 }

@@ -387,16 +387,16 @@ impl GameAssigner {
             match f.window {
                 Window::Tumbling { size } => {
                     out.push((slot.clone(), m, t, 1));
-                    retract(out, &slot, m, (t / size + 1) * size);
+                    retract(out, &slot, m, (t / size + 1).saturating_mul(size));
                 }
                 Window::Hopping { size, slide } => {
-                    let c = t.div_ceil(slide) * slide;
+                    let c = t.div_ceil(slide).saturating_mul(slide);
                     out.push((slot.clone(), m, c, 1));
-                    retract(out, &slot, m, c + size);
+                    retract(out, &slot, m, c.saturating_add(size));
                 }
                 Window::Sliding { size } => {
                     out.push((slot.clone(), m, t, 1));
-                    retract(out, &slot, m, t + size);
+                    retract(out, &slot, m, t.saturating_add(size));
                 }
                 Window::Game => out.push((slot, m, t, 1)),
                 Window::Events { count } => {
@@ -441,7 +441,7 @@ impl GameAssigner {
                         }
                     });
                     if let SlotState::Session { last, members } = state {
-                        if t >= *last + gap {
+                        if t >= last.saturating_add(gap) {
                             for old in members.drain(..) {
                                 retract(out, &slot, old, t);
                             }
@@ -450,7 +450,7 @@ impl GameAssigner {
                         members.push(m);
                         out.push((slot.clone(), m, t, 1));
                         out.push((slot.clone(), Member::Alive, t, 1));
-                        retract(out, &slot, Member::Alive, t + gap);
+                        retract(out, &slot, Member::Alive, t.saturating_add(gap));
                     }
                 }
             }

@@ -4,18 +4,30 @@
 //! (`{"type": ...}`). `schemas/ws_protocol.schema.json` is generated from these types by
 //! [`schema_json`]; a test fails when the committed file differs.
 //!
-//! A subscription starts with `subscribed`, then either a `snapshot` (the current value of every
-//! game the filter matches, consistent with channel sequence number `seq`) or, when the client
-//! asked to resume and the hub still holds the deltas it missed, nothing more: the missed deltas
-//! simply follow. Then `delta` messages with strictly increasing `delta.seq`, each greater than
-//! the snapshot's `seq`, and `progress` messages. A subscriber that falls more than its queue
-//! behind is sent a fresh `snapshot` with `reason: "resync"`; deltas after it continue from its
-//! `seq`. Errors carry a stable [`ErrorCode`]; a bad client message never closes the connection.
+//! A channel carries either prediction deltas or alert changes.
+//!
+//! On a delta channel a subscription starts with `subscribed`, then either a `snapshot` (the
+//! current value of every game the filter matches, consistent with channel sequence number
+//! `seq`) or, when the client asked to resume and the hub still holds the deltas it missed,
+//! nothing more: the missed deltas simply follow. Then `delta` messages with strictly increasing
+//! `delta.seq`, each greater than the snapshot's `seq`, and `progress` messages. A subscriber
+//! that falls more than its queue behind is sent a fresh `snapshot` with `reason: "resync"`;
+//! deltas after it continue from its `seq`.
+//!
+//! An alerts channel works the same way with `alert_snapshot` (the alerts currently open) in
+//! place of `snapshot` and `alert` (one change in an alert's life, numbered by `alert.seq`) in
+//! place of `delta`; it sends no `progress`. Alerts are never conflated away: a subscriber that
+//! falls behind gets an `alert_snapshot` with `reason: "resync"` holding every matching open
+//! alert, so it may miss intermediate changes of alerts that have since resolved, never an open
+//! one.
+//!
+//! Errors carry a stable [`ErrorCode`]; a bad client message never closes the connection.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::alert::{Alert, Severity};
 use crate::delta::Delta;
 use crate::event::Sport;
 
@@ -31,12 +43,13 @@ pub enum ClientMessage {
         id: Option<String>,
         /// Channel name, e.g. `predictions`.
         channel: String,
-        /// Which games to receive; absent means all.
+        /// Which games (and alert severities) to receive; absent means all.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         filter: Option<Filter>,
         /// The last `seq` the client saw on this channel (with the same filter), to resume without
-        /// a snapshot. If the hub no longer holds the deltas after it, a snapshot with
-        /// `reason: "resume_unavailable"` is sent instead.
+        /// a snapshot: a delta's `seq` or, on an alerts channel, an alert's `seq`. If the hub no
+        /// longer holds what followed it, a snapshot with `reason: "resume_unavailable"` is sent
+        /// instead.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         resume_from: Option<u64>,
     },
@@ -53,8 +66,9 @@ pub enum ClientMessage {
     },
 }
 
-/// Which games a subscription receives. Each field that is present narrows the selection; an
-/// absent field matches everything. Lists must not be empty.
+/// Which games (and, on an alerts channel, which severities) a subscription receives. Each field
+/// that is present narrows the selection; an absent field matches everything. Lists must not be
+/// empty.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Filter {
@@ -64,6 +78,14 @@ pub struct Filter {
     /// Only these game ids.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub games: Option<Vec<String>>,
+    /// Alerts channels only (`bad_filter` on a delta channel): the set of severities wanted,
+    /// e.g. `["warning", "critical"]`. It is a set, not a minimum: `["critical"]` leaves out
+    /// warnings. An alert change is sent when its severity is in the set, and also when the
+    /// alert's previous change was (so a client learns that an alert it holds escalated out of
+    /// the set, and can drop it). Keep an alert while its latest change is `open` or `escalated`
+    /// with a severity in the set; that is exactly what `alert_snapshot` holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severities: Option<Vec<Severity>>,
 }
 
 /// A message from the server.
@@ -85,8 +107,8 @@ pub enum ServerMessage {
         id: Option<String>,
         channel: String,
     },
-    /// The current value of every game the filter matches (newest per game, ordered by sport
-    /// then game id). Replace everything held for the channel with it.
+    /// Delta channels: the current value of every game the filter matches (newest per game,
+    /// ordered by sport then game id). Replace everything held for the channel with it.
     Snapshot {
         channel: String,
         /// The channel seq the snapshot is consistent with: the deltas that follow have a greater
@@ -97,6 +119,20 @@ pub enum ServerMessage {
     },
     /// One prediction moved.
     Delta { channel: String, delta: Delta },
+    /// Alerts channels: every alert currently open (latest change `open` or `escalated`) that
+    /// the filter matches, at its latest change, ordered by sport, game id, then alert id.
+    /// Replace every alert held for the channel with these.
+    AlertSnapshot {
+        channel: String,
+        /// The alert seq the snapshot is consistent with: the `alert` messages that follow have a
+        /// greater `alert.seq`, with no gap among those the filter matches.
+        seq: u64,
+        reason: SnapshotReason,
+        alerts: Vec<Alert>,
+    },
+    /// One change in an alert's life (alerts channels). `alert.id` is stable across the changes
+    /// of one alert; a `resolved` or `retracted` change ends it.
+    Alert { channel: String, alert: Alert },
     /// Everything on the channel up to this event time has been sent (coalesced: only the newest
     /// is sent to a subscriber that is behind).
     Progress { channel: String, event_time_ms: u64 },
@@ -122,9 +158,11 @@ pub enum ServerMessage {
 pub enum SnapshotReason {
     /// The first message of a new subscription.
     Subscribe,
-    /// The subscriber fell behind by more than its queue; deltas in between were dropped.
+    /// The subscriber fell behind by more than its queue; the deltas (or alert changes) in
+    /// between were dropped. On an alerts channel the snapshot still holds every open alert.
     Resync,
-    /// The client asked to resume, but the hub no longer holds the deltas after `resume_from`.
+    /// The client asked to resume, but the hub no longer holds the deltas (or alert changes)
+    /// after `resume_from`.
     ResumeUnavailable,
 }
 
@@ -186,7 +224,8 @@ pub enum ErrorCode {
     UnknownOp,
     /// The channel does not exist.
     UnknownChannel,
-    /// `filter` is malformed: wrong type, unknown sport or field, or an empty list.
+    /// `filter` is malformed: wrong type, unknown sport, severity or field, an empty list, or
+    /// `severities` on a channel that is not an alerts channel.
     BadFilter,
     /// The connection already has the maximum number of subscriptions.
     TooManySubscriptions,
@@ -299,6 +338,9 @@ impl Filter {
         if self.games.as_ref().is_some_and(Vec::is_empty) {
             return Err("`games` is empty; omit it to match all games".into());
         }
+        if self.severities.as_ref().is_some_and(Vec::is_empty) {
+            return Err("`severities` is empty; omit it to match all severities".into());
+        }
         Ok(())
     }
 }
@@ -319,6 +361,16 @@ pub fn delta_frame_prefix(channel: &str) -> String {
     let mut s = String::from(r#"{"type":"delta","channel":"#);
     s.push_str(&serde_json::to_string(channel).unwrap_or_else(|_| "\"\"".into()));
     s.push_str(r#","delta":"#);
+    s
+}
+
+/// The bytes before a pre-encoded alert in an `alert` frame: `{"type":"alert","channel":"..","alert":`.
+/// Like [`delta_frame_prefix`], the frame is byte-identical to serialising
+/// [`ServerMessage::Alert`].
+pub fn alert_frame_prefix(channel: &str) -> String {
+    let mut s = String::from(r#"{"type":"alert","channel":"#);
+    s.push_str(&serde_json::to_string(channel).unwrap_or_else(|_| "\"\"".into()));
+    s.push_str(r#","alert":"#);
     s
 }
 
@@ -400,6 +452,65 @@ mod tests {
     }
 
     #[test]
+    fn spliced_alert_frame_equals_serialised_message() {
+        let alert = Alert {
+            seq: 3,
+            id: "test/jump/nfl/2018090600/1536278400000".into(),
+            pipeline: "test".into(),
+            version: 1,
+            detector: "jump".into(),
+            kind: "jump".into(),
+            sport: Sport::Nfl,
+            game_id: "2018090600".into(),
+            state: crate::alert::AlertState::Escalated,
+            severity: Severity::Critical,
+            event_time_ms: 1_536_278_460_000,
+            opened_at_ms: 1_536_278_400_000,
+            message: "jump \"escalated\"".into(),
+            evidence: crate::alert::Evidence {
+                value: 0.31,
+                threshold: 0.2,
+                score: Some(0.31),
+                baseline: None,
+                window: "last 5 plays".into(),
+            },
+        };
+        let channel = "nfl.alerts";
+        let spliced = format!(
+            "{}{}}}",
+            alert_frame_prefix(channel),
+            serde_json::to_string(&alert).unwrap()
+        );
+        let msg = ServerMessage::Alert {
+            channel: channel.into(),
+            alert,
+        };
+        assert_eq!(spliced, encode(&msg));
+        assert_eq!(
+            serde_json::from_str::<ServerMessage>(&spliced).unwrap(),
+            msg
+        );
+    }
+
+    #[test]
+    fn severities_filter_parses_as_a_set() {
+        let ok = parse_client_message(
+            r#"{"op":"subscribe","channel":"alerts","filter":{"severities":["warning","critical"]}}"#,
+        )
+        .unwrap();
+        let ClientMessage::Subscribe {
+            filter: Some(f), ..
+        } = ok
+        else {
+            panic!("{ok:?}")
+        };
+        assert_eq!(
+            f.severities,
+            Some(vec![Severity::Warning, Severity::Critical])
+        );
+    }
+
+    #[test]
     fn parse_errors_have_stable_codes() {
         let code = |t: &str| parse_client_message(t).unwrap_err().code;
         assert_eq!(code("nope"), ErrorCode::BadJson);
@@ -414,6 +525,9 @@ mod tests {
             r#"{"games":[1]}"#,
             r#"{"teams":["NE"]}"#,
             r#"{"games":[]}"#,
+            r#"{"severities":["fatal"]}"#,
+            r#"{"severities":[]}"#,
+            r#"{"severities":"critical"}"#,
             r#"7"#,
         ];
         for f in bad_filters {
@@ -436,7 +550,8 @@ mod tests {
                 channel: "predictions".into(),
                 filter: Some(Filter {
                     sports: Some(vec![Sport::Nfl]),
-                    games: None
+                    games: None,
+                    severities: None,
                 }),
                 resume_from: None,
             }

@@ -2,8 +2,8 @@
 //! can be driven by a WebSocket or, in tests, by channels.
 //!
 //! The session alternates between reading one client message and writing what is pending:
-//! replies first (so a `snapshot` always precedes its subscription's deltas), then up to
-//! [`WRITE_BATCH`] deltas per subscription, then a flush. While the client is not reading, the
+//! replies first (so a snapshot always precedes its subscription's deltas or alerts), then up
+//! to [`WRITE_BATCH`] frames per subscription, then a flush. While the client is not reading, the
 //! session waits in the write and the hub's bounded queues absorb (then drop and resync) what
 //! the engine publishes meanwhile.
 
@@ -17,9 +17,9 @@ use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use super::protocol::{self, ClientError, ClientMessage, ErrorCode, ServerMessage, SnapshotReason};
-use crate::hub::{Hub, Snapshot, Start, SubscribeError, Subscription, Work};
+use crate::hub::{ChannelSnapshot, Hub, Start, SubscribeError, Subscription, Work};
 
-/// Deltas taken from one subscription's queue per write pass.
+/// Frames (deltas or alert changes) taken from one subscription's queue per write pass.
 pub const WRITE_BATCH: usize = 64;
 
 /// The limits a session enforces.
@@ -53,7 +53,7 @@ pub enum SessionEnd {
 enum Pass {
     /// Everything pending was written.
     Done,
-    /// Some subscription still has queued deltas.
+    /// Some subscription still has queued frames.
     More,
 }
 
@@ -62,7 +62,7 @@ struct Session {
     cfg: SessionConfig,
     wake: Arc<Notify>,
     subscriptions: Vec<Subscription>,
-    /// Replies and snapshots to write before any delta.
+    /// Replies and snapshots to write before any delta or alert.
     replies: VecDeque<Utf8Bytes>,
 }
 
@@ -172,7 +172,7 @@ impl Session {
                 filter,
                 resume_from,
             } => {
-                // Subscribing again replaces: drop the old one first, so none of its deltas
+                // Subscribing again replaces: drop the old one first, so none of its frames
                 // can follow the new snapshot.
                 let existing = self
                     .subscriptions
@@ -193,11 +193,12 @@ impl Session {
                 let filter = filter.unwrap_or_default().into();
                 let wake = Arc::clone(&self.wake);
                 match self.hub.subscribe(&channel, filter, resume_from, wake) {
-                    Err(SubscribeError::UnknownChannel(c)) => self.reply_error(ClientError::new(
-                        id,
-                        ErrorCode::UnknownChannel,
-                        format!("unknown channel `{c}`"),
-                    )),
+                    Err(e @ SubscribeError::UnknownChannel(_)) => self.reply_error(
+                        ClientError::new(id, ErrorCode::UnknownChannel, e.to_string()),
+                    ),
+                    Err(e @ SubscribeError::SeveritiesOnDeltas(_)) => self.reply_error(
+                        ClientError::new(id, ErrorCode::BadFilter, e.to_string()),
+                    ),
                     Ok((sub, start)) => {
                         let resumed_from = match &start {
                             Start::Resumed { from } => Some(*from),
@@ -224,15 +225,10 @@ impl Session {
     fn snapshot_frame(
         &self,
         channel: &str,
-        snapshot: Snapshot,
+        snapshot: ChannelSnapshot,
         reason: SnapshotReason,
     ) -> Result<Utf8Bytes, ClientError> {
-        let frame = protocol::encode(&ServerMessage::Snapshot {
-            channel: channel.to_owned(),
-            seq: snapshot.seq,
-            reason,
-            values: snapshot.values,
-        });
+        let frame = protocol::encode(&snapshot.into_message(channel, reason));
         if frame.len() > self.cfg.max_snapshot_bytes {
             return Err(ClientError::new(
                 None,
@@ -267,19 +263,19 @@ impl Session {
             };
             match sub.take(WRITE_BATCH) {
                 Work::Idle => {}
-                Work::Deltas {
-                    deltas,
+                Work::Frames {
+                    frames,
                     progress,
                     more: m,
                 } => {
                     more |= m;
-                    for d in &deltas {
-                        sink.feed(Message::Text(d.frame().clone()))
+                    for f in &frames {
+                        sink.feed(Message::Text(f.frame().clone()))
                             .await
                             .map_err(transport)?;
-                        latencies.extend(d.ingest_ms());
+                        latencies.extend(f.ingest_ms());
                     }
-                    sent += deltas.len() as u64;
+                    sent += frames.len() as u64;
                     if let Some(t) = progress {
                         let frame = protocol::progress_frame(sub.channel(), t);
                         sink.feed(Message::text(frame)).await.map_err(transport)?;
