@@ -204,3 +204,32 @@ fn a_refused_deploy_changes_nothing() {
     }
     app.shutdown();
 }
+
+/// Removing a pipeline and deploying it again while a subscriber stays on its channel: the
+/// new deployment numbers on from the channel's last delta, so nothing is dropped as a repeat
+/// and the subscriber sees one gap-free sequence.
+#[test]
+fn a_pipeline_removed_and_deployed_again_numbers_on() {
+    let topic = "nfl.again";
+    let (log, client, app) = replay_with(topic, |app| {
+        assert!(app.remove("nfl_win_probability"));
+        let d = app.deploy("again.toml", &v2(topic)).unwrap();
+        assert_eq!(d.state, "live");
+    });
+    let last = log.last().unwrap().seq;
+    client.wait_for_seq(last);
+    let (_, _, ws_deltas) = apply(&client.messages());
+    assert_eq!(
+        ws_deltas, log,
+        "the subscriber saw every delta of both deployments"
+    );
+    for (i, d) in log.iter().enumerate() {
+        assert_eq!(
+            d.seq,
+            i as u64 + 1,
+            "one gap-free sequence across the redeploy"
+        );
+    }
+    assert!(log.iter().any(|d| d.version == 1) && log.iter().any(|d| d.version == 2));
+    app.shutdown();
+}

@@ -235,16 +235,13 @@ impl Log {
     /// The frames after `n` that `filter` admits, if the history still holds all of them and
     /// they fit in `capacity`.
     fn resume(&self, n: u64, filter: &Filter, capacity: usize) -> Option<VecDeque<Arc<Encoded>>> {
-        let covered = n == self.seq
-            || (n < self.seq && self.history.front().is_some_and(|f| f.seq <= n + 1));
+        let covered =
+            n == self.seq || (n < self.seq && self.history.front().is_some_and(|f| f.seq <= n + 1));
         if !covered {
             return None;
         }
         let missed = self.history.partition_point(|e| e.seq <= n);
-        let matching = self
-            .history
-            .range(missed..)
-            .filter(|e| filter.admits(e));
+        let matching = self.history.range(missed..).filter(|e| filter.admits(e));
         (matching.clone().count() <= capacity).then(|| matching.cloned().collect())
     }
 }

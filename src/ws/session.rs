@@ -196,9 +196,9 @@ impl Session {
                     Err(e @ SubscribeError::UnknownChannel(_)) => self.reply_error(
                         ClientError::new(id, ErrorCode::UnknownChannel, e.to_string()),
                     ),
-                    Err(e @ SubscribeError::SeveritiesOnDeltas(_)) => self.reply_error(
-                        ClientError::new(id, ErrorCode::BadFilter, e.to_string()),
-                    ),
+                    Err(e @ SubscribeError::SeveritiesOnDeltas(_)) => {
+                        self.reply_error(ClientError::new(id, ErrorCode::BadFilter, e.to_string()))
+                    }
                     Ok((sub, start)) => {
                         let resumed_from = match &start {
                             Start::Resumed { from } => Some(*from),
