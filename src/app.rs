@@ -230,7 +230,9 @@ impl App {
                 for o in &plan.outputs {
                     if other.outputs.contains(o) {
                         let what = match o {
-                            Output::WebSocket { channel } => format!("channel {channel}"),
+                            Output::WebSocket { channel } | Output::WebSocketAlerts { channel } => {
+                                format!("channel {channel}")
+                            }
                             Output::Kafka { topic } | Output::KafkaAlerts { topic } => {
                                 format!("topic {topic}")
                             }

@@ -250,8 +250,10 @@ impl Publisher {
         outputs: VersionOutputs,
     ) {
         for o in &plan.outputs {
-            if let Output::WebSocket { channel } = o {
-                self.hub.ensure_channel(channel);
+            match o {
+                Output::WebSocket { channel } => self.hub.ensure_channel(channel),
+                Output::WebSocketAlerts { channel } => self.hub.ensure_alert_channel(channel),
+                _ => {}
             }
         }
         self.owners.insert(id, plan.name.clone());
@@ -425,6 +427,7 @@ impl Publisher {
                 event_seq: now.event_seq,
                 ingest_ms: 0,
                 event_at: 0,
+                health: [0; 3],
             };
             let d = delta(p.seq, &c.version, &v, previous, DeltaCause::Version);
             deltas.push((d, None));
@@ -476,15 +479,17 @@ impl Publisher {
 }
 
 /// Delivers numbered alert changes to the version's alert outputs and the observer.
-fn emit_alerts(_hub: &Hub, version: &Version, sink: &mut dyn DeltaSink, alerts: &[Alert]) {
+fn emit_alerts(hub: &Hub, version: &Version, sink: &mut dyn DeltaSink, alerts: &[Alert]) {
     if alerts.is_empty() {
         return;
     }
     metrics::counter!("sideline_alerts_out_total", "pipeline" => version.plan.name.clone())
         .increment(alerts.len() as u64);
     for o in &version.plan.outputs {
-        if let (Output::KafkaAlerts { topic }, Some(k)) = (o, version.outputs.kafka.as_ref()) {
-            k.send_alerts(topic, alerts);
+        match (o, version.outputs.kafka.as_ref()) {
+            (Output::KafkaAlerts { topic }, Some(k)) => k.send_alerts(topic, alerts),
+            (Output::WebSocketAlerts { channel }, _) => hub.publish_alerts(channel, alerts),
+            _ => {}
         }
     }
     if let Some(w) = &version.outputs.webhooks {
@@ -617,7 +622,9 @@ fn emit(
                 Some(k) => k.send(topic, &deltas),
                 None => tracing::error!(topic, "no Kafka output producer"),
             },
-            Output::KafkaAlerts { .. } | Output::Webhook { .. } => {}
+            Output::KafkaAlerts { .. }
+            | Output::Webhook { .. }
+            | Output::WebSocketAlerts { .. } => {}
         }
     }
     sink.deltas(plan, &deltas);

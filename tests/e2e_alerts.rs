@@ -57,7 +57,7 @@ fn replay(run: usize) -> (Vec<Delta>, Vec<Alert>, Vec<Alert>) {
     ]);
     produce_all(&cluster.brokers, &input, &fixture_lines());
     let text = format!(
-        "{}\n{DETECTORS}\n[[output]]\nkind = \"kafka\"\nstream = \"alerts\"\ntopic = \"{alerts_topic}\"\n",
+        "{}\n{DETECTORS}\n[[output]]\nkind = \"kafka\"\nstream = \"alerts\"\ntopic = \"{alerts_topic}\"\n\n[[output]]\nkind = \"websocket\"\nstream = \"alerts\"\nchannel = \"nfl.alerts\"\n",
         nfl_pipeline(&[&input])
     );
     let cfg = config(&cluster.brokers, &input, 2);
@@ -125,4 +125,112 @@ fn detectors_alert_deterministically_and_reach_the_alerts_topic() {
         "two replays give identical alerts"
     );
     assert_eq!(log_bytes(&deltas), log_bytes(&deltas2));
+}
+
+const HEALTH: &str = r#"
+[[detector]]
+name = "feed_seq"
+kind = "sequence"
+
+[[detector]]
+name = "feed_score"
+kind = "score"
+"#;
+
+/// The fixture with `lines` as given, through the NFL pipeline plus the feed-health
+/// detectors; returns the alert changes.
+fn health_replay(name: &str, lines: &[String]) -> Vec<Alert> {
+    let input = format!("nfl.health.{name}");
+    let cluster = Cluster::mock(&[(&input, 4), (&format!("{input}.dead-letters"), 1)]);
+    produce_all(&cluster.brokers, &input, lines);
+    let text = format!("{}\n{HEALTH}", nfl_pipeline(&[&input]));
+    let cfg = config(&cluster.brokers, &input, 2);
+    let app = start(&cfg, &[text]);
+    let capture = Capture::default();
+    app.run_engine_with(Box::new(capture.clone())).unwrap();
+    app.shutdown();
+    let alerts = capture.0.lock().unwrap().1.clone();
+    alerts
+}
+
+/// Feed-health detectors on the real games: silent on the clean feed; on a feed with a
+/// skipped seq in one game, a repeated record in another and a score going down in a third,
+/// exactly those three games alert, each with its severity.
+#[test]
+fn feed_health_detectors_find_exactly_the_injected_faults() {
+    let clean = fixture_lines();
+    let alerts = health_replay("clean", &clean);
+    assert!(
+        alerts.is_empty(),
+        "the clean feed raises nothing: {alerts:?}"
+    );
+
+    let events = fixture_events();
+    let games: Vec<String> = {
+        let mut g: Vec<String> = events.iter().map(|e| e.game_id.clone()).collect();
+        g.dedup();
+        g.sort();
+        g.dedup();
+        g
+    };
+    let (skip_game, dup_game, drop_game) = (&games[0], &games[1], &games[2]);
+    let mut lines = Vec::new();
+    let mut seen: std::collections::BTreeMap<&str, usize> = Default::default();
+    for (line, e) in clean.iter().zip(&events) {
+        let n = seen.entry(e.game_id.as_str()).or_default();
+        *n += 1;
+        if e.game_id == *skip_game && *n == 50 {
+            continue; // a skipped seq
+        }
+        lines.push(line.clone());
+        if e.game_id == *dup_game && *n == 60 {
+            lines.push(line.clone()); // the same record again
+        }
+    }
+    // A score going down: one event of the third game reports a lower home score than the
+    // event before it, after the home team has scored.
+    let drop_at = events
+        .iter()
+        .position(|e| e.game_id == *drop_game && e.home_score >= 3 && e.seq > 100)
+        .expect("the home team scores");
+    let mut bad = events[drop_at].clone();
+    bad.home_score -= 3;
+    let target = serde_json::to_string(&events[drop_at]).unwrap();
+    let pos = lines.iter().position(|l| *l == target).unwrap();
+    lines[pos] = serde_json::to_string(&bad).unwrap();
+
+    let alerts = health_replay("faulty", &lines);
+    let opened: Vec<(&str, &str, sideline::alert::Severity)> = alerts
+        .iter()
+        .filter(|a| a.state == AlertState::Open)
+        .map(|a| (a.game_id.as_str(), a.detector.as_str(), a.severity))
+        .collect();
+    use sideline::alert::Severity::*;
+    let want = [
+        (skip_game.as_str(), "feed_seq", Warning),
+        (dup_game.as_str(), "feed_seq", Info),
+        (drop_game.as_str(), "feed_score", Critical),
+    ];
+    let hits = want.iter().filter(|w| opened.contains(w)).count();
+    println!(
+        "feed health: {} injected faults, {} alerts opened, {hits} of them right: precision {:.2}, recall {:.2}",
+        want.len(),
+        opened.len(),
+        hits as f64 / opened.len().max(1) as f64,
+        hits as f64 / want.len() as f64
+    );
+    let mut sorted = opened.clone();
+    sorted.sort();
+    let mut expected = want.to_vec();
+    expected.sort();
+    assert_eq!(
+        sorted, expected,
+        "exactly the injected faults alert (precision and recall 1)"
+    );
+    // Each alert resolves at the game's next event.
+    for a in alerts.iter().filter(|a| a.state == AlertState::Open) {
+        assert!(alerts
+            .iter()
+            .any(|r| r.id == a.id && r.state == AlertState::Resolved));
+    }
 }

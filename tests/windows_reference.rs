@@ -17,7 +17,9 @@ use sideline::dataflow::features::aggregate_slots;
 use sideline::event::{EventKind, GameEvent, Sport};
 use sideline::pipeline::plan::{plan, ModelCatalog, Plan, Window};
 use sideline::pipeline::reference::Evaluated;
-use sideline::pipeline::window::{Entity, GameAssigner, Slot, F64, META_AT, META_INGEST, META_SEQ};
+use sideline::pipeline::window::{
+    Entity, GameAssigner, Slot, F64, META_AT, META_DROPS, META_GAPS, META_INGEST, META_SEQ,
+};
 
 /// One `aggregate_slots` output record.
 type Out = ((Slot, F64), u64, isize);
@@ -461,6 +463,41 @@ fn check(
                     .iter()
                     .rfind(|e| e.event_time_ms <= *t)
                     .map(|e| [e.seq, ingest_ms(e), e.event_time_ms][what] as f64);
+                if got != want {
+                    return Err(format!(
+                        "{slot:?} at {t}: engine {got:?}, reference {want:?}"
+                    ));
+                }
+            }
+            checked.insert(slot);
+        }
+        // Feed health, game to date: seq numbers skipped and score decreases (absent while 0).
+        for (id, which) in [(META_GAPS, 0), (META_DROPS, 2)] {
+            let slot = Slot {
+                game: key.clone(),
+                entity: Entity::Game,
+                feature: id,
+            };
+            let updates = by_slot.get(&slot).map_or(&[][..], Vec::as_slice);
+            let mut times: Vec<u64> = evs.iter().map(|e| e.event_time_ms).collect();
+            times.extend(updates.iter().map(|u| u.0));
+            times.sort_unstable();
+            times.dedup();
+            let got = accumulate(updates, &times).map_err(|e| format!("{slot:?}: {e}"))?;
+            for (t, got) in times.iter().zip(got) {
+                let mut count = 0u64;
+                let mut prev: Option<&sideline::event::GameEvent> = None;
+                for e in evs.iter().filter(|e| e.event_time_ms <= *t) {
+                    count += match (which, prev) {
+                        (0, Some(p)) => e.seq.saturating_sub(p.seq + 1),
+                        (2, Some(p)) => {
+                            u64::from(e.home_score < p.home_score || e.away_score < p.away_score)
+                        }
+                        _ => 0,
+                    };
+                    prev = Some(e);
+                }
+                let want = (count > 0).then_some(count as f64);
                 if got != want {
                     return Err(format!(
                         "{slot:?} at {t}: engine {got:?}, reference {want:?}"

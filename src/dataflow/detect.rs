@@ -41,6 +41,8 @@ pub struct AlertChange {
 enum Machine {
     Single(Box<dyn Detector>),
     Pair(Divergence, Watch),
+    /// Feed health: the game's counters when last seen (skipped, repeated, score drops).
+    Health(DetectorRule, [u64; 3]),
 }
 
 fn machine(d: &DetectorPlan) -> Result<Machine, String> {
@@ -80,8 +82,41 @@ fn machine(d: &DetectorPlan) -> Result<Machine, String> {
             min_samples: min,
         })
         .map(|x| Machine::Pair(x, *against)),
+        DetectorRule::Sequence | DetectorRule::Score => Ok(Machine::Health(d.rule.clone(), [0; 3])),
     };
     r.map_err(|e| e.to_string())
+}
+
+/// A feed-health verdict from the change of the game's counters since its previous row.
+fn health(rule: &DetectorRule, prev: &[u64; 3], now: &[u64; 3]) -> Decision {
+    let new = |k: usize| now[k].saturating_sub(prev[k]);
+    let (severity, value, what) = match rule {
+        DetectorRule::Sequence if new(0) > 0 => (Severity::Warning, new(0), "seq numbers skipped"),
+        DetectorRule::Sequence if new(1) > 0 => (Severity::Info, new(1), "records repeated"),
+        DetectorRule::Score if new(2) > 0 => (Severity::Critical, new(2), "score went down"),
+        _ => {
+            return Decision::Off {
+                evidence: Evidence {
+                    value: 0.0,
+                    threshold: 1.0,
+                    score: None,
+                    baseline: None,
+                    window: "since the game's previous event".into(),
+                },
+            }
+        }
+    };
+    Decision::On {
+        severity,
+        score: value as f64,
+        evidence: Evidence {
+            value: value as f64,
+            threshold: 1.0,
+            score: Some(value as f64),
+            baseline: None,
+            window: format!("{what} since the game's previous event"),
+        },
+    }
 }
 
 fn read(v: &Valued, w: Watch) -> f64 {
@@ -155,6 +190,11 @@ impl<'scope> DetectAlerts<'scope> for Stream<'scope, u64, Vec<Valued>> {
                                     Machine::Single(det) => det.observe(t, x),
                                     Machine::Pair(det, against) => {
                                         det.observe(t, x, read(v, *against))
+                                    }
+                                    Machine::Health(rule, prev) => {
+                                        let d = health(rule, prev, &v.health);
+                                        *prev = v.health;
+                                        d
                                     }
                                 };
                                 if let Some(c) = life.step(t, decision) {

@@ -11,7 +11,7 @@ use differential_dataflow::VecCollection;
 
 use crate::pipeline::aggregate::aggregate;
 use crate::pipeline::plan::{Agg, Plan, Window};
-use crate::pipeline::window::{Member, Slot, F64, META_AT};
+use crate::pipeline::window::{Member, Slot, F64, META_MIN};
 
 /// Each slot's aggregate, maintained by a differential `reduce` over its members.
 pub fn aggregate_slots<'scope>(
@@ -26,7 +26,7 @@ pub fn aggregate_slots<'scope>(
     );
     members.reduce_named("AggregateSlots", move |slot: &Slot, input, output| {
         let (agg, session) = match slot.feature {
-            f if f >= META_AT => (Agg::Last, false),
+            f if f >= META_MIN => (Agg::Last, false),
             f => aggs[f as usize],
         };
         if let Some(v) = aggregate(agg, session, input) {

@@ -111,6 +111,14 @@ impl Runtime {
                     }
                     Err(reject) => {
                         stats.rejected += 1;
+                        // A repeated record is feed-health news for the game's detectors.
+                        if reject.code == RejectCode::Duplicate {
+                            if let Ok(ev) = crate::format::json::decode(rec.payload, usize::MAX) {
+                                if let Some(g) = games.get_mut(&ev.key()) {
+                                    g.note_duplicate(ev.seq, ev.event_time_ms.max(frontier), updates);
+                                }
+                            }
+                        }
                         if reject.code == RejectCode::Late {
                             stats.late += 1;
                             metrics::counter!("sideline_events_late_total", "topic" => rec.topic.to_string(), "policy" => policy, "pipeline" => name.to_string()).increment(1);

@@ -186,11 +186,33 @@ pub enum Watch {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum DetectorRule {
-    Zscore { alpha: f64, warn: f64, crit: f64 },
-    Robust { count: u32, warn: f64, crit: f64 },
-    Cusum { target: Option<f64>, k: f64, h: f64 },
-    Jump { threshold: f64, window_ms: u64 },
-    Divergence { threshold: f64, against: Watch },
+    Zscore {
+        alpha: f64,
+        warn: f64,
+        crit: f64,
+    },
+    Robust {
+        count: u32,
+        warn: f64,
+        crit: f64,
+    },
+    Cusum {
+        target: Option<f64>,
+        k: f64,
+        h: f64,
+    },
+    Jump {
+        threshold: f64,
+        window_ms: u64,
+    },
+    Divergence {
+        threshold: f64,
+        against: Watch,
+    },
+    /// Feed health: seq numbers skipped or repeated.
+    Sequence,
+    /// Feed health: a score went down.
+    Score,
 }
 
 impl DetectorRule {
@@ -201,6 +223,8 @@ impl DetectorRule {
             DetectorRule::Cusum { .. } => "cusum",
             DetectorRule::Jump { .. } => "jump",
             DetectorRule::Divergence { .. } => "divergence",
+            DetectorRule::Sequence => "sequence",
+            DetectorRule::Score => "score",
         }
     }
 }
@@ -214,6 +238,10 @@ pub struct DeltaPlan {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Output {
     WebSocket {
+        channel: String,
+    },
+    /// The detectors' alerts to a WebSocket alerts channel.
+    WebSocketAlerts {
         channel: String,
     },
     /// Deltas to a Kafka topic.
@@ -661,10 +689,21 @@ impl Planner<'_> {
                         "channel names are letters, digits, `.`, `_` and `-`",
                     ),
                     Some(c) => {
-                        let out = Output::WebSocket {
-                            channel: c.get().clone(),
+                        let channel = c.get().clone();
+                        let out = match os.stream.as_ref().map(|s| *s.get()) {
+                            Some(super::spec::OutputStream::Alerts) => {
+                                Output::WebSocketAlerts { channel }
+                            }
+                            _ => Output::WebSocket { channel },
                         };
-                        if outputs.contains(&out) {
+                        let taken = outputs.iter().any(|o| match (o, &out) {
+                            (
+                                Output::WebSocket { channel: a } | Output::WebSocketAlerts { channel: a },
+                                Output::WebSocket { channel: b } | Output::WebSocketAlerts { channel: b },
+                            ) => a == b,
+                            _ => false,
+                        });
+                        if taken {
                             self.err(c.span(), format!("channel `{}` is listed twice", c.get()));
                         }
                         outputs.push(out);
@@ -1144,7 +1183,19 @@ impl Planner<'_> {
         d: &DetectorSpec,
         var_of: &HashMap<String, usize>,
     ) -> Option<DetectorPlan> {
+        let health = matches!(d.kind.get(), DetectorKind::Sequence | DetectorKind::Score);
         let on = match &d.on {
+            Some(s) if health => {
+                self.err(
+                    s.span(),
+                    format!(
+                        "a `{}` detector watches the feed itself and takes no `on`",
+                        detector_kind_name(*d.kind.get())
+                    ),
+                );
+                None
+            }
+            None if health => Some(Watch::Prediction),
             Some(s) => self.watch(s, var_of),
             None => {
                 self.err_hint(
@@ -1229,6 +1280,8 @@ impl Planner<'_> {
                     against: against?,
                 })
             }
+            DetectorKind::Sequence => Some(DetectorRule::Sequence),
+            DetectorKind::Score => Some(DetectorRule::Score),
         };
         let cooldown_ms = match &d.cooldown {
             Some(c) => self.duration(c, "cooldown")?.as_millis() as u64,
@@ -1251,6 +1304,8 @@ fn detector_kind_name(k: DetectorKind) -> &'static str {
         DetectorKind::Cusum => "cusum",
         DetectorKind::Jump => "jump",
         DetectorKind::Divergence => "divergence",
+        DetectorKind::Sequence => "sequence",
+        DetectorKind::Score => "score",
     }
 }
 

@@ -317,7 +317,7 @@ pub struct OutputSpec {
     /// stay out of pipeline files).
     #[serde(default)]
     pub secret_env: Option<Sp<String>>,
-    /// `kafka`: what goes to the topic: `deltas` (default) or `alerts` (the detectors').
+    /// `kafka`, `websocket`: what goes out: `deltas` (default) or `alerts` (the detectors').
     #[serde(default)]
     pub stream: Option<Sp<OutputStream>>,
     /// `kafka`: the topic deltas are written to, one JSON record per delta, keyed by game.
@@ -406,6 +406,10 @@ pub enum DetectorKind {
     Jump,
     /// `on` and `against` at least `threshold` apart.
     Divergence,
+    /// Feed health: sequence numbers skipped (warning) or repeated (info). Takes no `on`.
+    Sequence,
+    /// Feed health: a score went down (critical). Takes no `on`.
+    Score,
 }
 
 /// The JSON Schema of pipeline files, as committed in `schemas/pipeline.schema.json`. TOML has

@@ -76,6 +76,13 @@ pub enum Entity {
 pub const META_SEQ: u32 = u32::MAX;
 pub const META_INGEST: u32 = u32::MAX - 1;
 pub const META_AT: u32 = u32::MAX - 2;
+/// Feed health, game to date (absent while 0): seq numbers skipped, duplicate records,
+/// score decreases.
+pub const META_GAPS: u32 = u32::MAX - 3;
+pub const META_DUPS: u32 = u32::MAX - 4;
+pub const META_DROPS: u32 = u32::MAX - 5;
+/// The lowest bookkeeping id: features are numbered below it.
+pub const META_MIN: u32 = META_DROPS;
 
 /// One aggregate's key.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -279,6 +286,9 @@ pub struct GameAssigner {
     last_team: Option<String>,
     clock_ms: u64,
     meta: Option<[Member; 3]>,
+    last_seq: Option<u64>,
+    /// Seq numbers skipped, duplicates, score decreases: game to date.
+    health: [u64; 3],
     slots: HashMap<(u32, Entity), SlotState>,
     vars: EventVars,
 }
@@ -297,6 +307,8 @@ impl GameAssigner {
             last_team: None,
             clock_ms: 0,
             meta: None,
+            last_seq: None,
+            health: [0; 3],
             slots: HashMap::new(),
             vars: EventVars::new(plan),
         }
@@ -310,6 +322,40 @@ impl GameAssigner {
         }
     }
 
+    /// Moves a feed-health counter to `value` at `t` (the slot is absent while 0).
+    fn health(&mut self, k: usize, value: u64, order: u64, t: u64, out: &mut Vec<Update>) {
+        let old = self.health[k];
+        if old == value {
+            return;
+        }
+        let slot = self.slot([META_GAPS, META_DUPS, META_DROPS][k], Entity::Game);
+        if old > 0 {
+            let m = Member::Value {
+                order: 0,
+                value: F64::new(old as f64),
+            };
+            retract(out, &slot, m, t);
+        }
+        let _ = order;
+        out.push((
+            slot,
+            Member::Value {
+                order: 0,
+                value: F64::new(value as f64),
+            },
+            t,
+            1,
+        ));
+        self.health[k] = value;
+    }
+
+    /// A record repeated a seq already accepted (it was rejected as a duplicate): counted at
+    /// `t` for the feed-health detectors.
+    pub fn note_duplicate(&mut self, seq: u64, t: u64, out: &mut Vec<Update>) {
+        let dups = self.health[1] + 1;
+        self.health(1, dups, seq, t, out);
+    }
+
     /// Applies an accepted event at effective time `t`, appending its updates to `out`.
     pub fn apply(
         &mut self,
@@ -320,6 +366,11 @@ impl GameAssigner {
         out: &mut Vec<Update>,
     ) {
         let strs = self.vars.fill(plan, ev, (self.home_score, self.away_score));
+        let dropped = ev.home_score < self.home_score || ev.away_score < self.away_score;
+        let skipped = self
+            .last_seq
+            .map_or(0, |last| ev.seq.saturating_sub(last + 1));
+        self.last_seq = Some(ev.seq);
         self.home_score = ev.home_score;
         self.away_score = ev.away_score;
 
@@ -479,5 +530,13 @@ impl GameAssigner {
             out.push((slot, meta[k], t, 1));
         }
         self.meta = Some(meta);
+        if skipped > 0 {
+            let gaps = self.health[0] + skipped;
+            self.health(0, gaps, ev.seq, t, out);
+        }
+        if dropped {
+            let drops = self.health[2] + 1;
+            self.health(2, drops, ev.seq, t, out);
+        }
     }
 }
