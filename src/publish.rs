@@ -271,13 +271,22 @@ impl Publisher {
                     })
                     .max()
                     .unwrap_or(0);
+                let alert_seq = plan
+                    .outputs
+                    .iter()
+                    .filter_map(|o| match o {
+                        Output::WebSocketAlerts { channel } => self.hub.seq(channel),
+                        _ => None,
+                    })
+                    .max()
+                    .unwrap_or(0);
                 self.pipelines.insert(
                     plan.name.clone(),
                     PipelineOut {
                         live: version,
                         candidate: None,
                         seq,
-                        alert_seq: 0,
+                        alert_seq,
                     },
                 );
             }

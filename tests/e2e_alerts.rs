@@ -234,3 +234,77 @@ fn feed_health_detectors_find_exactly_the_injected_faults() {
             .any(|r| r.id == a.id && r.state == AlertState::Resolved));
     }
 }
+
+/// Staleness is judged by the wall clock: a live game whose feed stops for longer than the
+/// gap alerts, a game that has ended does not, and the next event resolves the alert.
+#[test]
+fn a_stalled_feed_alerts_by_the_wall_clock_and_resolves_when_it_resumes() {
+    let input = "nfl.stale";
+    let cluster = Cluster::mock(&[(input, 4), ("nfl.stale.dead-letters", 1)]);
+    let lines = fixture_lines();
+    let events = fixture_events();
+    let half = lines.len() / 2;
+    produce_all(&cluster.brokers, input, &lines[..half]);
+    let text = format!(
+        "{}\n[[detector]]\nname = \"stale\"\nkind = \"staleness\"\ngap = \"3s\"\n",
+        nfl_pipeline(&[input]).replace("idle-timeout = \"2s\"", "idle-timeout = \"10m\"")
+    );
+    let mut cfg = config(&cluster.brokers, input, 2);
+    cfg.kafka.stop_at_end = false;
+    let app = start(&cfg, &[text]);
+    let capture = Capture::default();
+    let alerts = std::thread::scope(|s| {
+        let c2 = capture.clone();
+        let engine = s.spawn(|| app.run_engine_with(Box::new(c2)).unwrap());
+        // Wait for the stalled games' alerts (the feed is paused: no events arrive).
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let opened = capture.0.lock().unwrap().1.len();
+            if opened > 0 {
+                std::thread::sleep(Duration::from_millis(1500));
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "no staleness alert");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        produce_all(&cluster.brokers, input, &lines[half..]);
+        app.stop.drain();
+        engine.join().unwrap();
+        capture.0.lock().unwrap().1.clone()
+    });
+    app.shutdown();
+    // The games in progress at the pause: started in the first half, ended in the second.
+    let first: std::collections::BTreeSet<&str> =
+        events[..half].iter().map(|e| e.game_id.as_str()).collect();
+    let ended_early: std::collections::BTreeSet<&str> = events[..half]
+        .iter()
+        .filter(|e| e.kind == sideline::event::EventKind::GameEnd)
+        .map(|e| e.game_id.as_str())
+        .collect();
+    let in_progress: std::collections::BTreeSet<&str> =
+        first.difference(&ended_early).copied().collect();
+    let opened: std::collections::BTreeSet<&str> = alerts
+        .iter()
+        .filter(|a| a.state == AlertState::Open)
+        .map(|a| a.game_id.as_str())
+        .collect();
+    println!(
+        "{} games in progress at the pause, {} ended before it; {} stale alerts opened",
+        in_progress.len(),
+        ended_early.len(),
+        opened.len()
+    );
+    assert_eq!(
+        opened, in_progress,
+        "exactly the games in progress go stale"
+    );
+    for a in alerts.iter().filter(|a| a.state == AlertState::Open) {
+        assert!(
+            alerts
+                .iter()
+                .any(|r| r.id == a.id && r.state == AlertState::Resolved),
+            "game {} resumed, so its alert resolves",
+            a.game_id
+        );
+    }
+}

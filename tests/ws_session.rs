@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use futures_util::{Sink, Stream};
+use sideline::alert::{Alert, AlertState, Evidence, Severity};
 use sideline::delta::Delta;
 use sideline::event::Sport;
 use sideline::hub::{Hub, HubConfig};
@@ -244,6 +245,93 @@ async fn slow_reader_gets_resync_snapshot() -> Result<()> {
         }
     }
     assert!(resynced);
+    Ok(())
+}
+
+fn alert(seq: u64, game: u64, state: AlertState) -> Alert {
+    Alert {
+        seq,
+        id: format!("test/jump/soccer/m{game}/0"),
+        pipeline: "test".into(),
+        version: 1,
+        detector: "jump".into(),
+        kind: "jump".into(),
+        sport: Sport::Soccer,
+        game_id: format!("m{game}"),
+        state,
+        severity: Severity::Warning,
+        event_time_ms: seq * 100,
+        opened_at_ms: 0,
+        message: "jump".into(),
+        evidence: Evidence {
+            value: 1.0,
+            threshold: 0.5,
+            score: None,
+            baseline: None,
+            window: "last play".into(),
+        },
+    }
+}
+
+/// Issue 5: alerts are not conflated away. A client that stops reading an alerts channel
+/// overflows its queue; when it reads again it gets an `alert_snapshot` with `reason: resync`
+/// holding every open alert, then the alerts after it.
+#[tokio::test]
+async fn slow_alert_reader_gets_every_open_alert_in_its_resync() -> Result<()> {
+    let hub = hub();
+    hub.ensure_alert_channel("alerts");
+    let mut s = session(&hub, config(), 1);
+    s.send(r#"{"op":"subscribe","channel":"alerts"}"#).await?;
+    assert!(matches!(s.recv().await?, ServerMessage::Subscribed { .. }));
+    assert!(matches!(
+        s.recv().await?,
+        ServerMessage::AlertSnapshot { seq: 0, .. }
+    ));
+    // Sixty games open an alert (1..=60), then the first forty resolve (61..=100).
+    for seq in 1..=100 {
+        let a = if seq <= 60 {
+            alert(seq, seq, AlertState::Open)
+        } else {
+            alert(seq, seq - 60, AlertState::Resolved)
+        };
+        hub.publish_alerts("alerts", &[a]);
+        tokio::task::yield_now().await;
+    }
+    assert!(hub.resyncs() >= 1);
+    let mut open = std::collections::BTreeMap::new();
+    let mut last = 0;
+    let mut resynced = false;
+    while last < 100 {
+        match s.recv().await? {
+            ServerMessage::Alert { alert, .. } => {
+                assert!(alert.seq > last);
+                last = alert.seq;
+                match alert.state {
+                    AlertState::Open | AlertState::Escalated => {
+                        open.insert(alert.id.clone(), alert)
+                    }
+                    AlertState::Resolved | AlertState::Retracted => open.remove(&alert.id),
+                };
+            }
+            ServerMessage::AlertSnapshot {
+                seq,
+                reason: SnapshotReason::Resync,
+                alerts,
+                ..
+            } => {
+                assert!(seq >= last);
+                open = alerts.into_iter().map(|a| (a.id.clone(), a)).collect();
+                resynced = true;
+                last = seq;
+            }
+            other => bail!("{other:?}"),
+        }
+    }
+    assert!(resynced);
+    // Games 41 to 60 are still open; the client has each, as the hub does.
+    let open: Vec<Alert> = open.into_values().collect();
+    assert_eq!(open.len(), 20);
+    assert_eq!(open, hub.open_alerts("alerts"));
     Ok(())
 }
 

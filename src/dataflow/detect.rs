@@ -83,6 +83,8 @@ fn machine(d: &DetectorPlan) -> Result<Machine, String> {
         })
         .map(|x| Machine::Pair(x, *against)),
         DetectorRule::Sequence | DetectorRule::Score => Ok(Machine::Health(d.rule.clone(), [0; 3])),
+        // Judged by the wall clock, in the engine's runtime (`engine::runtime`), not here.
+        DetectorRule::Staleness { .. } => return Err("staleness runs in the runtime".into()),
     };
     r.map_err(|e| e.to_string())
 }
@@ -167,6 +169,9 @@ impl<'scope> DetectAlerts<'scope> for Stream<'scope, u64, Vec<Valued>> {
                         let mut session = output.session(&cap);
                         for v in &values {
                             for (i, d) in plan.detectors.iter().enumerate() {
+                                if matches!(d.rule, DetectorRule::Staleness { .. }) {
+                                    continue;
+                                }
                                 let key = (v.game.clone(), i);
                                 if !machines.contains_key(&key) {
                                     match machine(d) {

@@ -112,14 +112,16 @@ pub fn run(
                     applied += 1;
                     match cmd {
                         Command::Start(d) => {
-                            let sink = (index == 0).then(|| sink.clone());
+                            let sink_here = (index == 0).then(|| sink.clone());
+                            let alerts = sink.clone();
+                            let sink = sink_here;
                             tracing::info!(
                                 pipeline = d.plan.name,
                                 version = d.plan.version,
                                 runtime = d.id,
                                 "starting pipeline version"
                             );
-                            runtimes.push(Runtime::start(worker, &cfg, d, sink)?);
+                            runtimes.push(Runtime::start(worker, &cfg, d, sink, alerts.clone())?);
                         }
                         Command::Stop(id) => {
                             if let Some(i) = runtimes.iter().position(|r| r.deployment.id == id) {

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::dataflow::{self, MemberInput, SinkMsg};
@@ -30,7 +30,28 @@ pub struct Runtime {
     updates: Vec<Update>,
     /// Where the partitions ended when a drain began.
     drain_targets: Option<HashMap<(String, i32), i64>>,
+    /// Wall-clock staleness: the plan's `staleness` detectors, each game's last event, and
+    /// where alert changes go (every worker judges its own games).
+    staleness: Vec<(u32, Duration)>,
+    live: HashMap<GameKey, Liveness>,
+    alerts: std::sync::mpsc::SyncSender<SinkMsg>,
+    last_check: Instant,
 }
+
+/// A game's last event, for the wall-clock staleness detectors.
+struct Liveness {
+    wall: Instant,
+    time: u64,
+    ended: bool,
+    /// Per staleness detector: when its open alert opened (event time), if one is open.
+    open: Vec<Option<u64>>,
+}
+
+/// (game, (detector, gap), opened at, event time, opening?, wall clock of its last event)
+type StaleChange = (GameKey, (u32, Duration), u64, u64, bool, Instant);
+
+/// How often games are checked for staleness.
+const STALENESS_CHECK: Duration = Duration::from_millis(100);
 
 impl Runtime {
     /// Builds the version's dataflow on this worker and opens its consumer.
@@ -39,6 +60,7 @@ impl Runtime {
         cfg: &Config,
         d: Arc<Deployment>,
         sink: Option<std::sync::mpsc::SyncSender<SinkMsg>>,
+        alerts: std::sync::mpsc::SyncSender<SinkMsg>,
     ) -> Result<Runtime, String> {
         let index = worker.index();
         let peers = worker.peers();
@@ -66,7 +88,6 @@ impl Runtime {
             ingest.add_partition(t, *p);
         }
         Ok(Runtime {
-            deployment: d,
             input,
             probe,
             reader,
@@ -74,6 +95,22 @@ impl Runtime {
             games: HashMap::new(),
             updates: Vec::new(),
             drain_targets: None,
+            staleness: d
+                .plan
+                .detectors
+                .iter()
+                .enumerate()
+                .filter_map(|(i, det)| match det.rule {
+                    crate::pipeline::plan::DetectorRule::Staleness { gap_ms } => {
+                        Some((i as u32, Duration::from_millis(gap_ms)))
+                    }
+                    _ => None,
+                })
+                .collect(),
+            live: HashMap::new(),
+            alerts,
+            last_check: Instant::now(),
+            deployment: d,
         })
     }
 
@@ -89,6 +126,9 @@ impl Runtime {
         let name = plan.name.as_str();
         let frontier = *self.input.time();
         let (ingest, games, updates) = (&mut self.ingest, &mut self.games, &mut self.updates);
+        let (staleness, live) = (&self.staleness, &mut self.live);
+        // (game, (detector, gap), opened at, time, opening?, wall clock)
+        let mut stale_changes: Vec<StaleChange> = Vec::new();
         let policy = plan.time.late_policy.as_str();
         let polled = self.reader.poll(POLL_BATCH, |p| match p {
             Polled::Record(rec) => {
@@ -103,6 +143,22 @@ impl Runtime {
                         }
                         if a.event.sport == plan.sport {
                             let key = a.event.key();
+                            if !staleness.is_empty() {
+                                let l = live.entry(key.clone()).or_insert_with(|| Liveness {
+                                    wall: now,
+                                    time: a.time,
+                                    ended: false,
+                                    open: vec![None; staleness.len()],
+                                });
+                                l.wall = now;
+                                l.time = a.time;
+                                l.ended |= a.event.kind == crate::event::EventKind::GameEnd;
+                                for (k, open) in l.open.iter_mut().enumerate() {
+                                    if let Some(opened_at) = open.take() {
+                                        stale_changes.push((key.clone(), staleness[k], opened_at, a.time, false, now));
+                                    }
+                                }
+                            }
                             games
                                 .entry(key.clone())
                                 .or_insert_with(|| GameAssigner::new(plan, key))
@@ -131,6 +187,23 @@ impl Runtime {
             }
             Polled::End { topic, partition } => ingest.caught_up(topic, partition, now),
         });
+        if !self.staleness.is_empty() && now.duration_since(self.last_check) >= STALENESS_CHECK {
+            self.last_check = now;
+            let mut keys: Vec<&GameKey> = self.live.keys().collect();
+            keys.sort();
+            for key in keys {
+                let l = &self.live[key];
+                if l.ended {
+                    continue;
+                }
+                for (k, det) in self.staleness.iter().enumerate() {
+                    if l.open[k].is_none() && now.duration_since(l.wall) >= det.1 {
+                        stale_changes.push((key.clone(), *det, l.time, l.time, true, l.wall));
+                    }
+                }
+            }
+        }
+        self.emit_staleness(stale_changes, now);
         for (slot, member, time, diff) in self.updates.drain(..) {
             self.input.update_at((slot, member), time, diff);
         }
@@ -149,6 +222,46 @@ impl Runtime {
 
     /// Whether every partition is read to its end; while `draining`, to the end it had when
     /// the drain began (records produced just before it count, even if not fetched yet).
+    /// Sends staleness alert changes straight to the publisher: they are judged by the wall
+    /// clock, so they are not part of the dataflow's event-time determinism.
+    fn emit_staleness(&mut self, changes: Vec<StaleChange>, now: Instant) {
+        for (game, (detector, gap), opened_at, time, opening, wall) in changes {
+            let k = self
+                .staleness
+                .iter()
+                .position(|d| d.0 == detector)
+                .unwrap_or(0);
+            if let Some(l) = self.live.get_mut(&game) {
+                l.open[k] = opening.then_some(opened_at);
+            }
+            let quiet = now.duration_since(wall).as_secs_f64();
+            let change = crate::dataflow::detect::AlertChange {
+                time,
+                game,
+                detector,
+                state: if opening {
+                    crate::alert::AlertState::Open
+                } else {
+                    crate::alert::AlertState::Resolved
+                },
+                severity: crate::alert::Severity::Warning,
+                opened_at,
+                evidence: crate::alert::Evidence {
+                    value: if opening { quiet } else { 0.0 },
+                    threshold: gap.as_secs_f64(),
+                    score: None,
+                    baseline: None,
+                    window: "seconds of wall-clock time without an event".into(),
+                },
+            };
+            let _ = self.alerts.send(SinkMsg::Alerts {
+                runtime: self.deployment.id,
+                time,
+                alerts: vec![change],
+            });
+        }
+    }
+
     pub fn caught_up(&mut self, draining: bool) -> bool {
         if !draining {
             return self.ingest.all_caught_up();

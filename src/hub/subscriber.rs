@@ -107,7 +107,7 @@ impl Filter {
     pub(super) fn admits(&self, e: &Encoded) -> bool {
         self.matches(e.sport, &e.game_id)
             && e.severity.is_none_or(|s| {
-                self.admits_severity(s.now)
+                self.admits_severity(s.now) || s.before.is_some_and(|b| self.admits_severity(b))
             })
     }
 

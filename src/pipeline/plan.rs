@@ -213,6 +213,10 @@ pub enum DetectorRule {
     Sequence,
     /// Feed health: a score went down.
     Score,
+    /// Feed health: no event for `gap_ms` of wall-clock time in a game that has not ended.
+    Staleness {
+        gap_ms: u64,
+    },
 }
 
 impl DetectorRule {
@@ -225,6 +229,7 @@ impl DetectorRule {
             DetectorRule::Divergence { .. } => "divergence",
             DetectorRule::Sequence => "sequence",
             DetectorRule::Score => "score",
+            DetectorRule::Staleness { .. } => "staleness",
         }
     }
 }
@@ -1183,7 +1188,10 @@ impl Planner<'_> {
         d: &DetectorSpec,
         var_of: &HashMap<String, usize>,
     ) -> Option<DetectorPlan> {
-        let health = matches!(d.kind.get(), DetectorKind::Sequence | DetectorKind::Score);
+        let health = matches!(
+            d.kind.get(),
+            DetectorKind::Sequence | DetectorKind::Score | DetectorKind::Staleness
+        );
         let on = match &d.on {
             Some(s) if health => {
                 self.err(
@@ -1282,6 +1290,18 @@ impl Planner<'_> {
             }
             DetectorKind::Sequence => Some(DetectorRule::Sequence),
             DetectorKind::Score => Some(DetectorRule::Score),
+            DetectorKind::Staleness => match &d.gap {
+                Some(g) => self.duration(g, "gap").map(|g| DetectorRule::Staleness {
+                    gap_ms: (g.as_millis() as u64).max(1),
+                }),
+                None => {
+                    self.err(
+                        d.kind.span(),
+                        "a `staleness` detector needs `gap` (wall clock)",
+                    );
+                    None
+                }
+            },
         };
         let cooldown_ms = match &d.cooldown {
             Some(c) => self.duration(c, "cooldown")?.as_millis() as u64,
@@ -1306,6 +1326,7 @@ fn detector_kind_name(k: DetectorKind) -> &'static str {
         DetectorKind::Divergence => "divergence",
         DetectorKind::Sequence => "sequence",
         DetectorKind::Score => "score",
+        DetectorKind::Staleness => "staleness",
     }
 }
 

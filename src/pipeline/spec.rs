@@ -386,6 +386,9 @@ pub struct DetectorSpec {
     /// Values seen before the detector may fire (default 10).
     #[serde(default)]
     pub min_samples: Option<Sp<u32>>,
+    /// `staleness`: how long (wall clock) a live game may go without an event ("90s").
+    #[serde(default)]
+    pub gap: Option<Sp<String>>,
     /// After an alert resolves, a new one for the same game is suppressed this long (event
     /// time, default "0s").
     #[serde(default)]
@@ -410,6 +413,9 @@ pub enum DetectorKind {
     Sequence,
     /// Feed health: a score went down (critical). Takes no `on`.
     Score,
+    /// Feed health: no event for a game that has not ended for `gap` of **wall-clock** time
+    /// (warning); resolved by its next event. Takes no `on`.
+    Staleness,
 }
 
 /// The JSON Schema of pipeline files, as committed in `schemas/pipeline.schema.json`. TOML has
