@@ -17,8 +17,10 @@
 //! * [`dataflow`]: the differential dataflow: window aggregates per game, entity and feature,
 //!   each game's row of features, derived features and batched scoring.
 //! * [`model`]: the candle model and its trainer, which computes its rows with the pipeline.
-//! * [`hub`] and [`ws`]: snapshots, deltas and progress to WebSocket subscribers, each with a
-//!   bounded queue.
+//! * [`alert`]: detectors (in the dataflow, per game, in event time; staleness by the wall
+//!   clock), the alert lifecycle, webhook delivery.
+//! * [`hub`] and [`ws`]: snapshots, deltas, alerts and progress to WebSocket subscribers, each
+//!   with a bounded queue.
 //! * [`engine`] runs the workers and, in them, every deployed pipeline version, started and
 //!   stopped while it runs ([`engine::control`]); [`publish`] turns each version's values into
 //!   numbered deltas (epsilon, hysteresis, the swap to a new version) for the hub and the
