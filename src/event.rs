@@ -61,6 +61,9 @@ pub enum EventKind {
     Clock,
     /// A market quote; the quote is in `odds`.
     Odds,
+    /// A correction: the feed fixes earlier data; `home_score`/`away_score` are the corrected
+    /// score (which may be lower than the last one reported).
+    Correction,
 }
 
 /// A bookmaker's or exchange's prices for the match result, as decimal odds (2.5 = evens + 150%).

@@ -129,6 +129,49 @@ impl KafkaOutput {
         }
     }
 
+    /// Writes an alert a webhook could not take to the dead-letter topic: the alert's JSON,
+    /// with `sideline.reason` (`webhook_<code>`), `sideline.detail` (the last error),
+    /// `sideline.endpoint` and `sideline.attempts`.
+    pub fn send_dead_webhook(&self, topic: &str, dead: &crate::alert::webhook::DeadWebhook) {
+        let payload = match serde_json::to_vec(&dead.alert) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "encoding an alert failed");
+                return;
+            }
+        };
+        let reason = format!("webhook_{}", dead.reason.code());
+        let attempts = dead.attempts.to_string();
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "sideline.reason",
+                value: Some(&reason),
+            })
+            .insert(Header {
+                key: "sideline.detail",
+                value: Some(&dead.last_error),
+            })
+            .insert(Header {
+                key: "sideline.endpoint",
+                value: Some(&dead.endpoint),
+            })
+            .insert(Header {
+                key: "sideline.attempts",
+                value: Some(&attempts),
+            })
+            .insert(Header {
+                key: "sideline.pipeline",
+                value: Some(&dead.alert.pipeline),
+            });
+        self.produce(
+            topic,
+            dead.alert.game_id.as_bytes(),
+            &payload,
+            headers,
+            dead.alert.seq,
+        );
+    }
+
     /// Waits for outstanding writes.
     pub fn flush(&self) {
         if let Err(e) = self.producer.flush(Duration::from_secs(30)) {

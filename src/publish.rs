@@ -99,16 +99,25 @@ impl VersionOutputs {
         let webhooks = match hooks.is_empty() {
             true => None,
             false => {
+                // An alert no endpoint took is kept: a record in the dead-letter topic.
+                let producer = std::sync::Arc::new(
+                    KafkaOutput::new(kafka_cfg)
+                        .map_err(|e| format!("webhook dead letters: {e}"))?,
+                );
+                let topic = kafka_cfg.dead_letter_topic.clone();
                 let pipeline = plan.name.clone();
                 let dead: DeadLetter = Box::new(move |d: DeadWebhook| {
-                    tracing::error!(
+                    tracing::warn!(
                         pipeline,
                         endpoint = d.endpoint,
                         alert = d.alert.id,
                         attempts = d.attempts,
                         error = d.last_error,
-                        "alert not delivered to its webhook"
+                        "alert not delivered to its webhook: dead-lettered"
                     );
+                    metrics::counter!("sideline_webhook_dead_letters_total", "reason" => d.reason.code())
+                        .increment(1);
+                    producer.send_dead_webhook(&topic, &d);
                 });
                 Some(Webhooks::start(hooks, dead))
             }
@@ -436,7 +445,7 @@ impl Publisher {
                 event_seq: now.event_seq,
                 ingest_ms: 0,
                 event_at: 0,
-                health: [0; 3],
+                health: [0; 5],
             };
             let d = delta(p.seq, &c.version, &v, previous, DeltaCause::Version);
             deltas.push((d, None));

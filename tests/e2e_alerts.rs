@@ -173,7 +173,7 @@ fn feed_health_detectors_find_exactly_the_injected_faults() {
         g.dedup();
         g
     };
-    let (skip_game, dup_game, drop_game) = (&games[0], &games[1], &games[2]);
+    let (skip_game, dup_game, drop_game, fixed_game) = (&games[0], &games[1], &games[2], &games[3]);
     let mut lines = Vec::new();
     let mut seen: std::collections::BTreeMap<&str, usize> = Default::default();
     for (line, e) in clean.iter().zip(&events) {
@@ -198,6 +198,28 @@ fn feed_health_detectors_find_exactly_the_injected_faults() {
     let target = serde_json::to_string(&events[drop_at]).unwrap();
     let pos = lines.iter().position(|l| *l == target).unwrap();
     lines[pos] = serde_json::to_string(&bad).unwrap();
+    // In a fourth game the feed lowers the score and then sends a correction confirming the
+    // lower score: the alert is retracted, not resolved.
+    let fix_at = events
+        .iter()
+        .position(|e| e.game_id == *fixed_game && e.home_score >= 3 && e.seq > 100)
+        .expect("the home team scores");
+    let next = events[fix_at + 1..]
+        .iter()
+        .position(|e| e.game_id == *fixed_game)
+        .map(|i| fix_at + 1 + i)
+        .unwrap();
+    let mut lowered = events[fix_at].clone();
+    lowered.home_score -= 3;
+    let mut correction = events[next].clone();
+    correction.kind = sideline::event::EventKind::Correction;
+    correction.home_score = lowered.home_score;
+    correction.away_score = lowered.away_score;
+    for (i, replacement) in [(fix_at, lowered), (next, correction)] {
+        let target = serde_json::to_string(&events[i]).unwrap();
+        let pos = lines.iter().position(|l| *l == target).unwrap();
+        lines[pos] = serde_json::to_string(&replacement).unwrap();
+    }
 
     let alerts = health_replay("faulty", &lines);
     let opened: Vec<(&str, &str, sideline::alert::Severity)> = alerts
@@ -210,6 +232,7 @@ fn feed_health_detectors_find_exactly_the_injected_faults() {
         (skip_game.as_str(), "feed_seq", Warning),
         (dup_game.as_str(), "feed_seq", Info),
         (drop_game.as_str(), "feed_score", Critical),
+        (fixed_game.as_str(), "feed_score", Critical),
     ];
     let hits = want.iter().filter(|w| opened.contains(w)).count();
     println!(
@@ -227,11 +250,18 @@ fn feed_health_detectors_find_exactly_the_injected_faults() {
         sorted, expected,
         "exactly the injected faults alert (precision and recall 1)"
     );
-    // Each alert resolves at the game's next event.
+    // Each alert resolves at the game's next event, except the corrected one: retracted.
     for a in alerts.iter().filter(|a| a.state == AlertState::Open) {
-        assert!(alerts
-            .iter()
-            .any(|r| r.id == a.id && r.state == AlertState::Resolved));
+        let end = if a.game_id == *fixed_game {
+            AlertState::Retracted
+        } else {
+            AlertState::Resolved
+        };
+        assert!(
+            alerts.iter().any(|r| r.id == a.id && r.state == end),
+            "alert {} ends {end:?}",
+            a.id
+        );
     }
 }
 

@@ -42,7 +42,7 @@ enum Machine {
     Single(Box<dyn Detector>),
     Pair(Divergence, Watch),
     /// Feed health: the game's counters when last seen (skipped, repeated, score drops).
-    Health(DetectorRule, [u64; 3]),
+    Health(DetectorRule, [u64; 5]),
 }
 
 fn machine(d: &DetectorPlan) -> Result<Machine, String> {
@@ -82,7 +82,7 @@ fn machine(d: &DetectorPlan) -> Result<Machine, String> {
             min_samples: min,
         })
         .map(|x| Machine::Pair(x, *against)),
-        DetectorRule::Sequence | DetectorRule::Score => Ok(Machine::Health(d.rule.clone(), [0; 3])),
+        DetectorRule::Sequence | DetectorRule::Score => Ok(Machine::Health(d.rule.clone(), [0; 5])),
         // Judged by the wall clock, in the engine's runtime (`engine::runtime`), not here.
         DetectorRule::Staleness { .. } => return Err("staleness runs in the runtime".into()),
     };
@@ -90,12 +90,31 @@ fn machine(d: &DetectorPlan) -> Result<Machine, String> {
 }
 
 /// A feed-health verdict from the change of the game's counters since its previous row.
-fn health(rule: &DetectorRule, prev: &[u64; 3], now: &[u64; 3]) -> Decision {
+///
+/// `score` stays on while a score is below its high since the last correction (the feed went
+/// backwards and has not recovered); a correction retracts it (it should not have been raised:
+/// the feed has fixed the data), recovering without one resolves it.
+fn health(rule: &DetectorRule, prev: &[u64; 5], now: &[u64; 5]) -> Decision {
     let new = |k: usize| now[k].saturating_sub(prev[k]);
+    if matches!(rule, DetectorRule::Score) && new(4) > 0 {
+        return Decision::Retract {
+            evidence: Evidence {
+                value: now[4] as f64,
+                threshold: 1.0,
+                score: None,
+                baseline: None,
+                window: "a correction event fixed the score".into(),
+            },
+        };
+    }
     let (severity, value, what) = match rule {
         DetectorRule::Sequence if new(0) > 0 => (Severity::Warning, new(0), "seq numbers skipped"),
         DetectorRule::Sequence if new(1) > 0 => (Severity::Info, new(1), "records repeated"),
-        DetectorRule::Score if new(2) > 0 => (Severity::Critical, new(2), "score went down"),
+        DetectorRule::Score if now[3] > 0 => (
+            Severity::Critical,
+            new(2).max(1),
+            "score below its high since the last correction",
+        ),
         _ => {
             return Decision::Off {
                 evidence: Evidence {

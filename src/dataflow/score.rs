@@ -22,7 +22,8 @@ use crate::model::WinProbModel;
 use crate::pipeline::plan::{ModelPlan, Plan};
 use crate::pipeline::spec::GroupBy;
 use crate::pipeline::window::{
-    Entity, Slot, F64, META_AT, META_DROPS, META_DUPS, META_GAPS, META_INGEST, META_SEQ,
+    Entity, Slot, F64, META_AT, META_BELOW, META_CORRECTIONS, META_DROPS, META_DUPS, META_GAPS,
+    META_INGEST, META_SEQ,
 };
 
 /// A game's feature values: `(entity, feature, value)`, sorted.
@@ -43,8 +44,9 @@ pub struct Valued {
     /// Effective time of the game's latest event: a change at another time comes from a
     /// window expiring, not from an event.
     pub event_at: u64,
-    /// Feed health, game to date: seq numbers skipped, duplicate records, score decreases.
-    pub health: [u64; 3],
+    /// Feed health, game to date: seq numbers skipped, duplicate records, score decreases;
+    /// whether a score is below its high since the last correction (0/1); corrections.
+    pub health: [u64; 5],
 }
 
 /// What turns variables into the value deltas carry.
@@ -119,14 +121,14 @@ impl Model {
 
 /// A game's variables from its row: defaults, then the row's values, then derived features;
 /// and its bookkeeping values (latest event's seq, Kafka timestamp, effective time).
-pub fn variables(plan: &Plan, row: &Row) -> (Vec<f64>, [u64; 6]) {
+pub fn variables(plan: &Plan, row: &Row) -> (Vec<f64>, [u64; 8]) {
     variables_of(plan, row.iter().map(|(e, f, v)| (e, *f, *v)))
 }
 
 fn variables_of<'r>(
     plan: &Plan,
     row: impl IntoIterator<Item = (&'r Entity, u32, F64)>,
-) -> (Vec<f64>, [u64; 6]) {
+) -> (Vec<f64>, [u64; 8]) {
     let mut vars = vec![0.0; plan.vars.len()];
     for f in &plan.features {
         if let Some(v) = f.var {
@@ -136,7 +138,7 @@ fn variables_of<'r>(
             }
         }
     }
-    let mut meta = [0u64; 6];
+    let mut meta = [0u64; 8];
     for (entity, feature, value) in row {
         match feature {
             META_SEQ => meta[0] = value.0 as u64,
@@ -145,6 +147,8 @@ fn variables_of<'r>(
             META_GAPS => meta[3] = value.0 as u64,
             META_DUPS => meta[4] = value.0 as u64,
             META_DROPS => meta[5] = value.0 as u64,
+            META_BELOW => meta[6] = value.0 as u64,
+            META_CORRECTIONS => meta[7] = value.0 as u64,
             f => {
                 let Some(base) = plan.features.get(f as usize).and_then(|f| f.var) else {
                     continue;
@@ -216,7 +220,7 @@ impl<'scope> ScoreGames<'scope> for Stream<'scope, u64, Vec<Input>> {
                         return;
                     }
                     let mut caps = Vec::with_capacity(ready.len());
-                    let mut changed: Vec<(u64, GameKey, Vec<f64>, [u64; 6])> = Vec::new();
+                    let mut changed: Vec<(u64, GameKey, Vec<f64>, [u64; 8])> = Vec::new();
                     for t in ready {
                         let Some((cap, mut updates)) = pending.remove(&t) else {
                             continue;
@@ -273,7 +277,7 @@ impl<'scope> ScoreGames<'scope> for Stream<'scope, u64, Vec<Input>> {
                             event_seq: meta[0],
                             ingest_ms: meta[1],
                             event_at: meta[2],
-                            health: [meta[3], meta[4], meta[5]],
+                            health: [meta[3], meta[4], meta[5], meta[6], meta[7]],
                         });
                     }
                 }

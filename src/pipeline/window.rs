@@ -81,8 +81,11 @@ pub const META_AT: u32 = u32::MAX - 2;
 pub const META_GAPS: u32 = u32::MAX - 3;
 pub const META_DUPS: u32 = u32::MAX - 4;
 pub const META_DROPS: u32 = u32::MAX - 5;
+/// 1 while a score is below its highest since the last correction, and the corrections seen.
+pub const META_BELOW: u32 = u32::MAX - 6;
+pub const META_CORRECTIONS: u32 = u32::MAX - 7;
 /// The lowest bookkeeping id: features are numbered below it.
-pub const META_MIN: u32 = META_DROPS;
+pub const META_MIN: u32 = META_CORRECTIONS;
 
 /// One aggregate's key.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -260,6 +263,7 @@ fn kind_str(ev: &GameEvent) -> &'static str {
         GameEnd => "game_end",
         Clock => "clock",
         Odds => "odds",
+        Correction => "correction",
     }
 }
 
@@ -287,8 +291,10 @@ pub struct GameAssigner {
     clock_ms: u64,
     meta: Option<[Member; 3]>,
     last_seq: Option<u64>,
-    /// Seq numbers skipped, duplicates, score decreases: game to date.
-    health: [u64; 3],
+    /// Seq numbers skipped, duplicates, score decreases, below the high (0/1), corrections.
+    health: [u64; 5],
+    /// The highest scores since the last correction.
+    high: (u32, u32),
     slots: HashMap<(u32, Entity), SlotState>,
     vars: EventVars,
 }
@@ -308,7 +314,8 @@ impl GameAssigner {
             clock_ms: 0,
             meta: None,
             last_seq: None,
-            health: [0; 3],
+            health: [0; 5],
+            high: (0, 0),
             slots: HashMap::new(),
             vars: EventVars::new(plan),
         }
@@ -328,7 +335,16 @@ impl GameAssigner {
         if old == value {
             return;
         }
-        let slot = self.slot([META_GAPS, META_DUPS, META_DROPS][k], Entity::Game);
+        let slot = self.slot(
+            [
+                META_GAPS,
+                META_DUPS,
+                META_DROPS,
+                META_BELOW,
+                META_CORRECTIONS,
+            ][k],
+            Entity::Game,
+        );
         if old > 0 {
             let m = Member::Value {
                 order: 0,
@@ -366,7 +382,18 @@ impl GameAssigner {
         out: &mut Vec<Update>,
     ) {
         let strs = self.vars.fill(plan, ev, (self.home_score, self.away_score));
-        let dropped = ev.home_score < self.home_score || ev.away_score < self.away_score;
+        let correction = ev.kind == crate::event::EventKind::Correction;
+        let dropped =
+            !correction && (ev.home_score < self.home_score || ev.away_score < self.away_score);
+        if correction {
+            self.high = (ev.home_score, ev.away_score);
+        } else {
+            self.high = (
+                self.high.0.max(ev.home_score),
+                self.high.1.max(ev.away_score),
+            );
+        }
+        let below = u64::from(ev.home_score < self.high.0 || ev.away_score < self.high.1);
         let skipped = self
             .last_seq
             .map_or(0, |last| ev.seq.saturating_sub(last + 1));
@@ -537,6 +564,11 @@ impl GameAssigner {
         if dropped {
             let drops = self.health[2] + 1;
             self.health(2, drops, ev.seq, t, out);
+        }
+        self.health(3, below, ev.seq, t, out);
+        if correction {
+            let corrections = self.health[4] + 1;
+            self.health(4, corrections, ev.seq, t, out);
         }
     }
 }

@@ -1,0 +1,108 @@
+//! An alert no webhook endpoint takes is not lost (issue 5): after the endpoint refuses it, it
+//! is a record in the dead-letter topic, with the reason, the endpoint and the last error.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::Router;
+use common::*;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::TopicPartitionList;
+use sideline::alert::Alert;
+use sideline::delta::Delta;
+use sideline::pipeline::plan::Plan;
+use sideline::publish::DeltaSink;
+
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<Alert>>>);
+
+impl DeltaSink for Capture {
+    fn deltas(&mut self, _: &Plan, _: &[Delta]) {}
+    fn alerts(&mut self, _: &Plan, alerts: &[Alert]) {
+        self.0.lock().unwrap().extend_from_slice(alerts);
+    }
+}
+
+#[test]
+fn alerts_a_webhook_refuses_are_dead_lettered_with_the_reason() {
+    // A receiver that refuses everything (400: not retried).
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    rt.spawn(async move {
+        let app = Router::new().route("/hook", post(|| async { StatusCode::BAD_REQUEST }));
+        axum::serve(listener, app).await.unwrap();
+    });
+    // Not a SIDELINE_ variable: those are engine configuration.
+    std::env::set_var("E2E_DEAD_WEBHOOK_SECRET", "s3cret");
+
+    let input = "nfl.deadhook";
+    let dlq = "nfl.deadhook.dead-letters";
+    let cluster = Cluster::mock(&[(input, 4), (dlq, 1)]);
+    produce_all(&cluster.brokers, input, &fixture_lines()[..2000]);
+    let text = format!(
+        "{}\n[[detector]]\nname = \"swing\"\nkind = \"jump\"\non = \"prediction\"\nthreshold = 0.2\nwindow = \"3m\"\n\n[[output]]\nkind = \"webhook\"\nurl = \"http://{addr}/hook\"\nsecret-env = \"E2E_DEAD_WEBHOOK_SECRET\"\n",
+        nfl_pipeline(&[input])
+    );
+    let cfg = config(&cluster.brokers, input, 2);
+    let app = start(&cfg, &[text]);
+    let capture = Capture::default();
+    app.run_engine_with(Box::new(capture.clone())).unwrap();
+    app.shutdown();
+    let alerts = capture.0.lock().unwrap().clone();
+    assert!(!alerts.is_empty(), "the games have swings");
+
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &cluster.brokers)
+        .set("group.id", "dead-hook-check")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(dlq, 0, rdkafka::Offset::Beginning)
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    let mut dead: Vec<(Alert, BTreeMap<String, String>)> = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while dead.len() < alerts.len() && std::time::Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            let headers = m
+                .headers()
+                .unwrap()
+                .iter()
+                .map(|h| {
+                    (
+                        h.key.to_string(),
+                        String::from_utf8_lossy(h.value.unwrap()).to_string(),
+                    )
+                })
+                .collect();
+            dead.push((
+                serde_json::from_slice(m.payload().unwrap()).unwrap(),
+                headers,
+            ));
+        }
+    }
+    dead.sort_by_key(|(a, _)| a.seq);
+    let got: Vec<&Alert> = dead.iter().map(|(a, _)| a).collect();
+    let want: Vec<&Alert> = alerts.iter().collect();
+    assert_eq!(got, want, "every refused alert is in the dead-letter topic");
+    for (_, h) in &dead {
+        assert_eq!(h["sideline.reason"], "webhook_rejected");
+        assert!(h["sideline.detail"].contains("400"), "{h:?}");
+        assert_eq!(h["sideline.attempts"], "1");
+        assert_eq!(h["sideline.pipeline"], "nfl_win_probability");
+    }
+}
