@@ -60,11 +60,16 @@ async fn list(State(app): State<AppRef>) -> Response {
     let Some(app) = app.upgrade() else {
         return gone();
     };
-    let pipelines = app
-        .publisher
-        .lock()
-        .map(|p| p.pipelines())
-        .unwrap_or_default();
+    // The publisher's lock is a std mutex the sink thread holds while it publishes: never
+    // wait for it on the runtime thread that also serves WebSocket subscribers.
+    let pipelines = tokio::task::spawn_blocking(move || {
+        app.publisher
+            .lock()
+            .map(|p| p.pipelines())
+            .unwrap_or_default()
+    })
+    .await
+    .unwrap_or_default();
     let out: Vec<PipelineInfo> = pipelines
         .into_iter()
         .map(|(plan, warming)| PipelineInfo {
@@ -166,7 +171,11 @@ async fn remove(State(app): State<AppRef>, Path(name): Path<String>) -> Response
     let Some(app) = app.upgrade() else {
         return gone();
     };
-    if app.remove(&name) {
+    let (app2, name2) = (app.clone(), name.clone());
+    let removed = tokio::task::spawn_blocking(move || app2.remove(&name2))
+        .await
+        .unwrap_or(false);
+    if removed {
         (StatusCode::OK, Json(serde_json::json!({ "removed": name }))).into_response()
     } else {
         let body = ErrorBody {

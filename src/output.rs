@@ -31,6 +31,11 @@ impl ProducerContext for OutputContext {
     }
 }
 
+/// How long a record waits for room in librdkafka's queue (a broker that is down fills it)
+/// before it is counted as failed and logged: the publisher, and so the dataflow, waits
+/// meanwhile.
+const QUEUE_FULL_WAIT: Duration = Duration::from_secs(10);
+
 /// Writes deltas to Kafka topics.
 pub struct KafkaOutput {
     producer: ThreadedProducer<OutputContext>,
@@ -74,6 +79,7 @@ impl KafkaOutput {
     }
 
     fn produce(&self, topic: &str, key: &[u8], payload: &[u8], headers: OwnedHeaders, seq: u64) {
+        let deadline = std::time::Instant::now() + QUEUE_FULL_WAIT;
         let mut record = Some(
             BaseRecord::to(topic)
                 .key(key)
@@ -88,8 +94,9 @@ impl KafkaOutput {
                         rdkafka::types::RDKafkaErrorCode::QueueFull,
                     ),
                     r,
-                )) => {
-                    // Full queue: wait for deliveries rather than drop a record.
+                )) if std::time::Instant::now() < deadline => {
+                    // Full queue: wait a little for deliveries rather than drop a record, but
+                    // not without bound: the publisher (and so the dataflow) waits meanwhile.
                     std::thread::sleep(Duration::from_millis(1));
                     record = Some(r);
                 }
