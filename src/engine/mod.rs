@@ -172,6 +172,11 @@ pub fn run(
             )),
         };
         if let Err(e) = &result {
+            // Timely steps a worker until its dataflows complete once this closure returns;
+            // after a failure they never will (inputs still open, a peer gone): drop them.
+            for id in worker.installed_dataflows() {
+                worker.drop_dataflow(id);
+            }
             if !abort.swap(true, Ordering::Relaxed) {
                 tracing::error!(error = %e, "engine worker failed; stopping the others");
                 if let Ok(mut c) = cause2.lock() {
