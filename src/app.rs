@@ -2,13 +2,17 @@
 //! deployment of pipeline files; the sink thread that turns the engine's values into deltas;
 //! around [`crate::engine::run`].
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::mpsc;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::thread;
+use std::time::{Duration, Instant};
 
+use crate::checkpoint::{PipelineCheckpoint, Store};
 use crate::config::Config;
 use crate::dataflow::{Model, SinkMsg};
 use crate::delta::Delta;
@@ -30,6 +34,8 @@ pub enum AppError {
     Engine(#[from] EngineError),
     #[error(transparent)]
     Deploy(#[from] DeployError),
+    #[error("checkpoint: {0}")]
+    Checkpoint(#[from] crate::checkpoint::CheckpointError),
 }
 
 /// Why a pipeline file was not deployed. The running pipelines are untouched in every case.
@@ -77,6 +83,10 @@ pub struct App {
     pub control: Arc<Control>,
     pub publisher: SharedPublisher,
     pub registry: Registry,
+    /// Where checkpoints go, when configured.
+    pub checkpoints: Option<Store>,
+    /// What the checkpoint found at start says of each pipeline, until it is deployed.
+    recovered: Mutex<BTreeMap<String, PipelineCheckpoint>>,
     runtime: tokio::runtime::Runtime,
 }
 
@@ -84,6 +94,22 @@ impl App {
     /// Starts the hub, the WebSocket server, metrics and the admin endpoint (when
     /// `server.admin-listen` is set). Pipelines are deployed with [`App::deploy`].
     pub fn start(cfg: &Config) -> Result<Arc<App>, AppError> {
+        // Read first: a damaged checkpoint refuses the start before anything listens.
+        let (checkpoints, recovered) = match cfg.engine.checkpoint_dir.as_str() {
+            "" => (None, BTreeMap::new()),
+            dir => {
+                let store = Store::open(dir)
+                    .map_err(|e| AppError::Server(format!("checkpoint directory {dir}: {e}")))?;
+                let recovered = match store.load()? {
+                    Some((cp, file)) => {
+                        tracing::info!(file = %file.display(), pipelines = cp.pipelines.len(), "resuming from checkpoint");
+                        cp.pipelines
+                    }
+                    None => BTreeMap::new(),
+                };
+                (Some(store), recovered)
+            }
+        };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("sideline-net")
@@ -139,6 +165,8 @@ impl App {
             control,
             publisher,
             registry: registry(cfg),
+            checkpoints,
+            recovered: Mutex::new(recovered),
             runtime,
         });
         if let Some(listener) = admin {
@@ -191,11 +219,35 @@ impl App {
         let model = Arc::new(model);
         let version = model.version();
         let plan = Arc::new(plan);
+        // A pipeline the checkpoint knows goes on where it left off.
+        let resumed = match live {
+            true => lock(&self.recovered).remove(&plan.name),
+            false => None,
+        };
+        if let Some(cp) = &resumed {
+            let source = crate::source::ingest::fingerprint(plan.source.as_bytes());
+            if cp.version != plan.version || cp.source != source {
+                tracing::warn!(
+                    pipeline = plan.name,
+                    checkpointed = cp.version,
+                    deployed = plan.version,
+                    "the pipeline file changed since the checkpoint: its deltas go on from the checkpoint's numbering, computed by the new file"
+                );
+            }
+        }
+        let resume = resumed
+            .iter()
+            .flat_map(|cp| &cp.partitions)
+            .map(|p| ((p.topic.clone(), p.partition), p.resume()))
+            .collect();
         // Registered before the workers can see it, so its first values find their pipeline.
         let id = self.control.reserve_id();
         publisher.register(id, plan.clone(), version, outputs);
+        if let Some(cp) = &resumed {
+            publisher.resume(&plan.name, cp);
+        }
         self.control
-            .start_with_id(id, plan.clone(), model, partitions);
+            .start_resumed(id, plan.clone(), model, partitions, resume);
         drop(publisher);
         tracing::info!(
             pipeline = plan.name,
@@ -268,17 +320,31 @@ impl App {
         lock(&self.publisher).set_sink(sink);
         let (tx, rx) = mpsc::sync_channel::<SinkMsg>(SINK_BOUND);
         let publisher = self.publisher.clone();
+        let store = self.checkpoints.clone();
+        let interval = Duration::from_millis(self.cfg.engine.checkpoint_interval_ms.max(1));
         let pump = thread::Builder::new()
             .name("sideline-sink".into())
             .spawn(move || {
-                for msg in rx {
-                    lock(&publisher).handle(msg);
+                let mut last = Instant::now();
+                loop {
+                    match rx.recv_timeout(interval) {
+                        Ok(msg) => lock(&publisher).handle(msg),
+                        Err(mpsc::RecvTimeoutError::Timeout) => {}
+                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                    }
+                    if let Some(store) = store.as_ref().filter(|_| last.elapsed() >= interval) {
+                        last = Instant::now();
+                        write_checkpoint(&publisher, store);
+                    }
                 }
             })
             .map_err(|e| AppError::Server(e.to_string()))?;
         let result = engine::run(&self.cfg, self.control.clone(), tx, self.stop.clone());
         let _ = pump.join();
         lock(&self.publisher).flush();
+        if let Some(store) = &self.checkpoints {
+            write_checkpoint(&self.publisher, store);
+        }
         Ok(result?)
     }
 
@@ -289,6 +355,19 @@ impl App {
                 .runtime
                 .shutdown_timeout(std::time::Duration::from_secs(1)),
             Err(_) => tracing::debug!("app still shared at shutdown; the runtime stops on drop"),
+        }
+    }
+}
+
+/// Takes a checkpoint under the publisher's lock and writes it without it. A failed write is
+/// logged and counted; the previous checkpoint stays.
+fn write_checkpoint(publisher: &SharedPublisher, store: &Store) {
+    let cp = lock(publisher).checkpoint();
+    match store.write(&cp) {
+        Ok(()) => metrics::counter!("sideline_checkpoints_written_total").increment(1),
+        Err(e) => {
+            tracing::error!(dir = %store.dir().display(), error = %e, "checkpoint not written");
+            metrics::counter!("sideline_checkpoint_failures_total").increment(1);
         }
     }
 }

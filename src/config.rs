@@ -30,6 +30,10 @@ pub struct EngineConfig {
     pub pipelines: String,
     /// Model registry directory (`<name>/<version>/`); models compiled in are found anyway.
     pub models: String,
+    /// Where checkpoints are written; empty: none (a restart starts from the beginning).
+    pub checkpoint_dir: String,
+    /// How often a checkpoint is written, in milliseconds.
+    pub checkpoint_interval_ms: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]

@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::alert::webhook::{DeadLetter, DeadWebhook, WebhookConfig, Webhooks};
 use crate::alert::Alert;
+use crate::checkpoint::{Checkpoint, PartitionCheckpoint, PipelineCheckpoint};
 use crate::config::KafkaConfig;
 use crate::dataflow::detect::AlertChange;
 use crate::dataflow::{RuntimeId, SinkMsg, Valued};
@@ -211,6 +212,11 @@ struct PipelineOut {
     seq: u64,
     /// Last alert number.
     alert_seq: u64,
+    /// After a restart: deltas and alerts at or before this time were delivered before it.
+    /// The live version's values up to it only rebuild its published state.
+    delivered_through: Option<u64>,
+    /// When the restart began, until the live version is back at `delivered_through`.
+    rebuilding_since: Option<std::time::Instant>,
 }
 
 /// The publishing state of every pipeline of an engine.
@@ -296,6 +302,8 @@ impl Publisher {
                         candidate: None,
                         seq,
                         alert_seq,
+                        delivered_through: None,
+                        rebuilding_since: None,
                     },
                 );
             }
@@ -311,6 +319,57 @@ impl Publisher {
                 });
             }
         }
+    }
+
+    /// Takes a newly registered pipeline up where a checkpoint left it: numbering goes on from
+    /// the checkpoint's, and what its live version recomputes at or before the checkpoint's
+    /// time is not delivered again.
+    pub fn resume(&mut self, name: &str, cp: &PipelineCheckpoint) {
+        let Some(p) = self.pipelines.get_mut(name) else {
+            return;
+        };
+        p.seq = p.seq.max(cp.seq);
+        p.alert_seq = p.alert_seq.max(cp.alert_seq);
+        p.delivered_through = cp.done;
+        p.rebuilding_since = cp.done.map(|_| std::time::Instant::now());
+        for o in &p.live.plan.outputs {
+            match o {
+                Output::WebSocket { channel } => self.hub.restore_seq(channel, cp.seq),
+                Output::WebSocketAlerts { channel } => self.hub.restore_seq(channel, cp.alert_seq),
+                _ => {}
+            }
+        }
+    }
+
+    /// What a restart needs to go on from here: per pipeline, its live version's completed
+    /// time, numbering, and each partition's read position and open games.
+    pub fn checkpoint(&self) -> Checkpoint {
+        let mut cp = Checkpoint::default();
+        for (name, p) in &self.pipelines {
+            let Some(d) = self.control.deployment(p.live.id) else {
+                continue;
+            };
+            let retention = p.live.plan.time.retention.as_millis() as u64;
+            // Never behind what a restart already had: until the live version has recomputed
+            // past it, the restart's own checkpoint still holds.
+            let done = p.live.done.max(p.delivered_through);
+            let marks = d.marks.lock().unwrap_or_else(|e| e.into_inner());
+            cp.pipelines.insert(
+                name.clone(),
+                PipelineCheckpoint {
+                    version: p.live.plan.version,
+                    source: crate::source::ingest::fingerprint(p.live.plan.source.as_bytes()),
+                    done,
+                    seq: p.seq,
+                    alert_seq: p.alert_seq,
+                    partitions: marks
+                        .values()
+                        .map(|m| PartitionCheckpoint::from_mark(m, done, retention))
+                        .collect(),
+                },
+            );
+        }
+        cp
     }
 
     /// Removes a pipeline: every version of it stops; its channels keep their last values.
@@ -361,6 +420,23 @@ impl Publisher {
             return;
         };
         if p.live.id == runtime {
+            if let (Some(since), Some(through)) = (p.rebuilding_since, p.delivered_through) {
+                let done = match &msg {
+                    SinkMsg::Values { time, .. } | SinkMsg::Progress { time, .. } => Some(*time),
+                    _ => None,
+                };
+                if done.is_some_and(|d| d >= through) {
+                    let ms = since.elapsed().as_millis() as u64;
+                    tracing::info!(
+                        pipeline = name,
+                        rebuilt_ms = ms,
+                        "rebuilt to the checkpoint"
+                    );
+                    metrics::gauge!("sideline_recovery_seconds", "pipeline" => name.clone())
+                        .set(ms as f64 / 1000.0);
+                    p.rebuilding_since = None;
+                }
+            }
             match msg {
                 SinkMsg::Values { time, values, .. } => {
                     // Values of a time come once it is complete: so is everything before it.
@@ -527,6 +603,9 @@ fn number(
     values: Vec<Valued>,
 ) -> Vec<(Delta, Option<u64>)> {
     let decided = p.live.decide(values);
+    if p.delivered_through.is_some_and(|t| time <= t) {
+        return Vec::new();
+    }
     let mut out = Vec::with_capacity(decided.len());
     for (v, previous) in decided {
         p.seq += 1;
@@ -540,8 +619,10 @@ fn number(
 /// Numbers the live version's alert changes and gives each its stable id.
 fn number_alerts(p: &mut PipelineOut, changes: Vec<AlertChange>) -> Vec<Alert> {
     let plan = &p.live.plan;
+    let delivered = p.delivered_through;
     changes
         .into_iter()
+        .filter(|c| delivered.is_none_or(|t| c.time > t))
         .filter_map(|c| {
             let d = plan.detectors.get(c.detector as usize)?;
             p.alert_seq += 1;

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use crate::dataflow::{Model, RuntimeId};
 use crate::pipeline::Plan;
 use crate::source::frontier::FrontierBoard;
-use crate::source::ingest::GameOwners;
+use crate::source::ingest::{GameOwners, PartitionMark, Resume};
 
 /// One pipeline version to run: the plan, its model, and what its workers share.
 pub struct Deployment {
@@ -25,6 +25,11 @@ pub struct Deployment {
     pub partitions: Vec<(String, i32)>,
     pub board: Arc<FrontierBoard>,
     pub owners: Arc<GameOwners>,
+    /// Where each partition takes up again after a restart (empty on a fresh start).
+    pub resume: BTreeMap<(String, i32), Resume>,
+    /// Each partition's read position and games, posted by the worker reading it, for
+    /// checkpoints.
+    pub marks: Mutex<BTreeMap<(String, i32), PartitionMark>>,
 }
 
 #[derive(Clone)]
@@ -74,6 +79,18 @@ impl Control {
         model: Arc<Model>,
         partitions: Vec<(String, i32)>,
     ) -> Arc<Deployment> {
+        self.start_resumed(id, plan, model, partitions, BTreeMap::new())
+    }
+
+    /// Starts a pipeline version that takes its partitions up where a checkpoint left them.
+    pub fn start_resumed(
+        &self,
+        id: RuntimeId,
+        plan: Arc<Plan>,
+        model: Arc<Model>,
+        partitions: Vec<(String, i32)>,
+        resume: BTreeMap<(String, i32), Resume>,
+    ) -> Arc<Deployment> {
         let d = Arc::new(Deployment {
             id,
             plan,
@@ -81,10 +98,17 @@ impl Control {
             partitions,
             board: Arc::new(FrontierBoard::new(self.workers)),
             owners: Arc::default(),
+            resume,
+            marks: Mutex::default(),
         });
         lock(&self.running).insert(d.id, d.clone());
         lock(&self.commands).push(Command::Start(d.clone()));
         d
+    }
+
+    /// A running version's deployment.
+    pub fn deployment(&self, id: RuntimeId) -> Option<Arc<Deployment>> {
+        lock(&self.running).get(&id).cloned()
     }
 
     /// Stops a pipeline version: its workers close its input and drop its consumers.

@@ -36,6 +36,8 @@ pub struct EngineStats {
     pub accepted: u64,
     pub rejected: u64,
     pub late: u64,
+    /// Re-sends of accepted events (same id, same bytes), skipped.
+    pub redelivered: u64,
 }
 
 /// When the engine stops.
@@ -197,6 +199,7 @@ pub fn run(
                 total.accepted += s.accepted;
                 total.rejected += s.rejected;
                 total.late += s.late;
+                total.redelivered += s.redelivered;
             }
             Err(e) => failures.push(e),
         }

@@ -10,7 +10,7 @@ use crate::dataflow::{self, MemberInput, SinkMsg};
 use crate::event::GameKey;
 use crate::format::RejectCode;
 use crate::pipeline::window::{GameAssigner, Update};
-use crate::source::ingest::Ingest;
+use crate::source::ingest::{Ingest, Replay};
 use crate::source::kafka::{DeadLetters, KafkaReader, Polled};
 use timely::dataflow::ProbeHandle;
 
@@ -36,7 +36,12 @@ pub struct Runtime {
     live: HashMap<GameKey, Liveness>,
     alerts: std::sync::mpsc::SyncSender<SinkMsg>,
     last_check: Instant,
+    /// When the partitions' marks were last posted for checkpoints.
+    last_mark: Option<Instant>,
 }
+
+/// How often a worker posts its partitions' marks for checkpoints.
+const MARK_INTERVAL: Duration = Duration::from_millis(50);
 
 /// A game's last event, for the wall-clock staleness detectors.
 struct Liveness {
@@ -75,7 +80,11 @@ impl Runtime {
         let (plan, model, id) = (d.plan.clone(), d.model.clone(), d.id);
         let (input, probe) = worker
             .dataflow::<u64, _, _>(move |scope| dataflow::build(scope, plan, model, id, sink));
-        let reader = KafkaReader::new(&cfg.kafka, &owned).map_err(|e| e.to_string())?;
+        let starts = owned
+            .iter()
+            .filter_map(|k| d.resume.get(k).map(|r| (k.clone(), r.start())))
+            .collect();
+        let reader = KafkaReader::new(&cfg.kafka, &owned, &starts).map_err(|e| e.to_string())?;
         let time = &d.plan.time;
         let mut ingest = Ingest::new(
             cfg.kafka.max_record_bytes,
@@ -86,6 +95,9 @@ impl Runtime {
         .with_owners(d.owners.clone());
         for (t, p) in &owned {
             ingest.add_partition(t, *p);
+            if let Some(r) = d.resume.get(&(t.clone(), *p)) {
+                ingest.resume(t, *p, r.clone());
+            }
         }
         Ok(Runtime {
             input,
@@ -110,6 +122,7 @@ impl Runtime {
             live: HashMap::new(),
             alerts,
             last_check: Instant::now(),
+            last_mark: None,
             deployment: d,
         })
     }
@@ -132,6 +145,12 @@ impl Runtime {
         let policy = plan.time.late_policy.as_str();
         let polled = self.reader.poll(POLL_BATCH, |p| match p {
             Polled::Record(rec) => {
+                // After a restart, records read before it are read again only for the games
+                // being rebuilt, and are not dead-lettered twice.
+                let replay = ingest.replay(&rec);
+                if replay == Replay::Skip {
+                    return;
+                }
                 stats.records += 1;
                 metrics::counter!("sideline_events_in_total", "topic" => rec.topic.to_string(), "pipeline" => name.to_string()).increment(1);
                 match ingest.accept(&rec, frontier) {
@@ -166,9 +185,8 @@ impl Runtime {
                         }
                     }
                     Err(reject) => {
-                        stats.rejected += 1;
                         // A repeated record is feed-health news for the game's detectors.
-                        if reject.code == RejectCode::Duplicate {
+                        if matches!(reject.code, RejectCode::Duplicate | RejectCode::Conflict) {
                             if let Ok(ev) = crate::format::json::decode(rec.payload, usize::MAX) {
                                 if let Some(g) = games.get_mut(&ev.key()) {
                                     g.note_duplicate(ev.seq, ev.event_time_ms.max(frontier), updates);
@@ -179,9 +197,19 @@ impl Runtime {
                             stats.late += 1;
                             metrics::counter!("sideline_events_late_total", "topic" => rec.topic.to_string(), "policy" => policy, "pipeline" => name.to_string()).increment(1);
                         }
+                        // A re-send of an accepted event (same id, same bytes) changes nothing:
+                        // the producer retried. It is counted, not dead-lettered.
+                        if reject.code == RejectCode::Duplicate {
+                            stats.redelivered += 1;
+                            metrics::counter!("sideline_events_redelivered_total", "topic" => rec.topic.to_string(), "pipeline" => name.to_string()).increment(1);
+                            return;
+                        }
+                        stats.rejected += 1;
                         metrics::counter!("sideline_events_rejected_total", "topic" => rec.topic.to_string(), "reason" => reject.code.as_str(), "pipeline" => name.to_string()).increment(1);
                         tracing::debug!(pipeline = name, topic = rec.topic, partition = rec.partition, offset = rec.offset, %reject, "rejected");
-                        dead.send(name, &rec, &reject);
+                        if replay == Replay::Fresh {
+                            dead.send(name, &rec, &reject);
+                        }
                     }
                 }
             }
@@ -217,6 +245,21 @@ impl Runtime {
             }
         }
         self.input.flush();
+        if self
+            .last_mark
+            .is_none_or(|t| now.duration_since(t) >= MARK_INTERVAL)
+        {
+            self.last_mark = Some(now);
+            let marks = self.ingest.marks(now);
+            let mut posted = self
+                .deployment
+                .marks
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            for m in marks {
+                posted.insert((m.topic.clone(), m.partition), m);
+            }
+        }
         polled
     }
 

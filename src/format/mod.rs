@@ -20,8 +20,12 @@ pub enum RejectCode {
     UnknownKind,
     /// A field is out of range (negative clock, empty game id, ...).
     InvalidValue,
-    /// The same (game, seq) again.
+    /// The same (game, seq) again with the same bytes: a producer's retry or re-send. Not a
+    /// bad record: it is skipped without a dead letter (it counts as a duplicate for the
+    /// feed-health detectors).
     Duplicate,
+    /// The same (game, seq) again with different bytes: two events claim one id.
+    Conflict,
     /// `seq` below the game's last accepted one.
     SequenceRegressed,
     /// Event time below the game's last accepted one.
@@ -42,6 +46,7 @@ impl RejectCode {
             RejectCode::UnknownKind => "unknown_kind",
             RejectCode::InvalidValue => "invalid_value",
             RejectCode::Duplicate => "duplicate",
+            RejectCode::Conflict => "conflicting_resend",
             RejectCode::SequenceRegressed => "sequence_regressed",
             RejectCode::TimeRegressed => "time_regressed",
             RejectCode::Late => "late",

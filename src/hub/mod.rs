@@ -175,6 +175,9 @@ struct Log {
     /// The last `capacity` frames, by seq.
     history: VecDeque<Arc<Encoded>>,
     capacity: usize,
+    /// Numbering restored from a checkpoint: the engine is recomputing deltas it numbered the
+    /// same way before a restart, so a resume from beyond `seq` waits for them.
+    restored: bool,
 }
 
 /// What a channel carries, with the state its snapshots are taken from.
@@ -334,6 +337,7 @@ impl Channel {
                 seq: 0,
                 history: VecDeque::new(),
                 capacity: history,
+                restored: false,
             },
             content: Content::new(kind),
             subscribers: Vec::new(),
@@ -395,6 +399,19 @@ impl Hub {
                 .entry(Arc::from(name))
                 .or_insert_with(|| Arc::new(Mutex::new(Channel::new(kind, self.cfg.history)))),
         )
+    }
+
+    /// Sets where a channel's numbering stands after a restart: its next frame is `seq + 1`.
+    /// The history starts there, so a resume from an earlier seq gets a snapshot.
+    pub fn restore_seq(&self, channel: &str, seq: u64) {
+        if let Some(cell) = self.channel(channel) {
+            let mut ch = lock(&cell);
+            ch.log.restored = true;
+            if ch.log.seq < seq {
+                ch.log.seq = seq;
+                ch.log.history.clear();
+            }
+        }
     }
 
     /// Creates a delta channel if the channel does not exist, so that clients can subscribe
@@ -569,7 +586,14 @@ impl Hub {
         if filter.has_severities() && ch.content.kind() == ChannelKind::Deltas {
             return Err(SubscribeError::SeveritiesOnDeltas(channel.to_owned()));
         }
+        // After a restart from a checkpoint, a resume from beyond the channel's last seq waits
+        // for it: the engine recomputes the deltas it had delivered and numbers them as before.
+        // Otherwise such a resume gets a snapshot.
+        let ahead = resume_from
+            .filter(|n| ch.log.restored && *n > ch.log.seq)
+            .unwrap_or(0);
         let (start, queue) = match resume_from.map(|n| (n, ch.log.resume(n, &filter, capacity))) {
+            Some((n, _)) if n == ahead => (Start::Resumed { from: n }, VecDeque::new()),
             Some((n, Some(queue))) => (Start::Resumed { from: n }, queue),
             Some((_, None)) => (
                 Start::Snapshot(ch.snapshot(&filter), SnapshotReason::ResumeUnavailable),
@@ -585,6 +609,7 @@ impl Hub {
             id,
             filter,
             capacity,
+            skip_through: ahead,
             outbox: Mutex::new(Outbox {
                 state: QueueState::Streaming(queue),
                 progress: ch.content.progress(),

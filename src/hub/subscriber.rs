@@ -176,6 +176,9 @@ pub(super) struct Subscriber {
     pub(super) id: u64,
     pub(super) filter: Filter,
     pub(super) capacity: usize,
+    /// Frames up to this seq are not for it: it resumed from a seq the channel had not reached
+    /// yet (an engine recomputing after a restart renumbers the same deltas the same way).
+    pub(super) skip_through: u64,
     pub(super) outbox: Mutex<Outbox>,
     pub(super) wake: Arc<Notify>,
 }
@@ -190,7 +193,7 @@ impl Subscriber {
         };
         let before = queue.len();
         for d in batch {
-            if !self.filter.admits(d) {
+            if d.seq <= self.skip_through || !self.filter.admits(d) {
                 continue;
             }
             if queue.len() >= self.capacity {

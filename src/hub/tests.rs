@@ -142,14 +142,34 @@ fn resume_within_history_queues_missed_deltas() {
         Start::Snapshot(ChannelSnapshot::Values(ref s), SnapshotReason::ResumeUnavailable)
             if s.seq == 50 && s.values.len() == 1
     ));
-    // From the future (e.g. the server restarted).
+    // From the future (e.g. the server restarted without a checkpoint).
     let (_future, start) = hub
-        .subscribe("p", filter, Some(60), Arc::new(Notify::new()))
+        .subscribe("p", filter.clone(), Some(60), Arc::new(Notify::new()))
         .unwrap();
     assert!(matches!(
         start,
         Start::Snapshot(_, SnapshotReason::ResumeUnavailable)
     ));
+    // After a restart from a checkpoint (numbering restored), a resume from the future waits
+    // for the deltas being recomputed, and gets only those after it.
+    hub.restore_seq("p", 50);
+    let (ahead, start) = hub
+        .subscribe("p", filter, Some(53), Arc::new(Notify::new()))
+        .unwrap();
+    assert_eq!(start, Start::Resumed { from: 53 });
+    hub.publish(
+        "p",
+        &(51..=58).map(|i| delta(i, 1)).collect::<Vec<_>>(),
+        &[],
+    );
+    match ahead.take(100) {
+        Work::Frames { frames, .. } => {
+            let seqs: Vec<u64> = frames.iter().map(|d| d.seq()).collect();
+            assert_eq!(seqs, vec![54, 55, 56, 57, 58]);
+        }
+        w => panic!("{w:?}"),
+    }
+    drop(ahead);
     assert_eq!(hub.subscriber_count(), 3);
     drop(sub);
     assert_eq!(hub.subscriber_count(), 2);

@@ -6,6 +6,8 @@
 //! here, with the partition's owner.
 
 use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -79,6 +81,56 @@ fn partition_conflict(game_id: &str, topic: &str, partition: i32) -> Reject {
     )
 }
 
+/// Where a restart takes a partition up again (from a checkpoint). Records below `below` were
+/// read before the restart: of those, only the events of the games still `open` then are read
+/// again, to rebuild their state, and none is dead-lettered a second time.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Resume {
+    pub below: i64,
+    /// Each open game and the offset of its first record.
+    pub open: BTreeMap<GameKey, i64>,
+    /// The highest event time read from the partition before the restart.
+    pub max_time: Option<u64>,
+    /// How long it had been read to its end then: once read to `below` with nothing new, it
+    /// counts as caught up for that long already, so a restart does not restart its idle
+    /// timeout (restarts in a row would otherwise hold the frontier back for good).
+    pub caught_up_ms: Option<u64>,
+}
+
+impl Resume {
+    /// The offset to read the partition from.
+    pub fn start(&self) -> i64 {
+        self.open.values().copied().fold(self.below, i64::min)
+    }
+}
+
+/// What a record is to a restarted partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Replay {
+    /// Not read before the restart.
+    Fresh,
+    /// Read before, of a game being rebuilt: accept it, but its reject was already a dead
+    /// letter.
+    Again,
+    /// Read before, of a game that was over: skip it.
+    Skip,
+}
+
+/// One partition's part of a checkpoint: how far it was read, and the games read so far with
+/// the offset of their first record and when they ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionMark {
+    pub topic: String,
+    pub partition: i32,
+    pub next_offset: i64,
+    pub games: Vec<(GameKey, i64, Option<u64>)>,
+    /// The highest event time read (none before the first event).
+    pub max_time: Option<u64>,
+    /// For how long it had been read to its end (none: it was not).
+    #[serde(default)]
+    pub caught_up_ms: Option<u64>,
+}
+
 /// Per-worker ingest state.
 pub struct Ingest {
     max_record_bytes: usize,
@@ -89,6 +141,7 @@ pub struct Ingest {
     /// Each game's order, and the partition its events come from.
     games: HashMap<GameKey, (String, i32, GameOrder)>,
     owners: Arc<GameOwners>,
+    resumes: HashMap<(String, i32), Resume>,
 }
 
 /// An accepted record.
@@ -106,8 +159,10 @@ pub struct Accepted {
 /// Why an event cannot follow the game's previous one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OrderError {
-    /// The same `seq` again.
+    /// The same `seq` again, same bytes: a re-send.
     Duplicate { last_seq: u64 },
+    /// The same `seq` again with different bytes.
+    Conflict { seq: u64 },
     /// A `seq` below the last one.
     SequenceRegressed { last_seq: u64 },
     /// An event time below the game's previous one.
@@ -118,6 +173,10 @@ impl std::fmt::Display for OrderError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             OrderError::Duplicate { last_seq } => write!(f, "seq {last_seq} was already accepted"),
+            OrderError::Conflict { seq } => write!(
+                f,
+                "seq {seq} was already accepted with different content: two events claim one id"
+            ),
             OrderError::SequenceRegressed { last_seq } => {
                 write!(f, "seq goes backwards (last accepted seq is {last_seq})")
             }
@@ -129,19 +188,35 @@ impl std::fmt::Display for OrderError {
     }
 }
 
-/// A game's last accepted event: `seq` rises strictly, event time never falls.
-#[derive(Clone, Copy, Debug, Default)]
+/// A game's accepted events: `seq` rises strictly, event time never falls, and each accepted
+/// `seq` keeps a fingerprint of its record's bytes, so that a re-send of any earlier event is
+/// told from a conflicting one. An event's id is (game, seq).
+#[derive(Clone, Debug, Default)]
 pub struct GameOrder {
     last: Option<(u64, u64)>,
+    seen: HashMap<u64, u64>,
+    /// Offset of the game's first accepted record, and the event time of its `game_end`.
+    pub first_offset: i64,
+    pub ended_at: Option<u64>,
+}
+
+/// A record's fingerprint: FNV-1a over its bytes (stable across runs and builds).
+pub fn fingerprint(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 impl GameOrder {
-    /// Whether `ev` may follow the events accepted so far.
-    pub fn check(&self, ev: &GameEvent) -> Result<(), OrderError> {
+    /// Whether `ev`, whose record has fingerprint `fp`, may follow the events accepted so far.
+    pub fn check(&self, ev: &GameEvent, fp: u64) -> Result<(), OrderError> {
+        if let Some(seen) = self.seen.get(&ev.seq) {
+            return Err(match *seen == fp {
+                true => OrderError::Duplicate { last_seq: ev.seq },
+                false => OrderError::Conflict { seq: ev.seq },
+            });
+        }
         if let Some((last_seq, last_time)) = self.last {
-            if ev.seq == last_seq {
-                return Err(OrderError::Duplicate { last_seq });
-            }
             if ev.seq < last_seq {
                 return Err(OrderError::SequenceRegressed { last_seq });
             }
@@ -152,9 +227,13 @@ impl GameOrder {
         Ok(())
     }
 
-    pub fn accept(&mut self, ev: &GameEvent) {
+    pub fn accept(&mut self, ev: &GameEvent, fp: u64) {
         let time = self.last.map_or(0, |l| l.1).max(ev.event_time_ms);
         self.last = Some((ev.seq, time));
+        self.seen.insert(ev.seq, fp);
+        if ev.kind == crate::event::EventKind::GameEnd {
+            self.ended_at = Some(time);
+        }
     }
 }
 
@@ -173,7 +252,94 @@ impl Ingest {
             partitions: BTreeMap::new(),
             games: HashMap::new(),
             owners: Arc::default(),
+            resumes: HashMap::new(),
         }
+    }
+
+    /// Takes a partition up where a checkpoint left it. One with no game to rebuild has its
+    /// watermark back at once, so it does not hold the frontier until it goes idle; one with
+    /// games to rebuild gets it from their events again.
+    pub fn resume(&mut self, topic: &str, partition: i32, resume: Resume) {
+        if let (true, Some(max_time)) = (resume.open.is_empty(), resume.max_time) {
+            if let Some(p) = self.partitions.get_mut(&(topic.to_string(), partition)) {
+                p.state = PartitionState::Live { max_time };
+            }
+        }
+        self.resumes.insert((topic.to_string(), partition), resume);
+    }
+
+    /// What `rec` is to its partition's restart. A skipped record only moves the partition's
+    /// read position.
+    pub fn replay(&mut self, rec: &Record<'_>) -> Replay {
+        let Some(r) = self.resumes.get(&(rec.topic.to_string(), rec.partition)) else {
+            return Replay::Fresh;
+        };
+        if rec.offset >= r.below {
+            return Replay::Fresh;
+        }
+        let open = json::decode(rec.payload, self.max_record_bytes)
+            .is_ok_and(|ev| r.open.contains_key(&ev.key()));
+        if open {
+            return Replay::Again;
+        }
+        if let Some(p) = self
+            .partitions
+            .get_mut(&(rec.topic.to_string(), rec.partition))
+        {
+            p.caught_up_since = None;
+            p.next_offset = p.next_offset.max(rec.offset + 1);
+        }
+        Replay::Skip
+    }
+
+    /// Each partition's read position and games, for a checkpoint. A partition still being
+    /// rebuilt reports its restart's position and open games, so a checkpoint taken during a
+    /// rebuild loses neither.
+    pub fn marks(&self, now: Instant) -> Vec<PartitionMark> {
+        let mut marks: BTreeMap<(String, i32), PartitionMark> = self
+            .partitions
+            .iter()
+            .map(|((t, p), part)| {
+                let mut m = PartitionMark {
+                    topic: t.clone(),
+                    partition: *p,
+                    next_offset: part.next_offset,
+                    games: Vec::new(),
+                    max_time: match part.state {
+                        PartitionState::Unstarted => None,
+                        PartitionState::Live { max_time } => Some(max_time),
+                    },
+                    caught_up_ms: part
+                        .caught_up_since
+                        .map(|s| now.duration_since(s).as_millis() as u64),
+                };
+                if let Some(r) = self.resumes.get(&(t.clone(), *p)) {
+                    m.next_offset = m.next_offset.max(r.below);
+                    m.max_time = m.max_time.max(r.max_time);
+                    m.games.extend(
+                        r.open
+                            .iter()
+                            .filter(|(k, _)| !self.games.contains_key(*k))
+                            .map(|(k, o)| (k.clone(), *o, None)),
+                    );
+                }
+                ((t.clone(), *p), m)
+            })
+            .collect();
+        for (key, (t, p, order)) in &self.games {
+            if order.last.is_none() {
+                continue;
+            }
+            if let Some(m) = marks.get_mut(&(t.clone(), *p)) {
+                m.games
+                    .push((key.clone(), order.first_offset, order.ended_at));
+            }
+        }
+        let mut out: Vec<PartitionMark> = marks.into_values().collect();
+        for m in &mut out {
+            m.games.sort();
+        }
+        out
     }
 
     /// Shares the game-to-partition registry with the other workers of the process.
@@ -228,9 +394,11 @@ impl Ingest {
                 *owner_partition,
             ));
         }
-        game.check(&event).map_err(|e| {
+        let fp = fingerprint(rec.payload);
+        game.check(&event, fp).map_err(|e| {
             let code = match e {
                 OrderError::Duplicate { .. } => RejectCode::Duplicate,
+                OrderError::Conflict { .. } => RejectCode::Conflict,
                 OrderError::SequenceRegressed { .. } => RejectCode::SequenceRegressed,
                 OrderError::TimeRegressed { .. } => RejectCode::TimeRegressed,
             };
@@ -256,7 +424,10 @@ impl Ingest {
         }
         let time = event.event_time_ms.max(floor);
         let ingest_ms = rec.timestamp_ms.unwrap_or(0).max(0) as u64;
-        game.accept(&event);
+        if game.last.is_none() {
+            game.first_offset = rec.offset;
+        }
+        game.accept(&event, fp);
         part.state = match part.state {
             PartitionState::Unstarted => PartitionState::Live {
                 max_time: event.event_time_ms,
@@ -275,8 +446,16 @@ impl Ingest {
 
     /// The transport read the partition to its end.
     pub fn caught_up(&mut self, topic: &str, partition: i32, now: Instant) {
-        if let Some(p) = self.partitions.get_mut(&(topic.to_string(), partition)) {
-            p.caught_up_since.get_or_insert(now);
+        let key = (topic.to_string(), partition);
+        if let Some(p) = self.partitions.get_mut(&key) {
+            // Caught up before a restart and nothing new since: since then.
+            let since = self
+                .resumes
+                .get(&key)
+                .filter(|r| p.next_offset <= r.below)
+                .and_then(|r| r.caught_up_ms)
+                .and_then(|ms| now.checked_sub(Duration::from_millis(ms)));
+            p.caught_up_since.get_or_insert(since.unwrap_or(now));
         }
     }
 
@@ -468,5 +647,74 @@ mod tests {
             RejectCode::TimeRegressed
         );
         assert!(ing.accept(&rec(0, &line("g", 6, 1_000)), 0).is_ok());
+    }
+
+    #[test]
+    fn a_resend_is_a_duplicate_and_another_event_under_the_same_id_a_conflict() {
+        let mut ing = Ingest::new(
+            4096,
+            Duration::ZERO,
+            Duration::from_secs(1),
+            LatePolicy::DeadLetter,
+        );
+        ing.accept(&rec(0, &line("g", 1, 1_000)), 0).unwrap();
+        ing.accept(&rec(0, &line("g", 2, 2_000)), 0).unwrap();
+        // An earlier event sent again, byte for byte: a re-send, whatever came since.
+        let r = ing.accept(&rec(0, &line("g", 1, 1_000)), 0).unwrap_err();
+        assert_eq!(r.code, RejectCode::Duplicate);
+        // The same id with other content.
+        let r = ing.accept(&rec(0, &line("g", 1, 1_500)), 0).unwrap_err();
+        assert_eq!(r.code, RejectCode::Conflict);
+        assert!(r.detail.contains("different content"), "{}", r.detail);
+        // An id never seen, below the last: out of order, as before.
+        let r = ing.accept(&rec(0, &line("g", 0, 2_000)), 0).unwrap_err();
+        assert_eq!(r.code, RejectCode::SequenceRegressed);
+    }
+
+    #[test]
+    fn a_restarted_partition_reads_again_only_the_open_games() {
+        let mut ing = Ingest::new(
+            4096,
+            Duration::ZERO,
+            Duration::from_secs(1),
+            LatePolicy::DeadLetter,
+        );
+        ing.add_partition("t", 0);
+        let open = GameKey {
+            sport: crate::event::Sport::Nfl,
+            game_id: "open".into(),
+        };
+        ing.resume(
+            "t",
+            0,
+            Resume {
+                below: 10,
+                open: [(open.clone(), 4)].into_iter().collect(),
+                max_time: Some(5_000),
+                caught_up_ms: None,
+            },
+        );
+        let at = |offset: i64, payload: &'static [u8]| Record {
+            offset,
+            ..rec(0, payload)
+        };
+        let (over, live, bad) = (
+            line("over", 3, 1_000),
+            line("open", 1, 2_000),
+            b"not json".to_vec(),
+        );
+        let (over, live, bad) = (over.leak(), live.leak(), bad.leak());
+        assert_eq!(ing.replay(&at(3, over)), Replay::Skip);
+        assert_eq!(ing.replay(&at(5, live)), Replay::Again);
+        assert_eq!(
+            ing.replay(&at(6, bad)),
+            Replay::Skip,
+            "dead-lettered before"
+        );
+        assert_eq!(ing.replay(&at(10, over)), Replay::Fresh);
+        // A checkpoint taken now still holds the restart's position and open game.
+        let m = &ing.marks(Instant::now())[0];
+        assert_eq!(m.next_offset, 10);
+        assert_eq!(m.games, vec![(open, 4, None)]);
     }
 }

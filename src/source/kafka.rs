@@ -134,8 +134,12 @@ pub struct KafkaReader {
 }
 
 impl KafkaReader {
-    /// Assigns `owned` from their beginning.
-    pub fn new(cfg: &KafkaConfig, owned: &[(String, i32)]) -> Result<Self, SourceError> {
+    /// Assigns `owned`, each from its offset in `starts` or else from its beginning.
+    pub fn new(
+        cfg: &KafkaConfig,
+        owned: &[(String, i32)],
+        starts: &std::collections::BTreeMap<(String, i32), i64>,
+    ) -> Result<Self, SourceError> {
         let consumer: Arc<BaseConsumer<LagContext>> = Arc::new(
             client_config(cfg)
                 .create_with_context(LagContext)
@@ -143,7 +147,10 @@ impl KafkaReader {
         );
         let mut tpl = TopicPartitionList::new();
         for (t, p) in owned {
-            tpl.add_partition_offset(t, *p, Offset::Beginning)
+            let start = starts
+                .get(&(t.clone(), *p))
+                .map_or(Offset::Beginning, |o| Offset::Offset(*o));
+            tpl.add_partition_offset(t, *p, start)
                 .map_err(kafka("assigning"))?;
         }
         consumer.assign(&tpl).map_err(kafka("assigning"))?;
