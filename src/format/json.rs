@@ -13,6 +13,10 @@ const MAX_GAME_ID: usize = 64;
 pub const MAX_EVENT_TIME_MS: u64 = 4_102_444_800_000;
 /// Largest magnitude of a stat: features are integers and sums of them.
 pub const MAX_STAT: f64 = 1e9;
+/// Longest team code, player name or stat name accepted.
+const MAX_NAME: usize = 128;
+/// Longest description accepted.
+const MAX_DESCRIPTION: usize = 4096;
 /// Deepest JSON nesting accepted (serde_json's own limit is 128).
 const MAX_DEPTH: usize = 16;
 
@@ -62,6 +66,26 @@ pub fn validate(ev: &GameEvent) -> Result<(), Reject> {
     let bad = |m: String| Err(Reject::new(RejectCode::InvalidValue, m));
     if ev.game_id.is_empty() || ev.game_id.len() > MAX_GAME_ID {
         return bad(format!("game_id must have 1 to {MAX_GAME_ID} characters"));
+    }
+    let names = [&ev.home, &ev.away]
+        .into_iter()
+        .chain(ev.team.as_ref())
+        .chain(ev.player.as_ref())
+        .chain(ev.stats.keys());
+    if let Some(long) = names.into_iter().find(|n| n.chars().count() > MAX_NAME) {
+        let head: String = long.chars().take(16).collect();
+        return bad(format!(
+            "a name (team, player or stat) is longer than {MAX_NAME} characters: {head}..."
+        ));
+    }
+    if ev
+        .description
+        .as_ref()
+        .is_some_and(|d| d.chars().count() > MAX_DESCRIPTION)
+    {
+        return bad(format!(
+            "description is longer than {MAX_DESCRIPTION} characters"
+        ));
     }
     if ev.clock_ms > MAX_CLOCK_MS {
         return bad(format!("clock_ms {} is over an hour", ev.clock_ms));
@@ -119,6 +143,20 @@ mod tests {
 
     fn code(text: &str) -> RejectCode {
         decode(text.as_bytes(), 4096).unwrap_err().code
+    }
+
+    #[test]
+    fn long_strings_are_refused() {
+        let long = GOOD.replace("\"PHI\"", &format!("\"{}\"", "P".repeat(129)));
+        assert_eq!(code(&long), RejectCode::InvalidValue);
+        let described = GOOD.replace(
+            "\"kind\"",
+            &format!("\"description\":\"{}\",\"kind\"", "d".repeat(4097)),
+        );
+        assert_eq!(
+            decode(described.as_bytes(), 65536).unwrap_err().code,
+            RejectCode::InvalidValue
+        );
     }
 
     #[test]
