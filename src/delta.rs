@@ -26,6 +26,18 @@ pub enum DeltaCause {
     Version,
 }
 
+/// A delta's stable id (see [`Delta::id`]).
+pub fn delta_id(
+    pipeline: &str,
+    version: u32,
+    sport: Sport,
+    game_id: &str,
+    time: u64,
+    seq: u64,
+) -> String {
+    format!("{pipeline}/{version}/{sport}/{game_id}/{time}/{seq}")
+}
+
 /// A prediction moved for one game. Deltas of a pipeline are numbered by `seq` from 1 with no
 /// gaps, in the order (event time, sport, game id), across its versions: the same input and
 /// pipeline give the same bytes.
@@ -33,6 +45,9 @@ pub enum DeltaCause {
 pub struct Delta {
     /// Position of this delta in its pipeline's stream, from 1, without gaps.
     pub seq: u64,
+    /// Stable identity: `pipeline/version/sport/game_id/event_time_ms/seq`. A restarted engine
+    /// gives a delta it sends again the same id, so any consumer can drop repeats by it.
+    pub id: String,
     /// The pipeline and its version (the `[pipeline]` name and version of its file).
     pub pipeline: String,
     pub version: u32,

@@ -687,6 +687,14 @@ fn delta(
     };
     Delta {
         seq,
+        id: crate::delta::delta_id(
+            &version.plan.name,
+            version.plan.version,
+            v.game.sport,
+            &v.game.game_id,
+            v.time,
+            seq,
+        ),
         pipeline: version.plan.name.clone(),
         version: version.plan.version,
         sport: v.game.sport,

@@ -38,6 +38,7 @@ fn delta(seq: u64, games: usize) -> Delta {
     let (sport, game_id) = game((seq as usize * 7) % games);
     Delta {
         seq,
+        id: format!("test/1/{seq}"),
         pipeline: "test".into(),
         version: 1,
         sport,

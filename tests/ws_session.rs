@@ -21,6 +21,7 @@ const CHANNEL: &str = "predictions";
 fn delta(seq: u64) -> Delta {
     Delta {
         seq,
+        id: format!("test/1/{seq}"),
         pipeline: "test".into(),
         version: 1,
         sport: Sport::Soccer,

@@ -9,6 +9,7 @@ use crate::ws::protocol::ServerMessage;
 fn delta(seq: u64, game: usize) -> Delta {
     Delta {
         seq,
+        id: format!("test/{seq}"),
         pipeline: "test".into(),
         version: 1,
         sport: if game.is_multiple_of(2) {

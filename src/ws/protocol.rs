@@ -412,6 +412,7 @@ mod tests {
 
     fn delta() -> Delta {
         Delta {
+            id: "p/1/nfl/g/0/7".into(),
             seq: 7,
             pipeline: "test".into(),
             version: 1,
