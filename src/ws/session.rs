@@ -249,6 +249,8 @@ where
             _ = wake.notified() => {}
             _ = std::future::ready(()), if more => {}
             _ = &mut timer, if deadline.is_some() => {
+                // Fired: re-arm next time round even if the deadline did not move.
+                armed = None;
                 let now = Instant::now();
                 if let (Some(d), Some(t)) = (idle.deadline(), session.cfg.idle_timeout) {
                     if now >= d {
