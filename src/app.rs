@@ -132,8 +132,9 @@ impl App {
                 .map_err(AppError::Server)?;
         }
         let hub2 = hub.clone();
+        let ws_cfg = WsConfig::from(&cfg.server);
         runtime.spawn(async move {
-            if let Err(e) = ws::serve(listener, hub2, WsConfig::default()).await {
+            if let Err(e) = ws::serve(listener, hub2, ws_cfg).await {
                 tracing::error!(error = %e, "WebSocket server stopped");
             }
         });

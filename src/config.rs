@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::Duration;
 
 use figment::providers::{Env, Format, Toml};
 use figment::Figment;
@@ -86,6 +87,27 @@ pub struct ServerConfig {
     pub queue_capacity: usize,
     /// Deltas kept per channel.
     pub history: usize,
+    /// Largest message (and frame) a WebSocket client may send; more is closed with 1009.
+    pub max_message_bytes: usize,
+    /// Subscriptions one WebSocket connection may hold; one more is refused with an error.
+    pub max_subscriptions_per_connection: usize,
+    /// Messages a client may send per second on average; 0: no limit. Over it: close 1008.
+    pub client_messages_per_second: u32,
+    /// Messages a client may send at once (the token bucket's size).
+    pub client_message_burst: u32,
+    /// A WebSocket Ping goes out after this long without a frame from the client; 0s: none.
+    #[serde(with = "humantime_serde")]
+    pub ping_interval: Duration,
+    /// A client that sends no frame (its Pong, or anything) this long after a Ping is closed
+    /// with 1011.
+    #[serde(with = "humantime_serde")]
+    pub pong_timeout: Duration,
+    /// A connection without a subscription for this long is closed with 1000; 0s: never.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// A subscriber whose socket takes nothing for this long is closed with 1008; 0s: never.
+    #[serde(with = "humantime_serde")]
+    pub write_timeout: Duration,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -147,6 +169,24 @@ impl Config {
                 return Err(ConfigError::OwnedKey(key.clone(), field));
             }
         }
+        let server = &self.server;
+        if server.max_message_bytes == 0 {
+            return Err(ConfigError::Value(
+                "server.max-message-bytes must be at least 1".into(),
+            ));
+        }
+        if !server.ping_interval.is_zero() && server.pong_timeout.is_zero() {
+            return Err(ConfigError::Value(
+                "server.pong-timeout must be above 0s when server.ping-interval is set".into(),
+            ));
+        }
+        if server.client_messages_per_second > 0 && server.client_message_burst == 0 {
+            return Err(ConfigError::Value(
+                "server.client-message-burst must be at least 1 when \
+                 server.client-messages-per-second is set"
+                    .into(),
+            ));
+        }
         if self.engine.workers == 0 {
             return Err(ConfigError::Value(
                 "engine.workers must be at least 1".into(),
@@ -168,6 +208,11 @@ mod tests {
             let c = Config::load(None).map_err(|e| e.to_string())?;
             assert_eq!(c.engine.workers, 2);
             assert_eq!(c.engine.pipelines, "");
+            // The WebSocket limits a server gets from the defaults are WsConfig's own.
+            assert_eq!(
+                crate::ws::WsConfig::from(&c.server),
+                crate::ws::WsConfig::default()
+            );
             Ok(())
         });
     }
@@ -181,10 +226,40 @@ mod tests {
             )?;
             jail.set_env("SIDELINE_ENGINE__WORKERS", "4");
             jail.set_env("SIDELINE_SERVER__QUEUE_CAPACITY", "7");
+            jail.set_env("SIDELINE_SERVER__PONG_TIMEOUT", "1m 30s");
             let c = Config::load(Some(Path::new("over.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(c.server.pong_timeout, Duration::from_secs(90));
             assert_eq!(c.server.history, 5);
             assert_eq!(c.engine.workers, 4);
             assert_eq!(c.server.queue_capacity, 7);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn zero_durations_turn_websocket_limits_off_and_a_zero_pong_timeout_is_refused() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "off.toml",
+                "[server]\nping-interval = \"0s\"\nidle-timeout = \"0s\"\n\
+                 write-timeout = \"0s\"\nclient-messages-per-second = 0\n",
+            )?;
+            let c = Config::load(Some(Path::new("off.toml"))).map_err(|e| e.to_string())?;
+            let ws = crate::ws::WsConfig::from(&c.server);
+            assert_eq!(
+                (
+                    ws.keepalive,
+                    ws.idle_timeout,
+                    ws.write_timeout,
+                    ws.rate_limit
+                ),
+                (None, None, None, None)
+            );
+            jail.create_file("bad.toml", "[server]\npong-timeout = \"0s\"\n")?;
+            let e = Config::load(Some(Path::new("bad.toml")))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("pong-timeout"), "{e}");
             Ok(())
         });
     }

@@ -324,8 +324,10 @@ async fn stuck_subscriber_is_resynced_without_hurting_others() -> Result<()> {
     const BATCH: u64 = 100;
     const GAMES: usize = 20;
     let capacity = 1024;
+    // The stuck client neither reads nor answers Pings: no limit may cut it off.
     let ws_cfg = WsConfig {
         write_timeout: None,
+        keepalive: None,
         ..WsConfig::default()
     };
     let (hub, addr) = start(

@@ -46,6 +46,9 @@ fn config() -> SessionConfig {
         max_subscriptions: 1,
         max_snapshot_bytes: 1 << 20,
         write_timeout: None,
+        keepalive: None,
+        idle_timeout: None,
+        rate_limit: None,
     }
 }
 

@@ -426,3 +426,168 @@ pub fn create_topics(brokers: &str, topics: &[(&str, i32)]) {
         r.unwrap();
     }
 }
+
+/// A hub with one delta channel and a WebSocket server on 127.0.0.1:0, on their own runtime.
+pub struct WsServer {
+    pub hub: Arc<sideline::hub::Hub>,
+    pub addr: std::net::SocketAddr,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl WsServer {
+    pub fn start(
+        hub_cfg: sideline::hub::HubConfig,
+        ws_cfg: sideline::ws::WsConfig,
+        channel: &str,
+    ) -> WsServer {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let hub = sideline::hub::Hub::new(hub_cfg);
+        hub.ensure_channel(channel);
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        runtime.spawn(sideline::ws::serve(listener, Arc::clone(&hub), ws_cfg));
+        WsServer {
+            hub,
+            addr,
+            _runtime: runtime,
+        }
+    }
+}
+
+/// One WebSocket frame as a [`RawClient`] reads it.
+#[derive(Clone, Debug)]
+pub struct RawFrame {
+    pub opcode: u8,
+    pub payload: Vec<u8>,
+}
+
+pub const OP_TEXT: u8 = 0x1;
+pub const OP_CLOSE: u8 = 0x8;
+pub const OP_PING: u8 = 0x9;
+
+/// A WebSocket client at the frame level over a blocking socket: it writes the frames it is
+/// told to and reads frames as they come, and never answers a Ping by itself (tungstenite's
+/// clients answer Pings whenever they read). The handshake is tungstenite's.
+pub struct RawClient {
+    tcp: std::net::TcpStream,
+}
+
+impl RawClient {
+    pub fn connect(addr: std::net::SocketAddr) -> RawClient {
+        let tcp = std::net::TcpStream::connect(addr).unwrap();
+        // A guard against hanging forever, not a timing assertion.
+        tcp.set_read_timeout(Some(Duration::from_secs(120)))
+            .unwrap();
+        // The server says nothing after the handshake until asked, so tungstenite holds no
+        // bytes of ours when its copy of the socket is dropped.
+        let (ws, _) = tokio_tungstenite::tungstenite::client::client(format!("ws://{addr}/"), {
+            tcp.try_clone().unwrap()
+        })
+        .unwrap();
+        drop(ws);
+        RawClient { tcp }
+    }
+
+    /// A second handle on the same socket, to write from another thread.
+    pub fn try_clone(&self) -> RawClient {
+        RawClient {
+            tcp: self.tcp.try_clone().unwrap(),
+        }
+    }
+
+    /// Sends one text message in one frame.
+    pub fn send_text(&mut self, text: &str) -> std::io::Result<()> {
+        use std::io::Write;
+        self.tcp
+            .write_all(&frame_header(OP_TEXT, text.len() as u64))?;
+        self.tcp.write_all(text.as_bytes())
+    }
+
+    /// Sends one text frame of `len` bytes (`a`s), in pieces; fails once the server drops the
+    /// connection.
+    pub fn send_big_text(&mut self, len: usize) -> std::io::Result<()> {
+        use std::io::Write;
+        self.tcp.write_all(&frame_header(OP_TEXT, len as u64))?;
+        let chunk = vec![b'a'; 64 * 1024];
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(chunk.len());
+            self.tcp.write_all(&chunk[..n])?;
+            left -= n;
+        }
+        Ok(())
+    }
+
+    /// Reads one frame; `None` at the end of the stream.
+    pub fn read_frame(&mut self) -> std::io::Result<Option<RawFrame>> {
+        use std::io::Read;
+        let mut head = [0u8; 2];
+        match self.tcp.read_exact(&mut head) {
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+            r => r?,
+        }
+        assert_eq!(head[1] & 0x80, 0, "the server masks no frame");
+        let len = match head[1] & 0x7f {
+            126 => {
+                let mut b = [0u8; 2];
+                self.tcp.read_exact(&mut b)?;
+                u64::from(u16::from_be_bytes(b))
+            }
+            127 => {
+                let mut b = [0u8; 8];
+                self.tcp.read_exact(&mut b)?;
+                u64::from_be_bytes(b)
+            }
+            n => u64::from(n),
+        };
+        let mut payload = vec![0u8; len as usize];
+        self.tcp.read_exact(&mut payload)?;
+        Ok(Some(RawFrame {
+            opcode: head[0] & 0x0f,
+            payload,
+        }))
+    }
+
+    /// Reads frames up to a Close frame: the frames before it, and the Close frame's code and
+    /// reason (`None` when the stream ends or fails without one).
+    pub fn read_until_close(&mut self) -> (Vec<RawFrame>, Option<(u16, String)>) {
+        let mut frames = Vec::new();
+        loop {
+            match self.read_frame() {
+                Ok(Some(f)) if f.opcode == OP_CLOSE => {
+                    assert!(f.payload.len() >= 2, "a Close frame without a code");
+                    let code = u16::from_be_bytes([f.payload[0], f.payload[1]]);
+                    let reason = String::from_utf8_lossy(&f.payload[2..]).into_owned();
+                    return (frames, Some((code, reason)));
+                }
+                Ok(Some(f)) => frames.push(f),
+                Ok(None) | Err(_) => return (frames, None),
+            }
+        }
+    }
+}
+
+/// The header of a final, masked client frame; the mask key is zero, so the payload goes as it
+/// is.
+fn frame_header(opcode: u8, len: u64) -> Vec<u8> {
+    let mut h = vec![0x80 | opcode];
+    match len {
+        0..=125 => h.push(0x80 | len as u8),
+        126..=0xffff => {
+            h.push(0x80 | 126);
+            h.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        _ => {
+            h.push(0x80 | 127);
+            h.extend_from_slice(&len.to_be_bytes());
+        }
+    }
+    h.extend_from_slice(&[0, 0, 0, 0]);
+    h
+}
