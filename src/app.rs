@@ -209,8 +209,12 @@ impl App {
         self.check_conflicts(&lock(&self.publisher), &plan)?;
         let partitions = crate::source::kafka::partitions(&self.cfg.kafka, &plan.topics)
             .map_err(|e| DeployError::Unavailable(e.to_string()))?;
-        let outputs = crate::publish::VersionOutputs::start(&plan, &self.cfg.kafka)
-            .map_err(DeployError::Unavailable)?;
+        let outputs = crate::publish::VersionOutputs::start(
+            &plan,
+            &self.cfg.kafka,
+            self.checkpoints.is_some(),
+        )
+        .map_err(DeployError::Unavailable)?;
         let mut publisher = lock(&self.publisher);
         self.check_conflicts(&publisher, &plan)?;
         let live = publisher
@@ -363,7 +367,18 @@ impl App {
 /// Takes a checkpoint under the publisher's lock and writes it without it. A failed write is
 /// logged and counted; the previous checkpoint stays.
 fn write_checkpoint(publisher: &SharedPublisher, store: &Store) {
-    let cp = lock(publisher).checkpoint();
+    let cp = {
+        let p = lock(publisher);
+        let cp = p.checkpoint();
+        // The Kafka outputs' writes up to this checkpoint are committed first: a checkpoint
+        // never claims a delivery a transaction did not make.
+        if let Err(e) = p.commit_outputs() {
+            tracing::error!(error = %e, "checkpoint skipped: a Kafka output did not commit");
+            metrics::counter!("sideline_checkpoint_failures_total").increment(1);
+            return;
+        }
+        cp
+    };
     match store.write(&cp) {
         Ok(()) => metrics::counter!("sideline_checkpoints_written_total").increment(1),
         Err(e) => {

@@ -2,9 +2,18 @@
 //!
 //! Each delta is one record: key the game id (a game's deltas stay in order on one
 //! partition), value the delta's JSON (the same object WebSocket subscribers get), headers
-//! `sideline.pipeline` and `sideline.seq`. The producer is idempotent; writes are
-//! asynchronous and never block the dataflow beyond librdkafka's queue; failures are counted in
-//! `sideline_output_failures_total` and logged.
+//! `sideline.pipeline`, `sideline.seq` and `sideline.id` (the delta's stable id). The producer
+//! is idempotent; writes are asynchronous and never block the dataflow beyond librdkafka's
+//! queue; failures are counted in `sideline_output_failures_total` and logged.
+//!
+//! With checkpoints on, the producer is transactional (`transactional.id` =
+//! `<group-id>.<pipeline>.v<version>`, the same after a restart): each checkpoint commits what
+//! was written since the last one before the checkpoint file is written, and a restarted
+//! engine's producer fences the killed one and aborts its open transaction. A `read_committed`
+//! consumer of a real Kafka cluster then sees every delta once; deltas written after the last
+//! checkpoint are written again after a restart with the same ids, so a consumer that does not
+//! read committed (or a broker that does not hide aborted records: librdkafka's mock cluster,
+//! tansu) drops repeats by `sideline.id`.
 
 use std::time::Duration;
 
@@ -36,13 +45,27 @@ impl ProducerContext for OutputContext {
 /// meanwhile.
 const QUEUE_FULL_WAIT: Duration = Duration::from_secs(10);
 
+/// How long a transaction may take to start or commit.
+const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Writes deltas to Kafka topics.
 pub struct KafkaOutput {
     producer: ThreadedProducer<OutputContext>,
+    transactional: bool,
 }
 
 impl KafkaOutput {
     pub fn new(cfg: &KafkaConfig) -> Result<Self, rdkafka::error::KafkaError> {
+        Self::create(cfg, None)
+    }
+
+    /// A transactional producer: writes become visible to `read_committed` consumers at each
+    /// [`KafkaOutput::commit`].
+    pub fn transactional(cfg: &KafkaConfig, id: &str) -> Result<Self, rdkafka::error::KafkaError> {
+        Self::create(cfg, Some(id))
+    }
+
+    fn create(cfg: &KafkaConfig, id: Option<&str>) -> Result<Self, rdkafka::error::KafkaError> {
         let mut cc = ClientConfig::new();
         for (k, v) in &cfg.options {
             cc.set(k, v);
@@ -50,9 +73,37 @@ impl KafkaOutput {
         cc.set("bootstrap.servers", &cfg.brokers)
             .set("enable.idempotence", "true")
             .set("linger.ms", "5");
+        if let Some(id) = id {
+            cc.set("transactional.id", id);
+        }
+        let producer: ThreadedProducer<OutputContext> = cc.create_with_context(OutputContext)?;
+        if id.is_some() {
+            // Fences a previous producer with this id (a killed engine) and aborts its open
+            // transaction.
+            producer.init_transactions(TRANSACTION_TIMEOUT)?;
+            producer.begin_transaction()?;
+        }
         Ok(KafkaOutput {
-            producer: cc.create_with_context(OutputContext)?,
+            producer,
+            transactional: id.is_some(),
         })
+    }
+
+    /// Commits the writes since the last commit and begins the next transaction (nothing for a
+    /// producer that is not transactional). On an error the transaction is aborted and a new
+    /// one begun: the caller must not record the writes as delivered.
+    pub fn commit(&self) -> Result<(), rdkafka::error::KafkaError> {
+        if !self.transactional {
+            return Ok(());
+        }
+        let committed = self.producer.commit_transaction(TRANSACTION_TIMEOUT);
+        if let Err(e) = &committed {
+            tracing::error!(error = %e, "Kafka output transaction not committed: aborting it");
+            metrics::counter!("sideline_output_transaction_failures_total").increment(1);
+            let _ = self.producer.abort_transaction(TRANSACTION_TIMEOUT);
+        }
+        self.producer.begin_transaction()?;
+        committed
     }
 
     pub fn send(&self, topic: &str, deltas: &[Delta]) {
@@ -73,6 +124,10 @@ impl KafkaOutput {
                 .insert(Header {
                     key: "sideline.seq",
                     value: Some(&seq),
+                })
+                .insert(Header {
+                    key: "sideline.id",
+                    value: Some(&d.id),
                 });
             self.produce(topic, d.game_id.as_bytes(), &payload, headers, d.seq);
         }
@@ -179,8 +234,12 @@ impl KafkaOutput {
         );
     }
 
-    /// Waits for outstanding writes.
+    /// Waits for outstanding writes (a transactional producer commits them).
     pub fn flush(&self) {
+        if self.transactional {
+            let _ = self.commit();
+            return;
+        }
         if let Err(e) = self.producer.flush(Duration::from_secs(30)) {
             tracing::error!(error = %e, "Kafka output writes unconfirmed at shutdown");
         }

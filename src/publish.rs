@@ -77,16 +77,27 @@ pub struct VersionOutputs {
 }
 
 impl VersionOutputs {
-    /// The outputs `plan` needs; webhook secrets are read from the environment now.
-    pub fn start(plan: &Plan, kafka_cfg: &KafkaConfig) -> Result<VersionOutputs, String> {
+    /// The outputs `plan` needs; webhook secrets are read from the environment now. With
+    /// `transactional`, the Kafka output commits at each checkpoint.
+    pub fn start(
+        plan: &Plan,
+        kafka_cfg: &KafkaConfig,
+        transactional: bool,
+    ) -> Result<VersionOutputs, String> {
         let wants = plan
             .outputs
             .iter()
             .any(|o| matches!(o, Output::Kafka { .. } | Output::KafkaAlerts { .. }));
-        let kafka = match wants {
-            true => Some(KafkaOutput::new(kafka_cfg).map_err(|e| format!("kafka output: {e}"))?),
-            false => None,
-        };
+        let kafka = match (wants, transactional) {
+            (false, _) => None,
+            (true, false) => Some(KafkaOutput::new(kafka_cfg)),
+            (true, true) => Some(KafkaOutput::transactional(
+                kafka_cfg,
+                &format!("{}.{}.v{}", kafka_cfg.group_id, plan.name, plan.version),
+            )),
+        }
+        .transpose()
+        .map_err(|e| format!("kafka output: {e}"))?;
         let mut hooks = Vec::new();
         for o in &plan.outputs {
             if let Output::Webhook { url, secret_env } = o {
@@ -339,6 +350,18 @@ impl Publisher {
                 _ => {}
             }
         }
+    }
+
+    /// Commits the live versions' Kafka output transactions: what they wrote so far becomes
+    /// visible to `read_committed` consumers. Called with the checkpoint taken just before, and
+    /// the checkpoint is written only if every commit succeeded.
+    pub fn commit_outputs(&self) -> Result<(), String> {
+        for (name, p) in &self.pipelines {
+            if let Some(k) = &p.live.outputs.kafka {
+                k.commit().map_err(|e| format!("pipeline {name}: {e}"))?;
+            }
+        }
+        Ok(())
     }
 
     /// What a restart needs to go on from here: per pipeline, its live version's completed

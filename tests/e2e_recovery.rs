@@ -8,6 +8,7 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -18,6 +19,9 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use rand::{Rng, SeedableRng};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message as _};
 use sideline::ws::protocol::ServerMessage;
 use tokio_tungstenite::tungstenite::{self, Message};
 
@@ -148,6 +152,42 @@ fn subscriber(
     }
 }
 
+/// Every record of the Kafka delta output `topic`: (the `sideline.id` header, the JSON).
+fn kafka_deltas(brokers: &str, topic: &str, want: usize) -> Vec<(String, String)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "recovery-check")
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut idle = 0;
+    while Instant::now() < deadline && (out.len() < want || idle < 4) {
+        match consumer.poll(Duration::from_millis(250)) {
+            Some(Ok(m)) => {
+                idle = 0;
+                let id = m
+                    .headers()
+                    .and_then(|h| h.iter().find(|h| h.key == "sideline.id"))
+                    .and_then(|h| h.value)
+                    .map(|v| String::from_utf8_lossy(v).to_string())
+                    .expect("every delta record carries sideline.id");
+                let json = String::from_utf8(m.payload().unwrap().to_vec()).unwrap();
+                out.push((id, json));
+            }
+            Some(Err(e)) => panic!("{e}"),
+            None => idle += 1,
+        }
+    }
+    out
+}
+
 /// Waits until no delta has arrived for `quiet` (and at least `at_least` arrived).
 fn wait_quiet(seen: &Mutex<Seen>, at_least: usize, quiet: Duration) {
     let deadline = Instant::now() + Duration::from_secs(180);
@@ -170,7 +210,12 @@ fn wait_quiet(seen: &Mutex<Seen>, at_least: usize, quiet: Duration) {
 fn write_config(dir: &Path, brokers: &str, topic: &str) -> std::path::PathBuf {
     let pipelines = dir.join("pipelines");
     std::fs::create_dir_all(&pipelines).unwrap();
-    std::fs::write(pipelines.join("nfl.toml"), nfl_pipeline(&[topic])).unwrap();
+    // Deltas also go to a Kafka topic, checked by stable id after the run.
+    let file = format!(
+        "{}\n[[output]]\nkind = \"kafka\"\ntopic = \"{topic}.deltas\"\n",
+        nfl_pipeline(&[topic])
+    );
+    std::fs::write(pipelines.join("nfl.toml"), file).unwrap();
     let config = dir.join("sideline.toml");
     std::fs::write(
         &config,
@@ -409,6 +454,57 @@ fn kills_and_restarts_lose_and_duplicate_nothing(brokers: &str, topics: (&str, &
         "the delta logs differ at index {first_diff:?}"
     );
     assert_eq!((lost, extra), (0, 0));
+
+    // The Kafka output: deltas written after a checkpoint and before a kill are written again
+    // after the restart (the broker here does not hide aborted transactions), with the same
+    // ids; by id, the topic holds the clean run's deltas exactly.
+    let records = kafka_deltas(
+        brokers,
+        &format!("{}.deltas", topics.1),
+        killed.deltas.len(),
+    );
+    let mut by_id: BTreeMap<String, String> = BTreeMap::new();
+    let mut repeats = 0;
+    for (id, json) in &records {
+        match by_id.insert(id.clone(), json.clone()) {
+            Some(before) => {
+                repeats += 1;
+                assert_eq!(&before, json, "two records with id {id} differ");
+            }
+            None => {}
+        }
+    }
+    println!(
+        "Kafka output: {} records, {repeats} repeats of an id, {} distinct deltas",
+        records.len(),
+        by_id.len()
+    );
+    let mut want: Vec<(u64, String)> = clean
+        .deltas
+        .iter()
+        .map(|d| {
+            let v: sideline::delta::Delta = serde_json::from_str(d).unwrap();
+            (v.seq, d.clone())
+        })
+        .collect();
+    want.sort();
+    let mut have: Vec<(u64, String)> = by_id
+        .values()
+        .map(|d| {
+            let v: sideline::delta::Delta = serde_json::from_str(d).unwrap();
+            (v.seq, serde_json::to_string(&v).unwrap())
+        })
+        .collect();
+    have.sort();
+    assert_eq!(
+        have.len(),
+        want.len(),
+        "distinct deltas in the Kafka output"
+    );
+    assert!(
+        have == want,
+        "the Kafka output, by id, differs from the clean run"
+    );
     // The last checkpoint covers everything delivered.
     let cp = &last.pipelines["nfl_win_probability"];
     assert_eq!(cp.seq, killed.last_seq, "the last checkpoint's seq");
@@ -420,6 +516,8 @@ fn sigkill_at_20_points_through_the_mock_cluster() {
     let cluster = Cluster::mock(&[
         ("clean", PARTITIONS),
         ("killed", PARTITIONS),
+        ("clean.deltas", PARTITIONS),
+        ("killed.deltas", PARTITIONS),
         ("clean.dead-letters", 1),
         ("killed.dead-letters", 1),
     ]);
@@ -443,11 +541,14 @@ fn sigkill_at_20_points_through_the_real_broker() {
         format!("{clean}.dead-letters"),
         format!("{killed}.dead-letters"),
     );
+    let outputs = (format!("{clean}.deltas"), format!("{killed}.deltas"));
     create_topics(
         &brokers,
         &[
             (&clean, PARTITIONS),
             (&killed, PARTITIONS),
+            (&outputs.0, PARTITIONS),
+            (&outputs.1, PARTITIONS),
             (&dead.0, 1),
             (&dead.1, 1),
         ],
