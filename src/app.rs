@@ -141,10 +141,21 @@ impl App {
         let stop = StopSignal::new();
         let stop2 = stop.clone();
         runtime.spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                tracing::info!("interrupted: finishing");
-                stop2.stop();
+            // Ctrl-C or SIGTERM (a service manager, a container runtime) stop the engine.
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            let terminated = async {
+                match term.as_mut() {
+                    Some(t) => t.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                r = tokio::signal::ctrl_c() => if r.is_err() { return },
+                _ = terminated => {}
             }
+            tracing::info!("interrupted: stopping");
+            stop2.stop();
         });
         let control = Control::new(cfg.engine.workers);
         let publisher = Publisher::new(hub.clone(), control.clone(), Box::new(|_: &Delta| {}));

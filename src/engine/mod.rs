@@ -52,7 +52,8 @@ impl StopSignal {
     pub fn new() -> Arc<Self> {
         Arc::new(StopSignal(AtomicU8::new(RUN)))
     }
-    /// Stop now: what was read is processed, nothing more is read.
+    /// Stop now: what is complete has been delivered; nothing more is read or computed (a
+    /// restart from a checkpoint recomputes the rest).
     pub fn stop(&self) {
         self.0.store(STOP, Ordering::Relaxed);
     }
@@ -152,6 +153,18 @@ pub fn run(
                     Some(Duration::ZERO)
                 };
                 worker.step_or_park(park);
+            }
+            if stop.is_stopped() {
+                // Stopped (Ctrl-C, SIGTERM): what is complete was delivered; nothing else is
+                // computed. Closing the inputs would complete every future time at once and
+                // publish window expiries that never happened; a restart from the last
+                // checkpoint recomputes what was read but not complete.
+                drop(runtimes);
+                drop(closing);
+                for id in worker.installed_dataflows() {
+                    worker.drop_dataflow(id);
+                }
+                return Ok(stats);
             }
             closing.extend(runtimes.drain(..).map(|r| r.close(index)));
             while closing.iter().any(|p| !p.done()) {
