@@ -7,10 +7,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
-use rdkafka::TopicPartitionList;
 use sideline::alert::{Alert, AlertState};
 use sideline::delta::Delta;
 use sideline::pipeline::plan::Plan;
@@ -67,22 +63,10 @@ fn replay(run: usize) -> (Vec<Delta>, Vec<Alert>, Vec<Alert>) {
     app.shutdown();
     let (deltas, alerts) = capture.0.lock().unwrap().clone();
 
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &cluster.brokers)
-        .set("group.id", "alerts-check")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(&alerts_topic, 0, rdkafka::Offset::Beginning)
-        .unwrap();
-    consumer.assign(&tpl).unwrap();
-    let mut topic = Vec::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while topic.len() < alerts.len() && std::time::Instant::now() < deadline {
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
-            topic.push(serde_json::from_slice::<Alert>(m.payload().unwrap()).unwrap());
-        }
-    }
+    let topic = read_topic(&cluster.brokers, &alerts_topic, 1, alerts.len())
+        .iter()
+        .map(|r| serde_json::from_slice::<Alert>(&r.payload).unwrap())
+        .collect();
     (deltas, alerts, topic)
 }
 

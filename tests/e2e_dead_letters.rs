@@ -9,10 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{BaseRecord, Producer};
-use rdkafka::TopicPartitionList;
 
 /// Bad records, each with the reason it must be rejected for and the game whose partition it
 /// goes to.
@@ -118,38 +115,19 @@ fn bad_records_go_to_dead_letters_and_change_nothing_else() {
     assert_eq!(history, offline_deltas(&nfl_plan(), &events));
 
     // Every bad record is in the dead-letter topic, bytes unchanged, with source and reason.
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &cluster.brokers)
-        .set("group.id", "dlq-check")
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(dlq, 0, rdkafka::Offset::Beginning)
-        .unwrap();
-    consumer.assign(&tpl).unwrap();
     let mut got: Vec<(Vec<u8>, String, String, String)> = Vec::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while got.len() < bad.len() && std::time::Instant::now() < deadline {
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
-            let mut h = BTreeMap::new();
-            for header in m.headers().unwrap().iter() {
-                h.insert(
-                    header.key.to_string(),
-                    String::from_utf8_lossy(header.value.unwrap()).to_string(),
-                );
-            }
-            assert_eq!(h["sideline.topic"], topic);
-            assert!(h["sideline.partition"].parse::<i32>().unwrap() < 4);
-            assert!(h["sideline.offset"].parse::<i64>().unwrap() >= 0);
-            assert!(!h["sideline.detail"].is_empty());
-            got.push((
-                m.payload().unwrap().to_vec(),
-                h["sideline.reason"].clone(),
-                h["sideline.partition"].clone(),
-                h["sideline.offset"].clone(),
-            ));
-        }
+    for r in read_topic(&cluster.brokers, dlq, 1, bad.len()) {
+        let h = &r.headers;
+        assert_eq!(h["sideline.topic"], topic);
+        assert!(h["sideline.partition"].parse::<i32>().unwrap() < 4);
+        assert!(h["sideline.offset"].parse::<i64>().unwrap() >= 0);
+        assert!(!h["sideline.detail"].is_empty());
+        got.push((
+            r.payload.clone(),
+            h["sideline.reason"].clone(),
+            h["sideline.partition"].clone(),
+            h["sideline.offset"].clone(),
+        ));
     }
     let mut want: Vec<(Vec<u8>, String)> = bad
         .iter()

@@ -4,13 +4,8 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use common::*;
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
-use rdkafka::TopicPartitionList;
 use sideline::delta::Delta;
 
 #[test]
@@ -29,44 +24,22 @@ fn the_kafka_output_carries_every_delta_keyed_by_game() {
     app.shutdown();
     assert!(log.len() > 100);
 
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &cluster.brokers)
-        .set("group.id", "output-check")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..2 {
-        tpl.add_partition_offset(output, p, rdkafka::Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
     let mut got: Vec<Delta> = Vec::new();
     let mut partition_of: BTreeMap<String, i32> = BTreeMap::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while got.len() < log.len() && std::time::Instant::now() < deadline {
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
-            let d: Delta = serde_json::from_slice(m.payload().unwrap()).unwrap();
-            assert_eq!(m.key(), Some(d.game_id.as_bytes()), "keyed by game");
-            let headers: BTreeMap<String, String> = m
-                .headers()
-                .unwrap()
-                .iter()
-                .map(|h| {
-                    (
-                        h.key.to_string(),
-                        String::from_utf8_lossy(h.value.unwrap()).to_string(),
-                    )
-                })
-                .collect();
-            assert_eq!(headers["sideline.pipeline"], "nfl_win_probability");
-            assert_eq!(headers["sideline.seq"], d.seq.to_string());
-            // A game's deltas all on one partition, in order.
-            let p = *partition_of
-                .entry(d.game_id.clone())
-                .or_insert(m.partition());
-            assert_eq!(p, m.partition(), "game {} moved partition", d.game_id);
-            got.push(d);
-        }
+    for r in read_topic(&cluster.brokers, output, 2, log.len()) {
+        let d: Delta = serde_json::from_slice(&r.payload).unwrap();
+        assert_eq!(
+            r.key.as_deref(),
+            Some(d.game_id.as_bytes()),
+            "keyed by game"
+        );
+        assert_eq!(r.headers["sideline.pipeline"], "nfl_win_probability");
+        assert_eq!(r.headers["sideline.seq"], d.seq.to_string());
+        assert_eq!(r.headers["sideline.id"], d.id);
+        // A game's deltas all on one partition, in order.
+        let p = *partition_of.entry(d.game_id.clone()).or_insert(r.partition);
+        assert_eq!(p, r.partition, "game {} moved partition", d.game_id);
+        got.push(d);
     }
     got.sort_by_key(|d| d.seq);
     assert_eq!(got.len(), log.len(), "every delta reached the topic");

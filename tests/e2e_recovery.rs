@@ -20,9 +20,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use rand::{Rng, SeedableRng};
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message as _};
 use sideline::ws::protocol::ServerMessage;
 use tokio_tungstenite::tungstenite::{self, Message};
 
@@ -151,42 +148,6 @@ fn subscriber(
             }
         }
     }
-}
-
-/// Every record of the Kafka delta output `topic`: (the `sideline.id` header, the JSON).
-fn kafka_deltas(brokers: &str, topic: &str, want: usize) -> Vec<(String, String)> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "recovery-check")
-        .create()
-        .unwrap();
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
-    let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut idle = 0;
-    while Instant::now() < deadline && (out.len() < want || idle < 4) {
-        match consumer.poll(Duration::from_millis(250)) {
-            Some(Ok(m)) => {
-                idle = 0;
-                let id = m
-                    .headers()
-                    .and_then(|h| h.iter().find(|h| h.key == "sideline.id"))
-                    .and_then(|h| h.value)
-                    .map(|v| String::from_utf8_lossy(v).to_string())
-                    .expect("every delta record carries sideline.id");
-                let json = String::from_utf8(m.payload().unwrap().to_vec()).unwrap();
-                out.push((id, json));
-            }
-            Some(Err(e)) => panic!("{e}"),
-            None => idle += 1,
-        }
-    }
-    out
 }
 
 /// Waits until no delta has arrived for `quiet` (and at least `at_least` arrived).
@@ -472,20 +433,16 @@ fn kills_and_restarts_lose_and_duplicate_nothing(brokers: &str, topics: (&str, &
     // The Kafka output: deltas written after a checkpoint and before a kill are written again
     // after the restart (the broker here does not hide aborted transactions), with the same
     // ids; by id, the topic holds the clean run's deltas exactly.
-    let records = kafka_deltas(
-        brokers,
-        &format!("{}.deltas", topics.1),
-        killed.deltas.len(),
-    );
+    let output = format!("{}.deltas", topics.1);
+    let records = read_topic(brokers, &output, PARTITIONS, killed.deltas.len());
     let mut by_id: BTreeMap<String, String> = BTreeMap::new();
     let mut repeats = 0;
-    for (id, json) in &records {
-        match by_id.insert(id.clone(), json.clone()) {
-            Some(before) => {
-                repeats += 1;
-                assert_eq!(&before, json, "two records with id {id} differ");
-            }
-            None => {}
+    for r in &records {
+        let id = r.headers["sideline.id"].clone();
+        let json = String::from_utf8(r.payload.clone()).unwrap();
+        if let Some(before) = by_id.insert(id.clone(), json.clone()) {
+            repeats += 1;
+            assert_eq!(before, json, "two records with id {id} differ");
         }
     }
     println!(

@@ -10,10 +10,7 @@ use std::time::Duration;
 use common::*;
 use rand::{Rng, SeedableRng};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::TopicPartitionList;
 use sideline::event::GameEvent;
 
 /// Produces `records` (key, bytes) in order.
@@ -115,7 +112,7 @@ fn resending_a_random_tenth_of_the_feed_changes_nothing() {
 fn poison(i: usize, ev: &GameEvent, earlier: &GameEvent) -> (Vec<u8>, &'static str) {
     let good = serde_json::to_string(ev).unwrap();
     match i % 8 {
-        0 => (good[..good.len() / 2].as_bytes().to_vec(), "malformed_json"),
+        0 => (good.as_bytes()[..good.len() / 2].to_vec(), "malformed_json"),
         1 => (
             good.replace("\"nfl\"", "\"curling\"").into_bytes(),
             "unknown_sport",
@@ -189,41 +186,16 @@ fn one_percent_poison_is_dead_lettered_one_for_one_and_changes_nothing_else() {
 
     // Each poison record is in the dead-letter topic once, bytes unchanged, with its source
     // partition and offset and the reason.
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &cluster.brokers)
-        .set("group.id", "poison-check")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(dlq, 0, rdkafka::Offset::Beginning)
-        .unwrap();
-    consumer.assign(&tpl).unwrap();
+    let dead = read_topic(&cluster.brokers, dlq, 1, injected.len());
     let mut got: Vec<(Vec<u8>, String)> = Vec::new();
     let mut sources = std::collections::BTreeSet::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while std::time::Instant::now() < deadline {
-        match consumer.poll(Duration::from_millis(500)) {
-            Some(Ok(m)) => {
-                let mut h = BTreeMap::new();
-                for header in m.headers().unwrap().iter() {
-                    h.insert(
-                        header.key.to_string(),
-                        String::from_utf8_lossy(header.value.unwrap()).to_string(),
-                    );
-                }
-                assert_eq!(h["sideline.topic"], topic);
-                let offset: i64 = h["sideline.offset"].parse().unwrap();
-                sources.insert((h["sideline.partition"].clone(), offset));
-                assert!(!h["sideline.detail"].is_empty());
-                got.push((
-                    m.payload().unwrap_or_default().to_vec(),
-                    h["sideline.reason"].clone(),
-                ));
-            }
-            Some(Err(e)) => panic!("{e}"),
-            None if got.len() >= injected.len() => break,
-            None => {}
-        }
+    for r in &dead {
+        let h = &r.headers;
+        assert_eq!(h["sideline.topic"], topic);
+        let offset: i64 = h["sideline.offset"].parse().unwrap();
+        sources.insert((h["sideline.partition"].clone(), offset));
+        assert!(!h["sideline.detail"].is_empty());
+        got.push((r.payload.clone(), h["sideline.reason"].clone()));
     }
     let mut by_reason: BTreeMap<&str, usize> = BTreeMap::new();
     for (_, r) in &injected {

@@ -5,16 +5,11 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::Router;
 use common::*;
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
-use rdkafka::TopicPartitionList;
 use sideline::alert::Alert;
 use sideline::delta::Delta;
 use sideline::pipeline::plan::Plan;
@@ -65,36 +60,11 @@ fn alerts_a_webhook_refuses_are_dead_lettered_with_the_reason() {
     let alerts = capture.0.lock().unwrap().clone();
     assert!(!alerts.is_empty(), "the games have swings");
 
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &cluster.brokers)
-        .set("group.id", "dead-hook-check")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(dlq, 0, rdkafka::Offset::Beginning)
-        .unwrap();
-    consumer.assign(&tpl).unwrap();
-    let mut dead: Vec<(Alert, BTreeMap<String, String>)> = Vec::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while dead.len() < alerts.len() && std::time::Instant::now() < deadline {
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
-            let headers = m
-                .headers()
-                .unwrap()
-                .iter()
-                .map(|h| {
-                    (
-                        h.key.to_string(),
-                        String::from_utf8_lossy(h.value.unwrap()).to_string(),
-                    )
-                })
-                .collect();
-            dead.push((
-                serde_json::from_slice(m.payload().unwrap()).unwrap(),
-                headers,
-            ));
-        }
-    }
+    let mut dead: Vec<(Alert, BTreeMap<String, String>)> =
+        read_topic(&cluster.brokers, dlq, 1, alerts.len())
+            .into_iter()
+            .map(|r| (serde_json::from_slice(&r.payload).unwrap(), r.headers))
+            .collect();
     dead.sort_by_key(|(a, _)| a.seq);
     let got: Vec<&Alert> = dead.iter().map(|(a, _)| a).collect();
     let want: Vec<&Alert> = alerts.iter().collect();

@@ -591,3 +591,62 @@ fn frame_header(opcode: u8, len: u64) -> Vec<u8> {
     h.extend_from_slice(&[0, 0, 0, 0]);
     h
 }
+
+/// A record read back from a topic.
+pub struct ReadRecord {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+    pub headers: BTreeMap<String, String>,
+}
+
+/// Reads partitions `0..partitions` of `topic` from the beginning until `want` records have
+/// arrived (at most 60 s), then until nothing more comes for a second, to catch any beyond
+/// them.
+pub fn read_topic(brokers: &str, topic: &str, partitions: i32, want: usize) -> Vec<ReadRecord> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Headers, Message};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "read-topic")
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut quiet = 0;
+    while std::time::Instant::now() < deadline && (out.len() < want || quiet < 4) {
+        match consumer.poll(Duration::from_millis(250)) {
+            Some(Ok(m)) => {
+                quiet = 0;
+                let headers = m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| {
+                                let value = h.value.map(String::from_utf8_lossy);
+                                (h.key.to_string(), value.unwrap_or_default().to_string())
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                out.push(ReadRecord {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    key: m.key().map(<[u8]>::to_vec),
+                    payload: m.payload().unwrap_or_default().to_vec(),
+                    headers,
+                });
+            }
+            Some(Err(e)) => panic!("reading {topic}: {e}"),
+            None => quiet += 1,
+        }
+    }
+    out
+}
