@@ -8,7 +8,9 @@
 //!
 //! - `sideline_kafka_brokers_up`: brokers some client is connected to and none has lost;
 //! - `sideline_kafka_brokers_down`: brokers a client was, or is trying to get, connected to
-//!   and is not (a client that never needed a broker does not count it either way);
+//!   and is not, or that lead a partition it reads and it no longer lists (a client that never
+//!   needed a broker does not count it either way);
+//! - `sideline_kafka_partitions_unavailable`: partitions read whose leader is not connected;
 //! - `sideline_kafka_broker_rtt_seconds{broker}`: the slowest client's mean round trip.
 //!
 //! [`status`] sums that up for the health endpoint. The state is per process, like the
@@ -51,6 +53,8 @@ struct ClientView {
     at: Instant,
     /// Broker name (`host:port/id`) to link state and mean round trip in microseconds.
     brokers: Vec<(String, Link, Option<i64>)>,
+    /// Partitions it reads whose leader it is not connected to.
+    unavailable: Vec<(String, i32)>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -107,7 +111,7 @@ pub fn observe_stats(stats: &Statistics) {
         .brokers
         .values()
         .filter(|b| b.nodeid >= 0)
-        .map(|b| (b.name.clone(), Link::of(&b.state), b.rtt.map(|w| w.avg)))
+        .map(|b| (b.name.clone(), Link::of(&b.state), b.rtt.as_ref().map(|w| w.avg)))
         .collect();
     if brokers.is_empty() {
         // No metadata yet: the bootstrap brokers are all there is to say.
@@ -117,15 +121,45 @@ pub fn observe_stats(stats: &Statistics) {
             .map(|b| (b.name.clone(), Link::of(&b.state), None))
             .collect();
     }
+    let up: HashMap<i32, Link> = stats
+        .brokers
+        .values()
+        .filter(|b| b.nodeid >= 0)
+        .map(|b| (b.nodeid, Link::of(&b.state)))
+        .collect();
+    let mut unavailable = Vec::new();
+    for t in stats.topics.values() {
+        for p in t.partitions.values().filter(|p| p.desired && p.partition >= 0) {
+            match up.get(&p.leader) {
+                Some(Link::Up) => {}
+                Some(_) => unavailable.push((t.topic.clone(), p.partition)),
+                None => {
+                    unavailable.push((t.topic.clone(), p.partition));
+                    // A leader the client no longer lists (it left the metadata, as a broker
+                    // that went away does) is a broker it needs and does not have.
+                    if p.leader >= 0 {
+                        brokers.push((format!("unlisted/{}", p.leader), Link::Down, None));
+                    }
+                }
+            }
+        }
+    }
     let mut s = state();
     let now = Instant::now();
-    s.clients
-        .insert(stats.name.clone(), ClientView { at: now, brokers });
+    s.clients.insert(
+        stats.name.clone(),
+        ClientView {
+            at: now,
+            brokers,
+            unavailable,
+        },
+    );
     s.clients.retain(|_, c| now.duration_since(c.at) < FRESH);
     let view = brokers_view(&s);
     drop(s);
     metrics::gauge!("sideline_kafka_brokers_up").set(view.up as f64);
     metrics::gauge!("sideline_kafka_brokers_down").set(view.down as f64);
+    metrics::gauge!("sideline_kafka_partitions_unavailable").set(view.unavailable as f64);
     for (broker, rtt_us) in view.rtt_us {
         metrics::gauge!("sideline_kafka_broker_rtt_seconds", "broker" => broker)
             .set(rtt_us as f64 / 1e6);
@@ -135,6 +169,7 @@ pub fn observe_stats(stats: &Statistics) {
 struct BrokersView {
     up: usize,
     down: usize,
+    unavailable: usize,
     rtt_us: BTreeMap<String, i64>,
 }
 
@@ -142,10 +177,12 @@ fn brokers_view(s: &State) -> BrokersView {
     let now = Instant::now();
     let mut links: BTreeMap<&str, Link> = BTreeMap::new();
     let mut rtt_us: BTreeMap<String, i64> = BTreeMap::new();
+    let mut unavailable: std::collections::BTreeSet<&(String, i32)> = Default::default();
     for c in s.clients.values() {
         if now.duration_since(c.at) >= FRESH {
             continue;
         }
+        unavailable.extend(&c.unavailable);
         for (name, link, rtt) in &c.brokers {
             let l = links.entry(name).or_insert(Link::Unused);
             *l = match (*l, *link) {
@@ -162,6 +199,7 @@ fn brokers_view(s: &State) -> BrokersView {
     BrokersView {
         up: links.values().filter(|l| **l == Link::Up).count(),
         down: links.values().filter(|l| **l == Link::Down).count(),
+        unavailable: unavailable.len(),
         rtt_us,
     }
 }
@@ -169,11 +207,14 @@ fn brokers_view(s: &State) -> BrokersView {
 /// Kafka's part of `GET /health`.
 #[derive(Clone, Debug, Serialize)]
 pub struct KafkaStatus {
-    /// `up`: every broker in use is connected; `degraded`: some are not; `down`: none is;
+    /// `up`: every broker in use is connected; `degraded`: some are not (or a partition's
+    /// leader is not); `down`: none is;
     /// `unknown`: no consumer has reported in the last [`FRESH`] (none running).
     pub status: &'static str,
     pub brokers_up: usize,
     pub brokers_down: usize,
+    /// Partitions read whose leader is not connected: nothing comes from them meanwhile.
+    pub partitions_unavailable: usize,
     /// Errors the clients reported since the process started, by kind.
     pub errors: BTreeMap<String, u64>,
     pub last_error: Option<LastError>,
@@ -183,7 +224,8 @@ pub struct KafkaStatus {
 pub fn status() -> KafkaStatus {
     let s = state();
     let view = brokers_view(&s);
-    let status = match (view.up, view.down) {
+    let trouble = view.down + view.unavailable;
+    let status = match (view.up, trouble) {
         (0, 0) => "unknown",
         (0, _) => "down",
         (_, 0) => "up",
@@ -193,6 +235,7 @@ pub fn status() -> KafkaStatus {
         status,
         brokers_up: view.up,
         brokers_down: view.down,
+        partitions_unavailable: view.unavailable,
         errors: s.errors.clone(),
         last_error: s
             .last_error
@@ -222,6 +265,7 @@ mod tests {
         let view = |name: &str, link| ClientView {
             at: Instant::now(),
             brokers: vec![(name.into(), link, None)],
+            unavailable: vec![],
         };
         s.clients.insert("a".into(), view("b1", Link::Up));
         s.clients.insert("b".into(), view("b1", Link::Down));

@@ -168,16 +168,26 @@ pub fn wait_until<T>(what: &str, secs: u64, mut probe: impl FnMut() -> Option<T>
 }
 
 pub fn producer(brokers: &str) -> produce::FeedProducer {
-    produce::create_producer(
-        ClientConfig::new()
-            .set("bootstrap.servers", brokers)
-            .set("linger.ms", "1"),
-    )
-    .unwrap()
+    producer_with(brokers, &[])
+}
+
+/// A producer with these librdkafka options over the tests' defaults.
+pub fn producer_with(brokers: &str, options: &[(&str, &str)]) -> produce::FeedProducer {
+    let mut cc = ClientConfig::new();
+    cc.set("bootstrap.servers", brokers).set("linger.ms", "1");
+    for (k, v) in options {
+        cc.set(*k, *v);
+    }
+    produce::create_producer(&cc).unwrap()
 }
 
 pub fn produce_all(brokers: &str, topic: &str, lines: &[String]) {
-    let p = producer(brokers);
+    produce_all_with(brokers, topic, lines, &[]);
+}
+
+/// [`produce_all`] with these producer options.
+pub fn produce_all_with(brokers: &str, topic: &str, lines: &[String], options: &[(&str, &str)]) {
+    let p = producer_with(brokers, options);
     produce::produce_lines(&p, topic, lines, Pace::Max, None).unwrap();
 }
 
