@@ -5,7 +5,7 @@
 //! | `GET /pipelines` | the deployed pipelines: name, live version, warming version, topics, outputs |
 //! | `PUT /pipelines/{name}` | body: a pipeline file (TOML). Validated, then deployed: `200` with `{"pipeline","version","state"}`; `400` with `{"code":"invalid_pipeline","errors":[{file,line,column,message,hint}]}`; `409` `conflict`; `503` `unavailable` |
 //! | `DELETE /pipelines/{name}` | stops every version of it: `200`, or `404` |
-//! | `GET /health` | `{"status","kafka":{status,brokers_up,brokers_down,errors,last_error}}`: `200`, or `503` while no broker in use is connected (see [`crate::source::kafka_health`]) |
+//! | `GET /health` | `{"status","kafka":{status,brokers_up,brokers_down,partitions_unavailable,errors,last_error}}`: `200`, or `503` while no broker in use is connected (see [`crate::source::kafka_health`]) |
 //!
 //! The `X-Sideline-File` request header names the file in error messages (default
 //! `<name>.toml`). A refused request changes nothing that runs.

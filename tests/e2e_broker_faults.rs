@@ -101,7 +101,10 @@ fn leader_down_fetch_errors_and_latency_leave_the_delta_log_unchanged() {
     });
     assert_eq!(outage.0, 200, "degraded is still serving");
     assert!(outage.1["brokers_down"].as_u64() >= Some(1));
-    assert!(outage.1["brokers_up"].as_u64() >= Some(1), "two brokers remain");
+    assert!(
+        outage.1["brokers_up"].as_u64() >= Some(1),
+        "two brokers remain"
+    );
     assert_eq!(
         outage.1["partitions_unavailable"], 2,
         "partitions 0 and 3 have lost their leader"
@@ -121,8 +124,14 @@ fn leader_down_fetch_errors_and_latency_leave_the_delta_log_unchanged() {
         "the lost connection is counted in sideline_kafka_errors_total"
     );
     let rtt = metric_sum(&during, "sideline_kafka_broker_rtt_seconds{");
-    assert!(rtt >= 0.2, "the added round trip shows in the rtt gauges ({rtt} s in all)");
-    assert!(!engine.is_finished(), "the engine stays up through the outage");
+    assert!(
+        rtt >= 0.2,
+        "the added round trip shows in the rtt gauges ({rtt} s in all)"
+    );
+    assert!(
+        !engine.is_finished(),
+        "the engine stays up through the outage"
+    );
 
     // Back up: health and gauges recover, and the engine reads the rest.
     cluster.mock.broker_up(DOWN).unwrap();
@@ -137,7 +146,10 @@ fn leader_down_fetch_errors_and_latency_leave_the_delta_log_unchanged() {
         .then_some(())
     });
     assert_eq!(
-        (recovered["brokers_down"].as_u64(), recovered["partitions_unavailable"].as_u64()),
+        (
+            recovered["brokers_down"].as_u64(),
+            recovered["partitions_unavailable"].as_u64()
+        ),
         (Some(0), Some(0))
     );
     // The failed fetches were counted by kind (NOT_LEADER_FOR_PARTITION is handled inside

@@ -111,7 +111,13 @@ pub fn observe_stats(stats: &Statistics) {
         .brokers
         .values()
         .filter(|b| b.nodeid >= 0)
-        .map(|b| (b.name.clone(), Link::of(&b.state), b.rtt.as_ref().map(|w| w.avg)))
+        .map(|b| {
+            (
+                b.name.clone(),
+                Link::of(&b.state),
+                b.rtt.as_ref().map(|w| w.avg),
+            )
+        })
         .collect();
     if brokers.is_empty() {
         // No metadata yet: the bootstrap brokers are all there is to say.
@@ -129,7 +135,11 @@ pub fn observe_stats(stats: &Statistics) {
         .collect();
     let mut unavailable = Vec::new();
     for t in stats.topics.values() {
-        for p in t.partitions.values().filter(|p| p.desired && p.partition >= 0) {
+        for p in t
+            .partitions
+            .values()
+            .filter(|p| p.desired && p.partition >= 0)
+        {
             match up.get(&p.leader) {
                 Some(Link::Up) => {}
                 Some(_) => unavailable.push((t.topic.clone(), p.partition)),
@@ -237,14 +247,11 @@ pub fn status() -> KafkaStatus {
         brokers_down: view.down,
         partitions_unavailable: view.unavailable,
         errors: s.errors.clone(),
-        last_error: s
-            .last_error
-            .as_ref()
-            .map(|(kind, message, at)| LastError {
-                kind: kind.clone(),
-                message: message.clone(),
-                seconds_ago: at.elapsed().as_secs_f64(),
-            }),
+        last_error: s.last_error.as_ref().map(|(kind, message, at)| LastError {
+            kind: kind.clone(),
+            message: message.clone(),
+            seconds_ago: at.elapsed().as_secs_f64(),
+        }),
     }
 }
 
