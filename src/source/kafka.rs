@@ -228,7 +228,12 @@ impl KafkaReader {
 /// without a trace.
 pub struct DeadLetterContext;
 
-impl ClientContext for DeadLetterContext {}
+impl ClientContext for DeadLetterContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(%error, reason, "kafka dead-letter producer error");
+        super::kafka_health::observe_error(&error, reason);
+    }
+}
 
 impl ProducerContext for DeadLetterContext {
     /// Where the rejected record came from, for the log line if its write fails.

@@ -1,4 +1,5 @@
-//! Kafka connectivity as the engine's consumers see it, for metrics and `GET /health`.
+//! Kafka connectivity as the engine's consumers see it (and the errors of its dead-letter
+//! producer), for metrics and `GET /health`.
 //!
 //! librdkafka tells each client's context two things: errors (a broker connection failed, all
 //! brokers are down, a fetch failed) and, every `statistics.interval.ms`, the state of every
