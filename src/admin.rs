@@ -1,10 +1,11 @@
-//! The admin endpoint: list, deploy and remove pipelines over HTTP.
+//! The admin endpoint: list, deploy and remove pipelines over HTTP, and the engine's health.
 //!
 //! | request | does |
 //! |---|---|
 //! | `GET /pipelines` | the deployed pipelines: name, live version, warming version, topics, outputs |
 //! | `PUT /pipelines/{name}` | body: a pipeline file (TOML). Validated, then deployed: `200` with `{"pipeline","version","state"}`; `400` with `{"code":"invalid_pipeline","errors":[{file,line,column,message,hint}]}`; `409` `conflict`; `503` `unavailable` |
 //! | `DELETE /pipelines/{name}` | stops every version of it: `200`, or `404` |
+//! | `GET /health` | `{"status","kafka":{status,brokers_up,brokers_down,partitions_unavailable,errors,last_error}}`: `200`, or `503` while no broker in use is connected (see [`crate::source::kafka_health`]) |
 //!
 //! The `X-Sideline-File` request header names the file in error messages (default
 //! `<name>.toml`). A refused request changes nothing that runs.
@@ -187,10 +188,27 @@ async fn remove(State(app): State<AppRef>, Path(name): Path<String>) -> Response
     }
 }
 
+/// The engine's health: `ok`, `degraded` (a broker in use is not connected) or `down` (none
+/// is, `503`). The process itself answering is the rest of it.
+async fn health() -> Response {
+    let kafka = crate::source::kafka_health::status();
+    let (code, status) = match kafka.status {
+        "down" => (StatusCode::SERVICE_UNAVAILABLE, "down"),
+        "degraded" => (StatusCode::OK, "degraded"),
+        _ => (StatusCode::OK, "ok"),
+    };
+    (
+        code,
+        Json(serde_json::json!({ "status": status, "kafka": kafka })),
+    )
+        .into_response()
+}
+
 /// Serves the admin API until the runtime stops.
 pub async fn serve(listener: tokio::net::TcpListener, app: AppRef) {
     let router = Router::new()
         .route("/pipelines", get(list))
+        .route("/health", get(health))
         .route(
             "/pipelines/{name}",
             axum::routing::put(deploy).delete(remove),

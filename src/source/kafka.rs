@@ -58,7 +58,8 @@ pub fn client_config(cfg: &KafkaConfig) -> ClientConfig {
     cc
 }
 
-/// Publishes librdkafka's per-partition consumer lag as a gauge.
+/// Publishes librdkafka's per-partition consumer lag as a gauge, and what the consumer sees of
+/// the brokers (errors, connections) through [`super::kafka_health`].
 pub struct LagContext;
 
 impl ClientContext for LagContext {
@@ -71,10 +72,12 @@ impl ClientContext for LagContext {
         );
         if !eof {
             tracing::warn!(%error, reason, "kafka client error");
+            super::kafka_health::observe_error(&error, reason);
         }
     }
 
     fn stats(&self, stats: Statistics) {
+        super::kafka_health::observe_stats(&stats);
         for (topic, t) in stats.topics {
             for (partition, p) in t.partitions {
                 if partition >= 0 && p.consumer_lag >= 0 {
@@ -232,7 +235,12 @@ impl KafkaReader {
 /// without a trace.
 pub struct DeadLetterContext;
 
-impl ClientContext for DeadLetterContext {}
+impl ClientContext for DeadLetterContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(%error, reason, "kafka dead-letter producer error");
+        super::kafka_health::observe_error(&error, reason);
+    }
+}
 
 impl ProducerContext for DeadLetterContext {
     /// Where the rejected record came from, for the log line if its write fails.

@@ -45,36 +45,149 @@ pub fn fixture_events() -> Vec<GameEvent> {
         .collect()
 }
 
-/// A Kafka cluster: librdkafka's in-process mock cluster (kept alive by this value).
+/// A Kafka cluster: librdkafka's in-process mock cluster (kept alive by this value; tests that
+/// inject broker faults use `mock`).
 pub struct Cluster {
     pub brokers: String,
-    _mock: MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    pub mock: MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
 }
 
 impl Cluster {
+    /// One broker, topics without replicas.
     pub fn mock(topics: &[(&str, i32)]) -> Cluster {
-        let mock = MockCluster::new(1).unwrap();
+        Cluster::mock_with(1, 1, topics)
+    }
+
+    /// `brokers` brokers (ids 1..=brokers), every topic with `replication` replicas.
+    pub fn mock_with(brokers: i32, replication: i32, topics: &[(&str, i32)]) -> Cluster {
+        let mock = MockCluster::new(brokers).unwrap();
         for (t, p) in topics {
-            mock.create_topic(t, *p, 1).unwrap();
+            mock.create_topic(t, *p, replication).unwrap();
         }
         Cluster {
             brokers: mock.bootstrap_servers(),
-            _mock: mock,
+            mock,
         }
     }
 }
 
-pub fn producer(brokers: &str) -> produce::FeedProducer {
-    produce::create_producer(
-        ClientConfig::new()
-            .set("bootstrap.servers", brokers)
-            .set("linger.ms", "1"),
+/// Creates topics on a real broker through the admin client, with the explicit retention
+/// configs tansu wants.
+pub fn create_topics(brokers: &str, topics: &[(&str, i32)]) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|(t, p)| {
+            NewTopic::new(t, *p, TopicReplication::Fixed(1))
+                .set("retention.ms", "-1")
+                .set("retention.bytes", "-1")
+        })
+        .collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let results = rt
+        .block_on(admin.create_topics(
+            &new,
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(20))),
+        ))
+        .unwrap();
+    for r in results {
+        r.unwrap();
+    }
+}
+
+/// A free loopback port (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `GET path` over plain HTTP/1.1: the status code and the body.
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
     )
-    .unwrap()
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The value of the first Prometheus series starting with `series` in a `/metrics` body.
+pub fn metric(body: &str, series: &str) -> Option<f64> {
+    body.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// The sum of every Prometheus series starting with `series` (all label values).
+pub fn metric_sum(body: &str, series: &str) -> f64 {
+    body.lines()
+        .filter(|l| l.starts_with(series))
+        .filter_map(|l| l.rsplit(' ').next())
+        .filter_map(|v| v.parse::<f64>().ok())
+        .sum()
+}
+
+/// Polls `probe` every 100 ms until it returns `Some`, for at most `secs` seconds; panics
+/// naming `what` when it never does.
+pub fn wait_until<T>(what: &str, secs: u64, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+pub fn producer(brokers: &str) -> produce::FeedProducer {
+    producer_with(brokers, &[])
+}
+
+/// A producer with these librdkafka options over the tests' defaults.
+pub fn producer_with(brokers: &str, options: &[(&str, &str)]) -> produce::FeedProducer {
+    let mut cc = ClientConfig::new();
+    cc.set("bootstrap.servers", brokers).set("linger.ms", "1");
+    for (k, v) in options {
+        cc.set(*k, *v);
+    }
+    produce::create_producer(&cc).unwrap()
 }
 
 pub fn produce_all(brokers: &str, topic: &str, lines: &[String]) {
-    let p = producer(brokers);
+    produce_all_with(brokers, topic, lines, &[]);
+}
+
+/// [`produce_all`] with these producer options.
+pub fn produce_all_with(brokers: &str, topic: &str, lines: &[String], options: &[(&str, &str)]) {
+    let p = producer_with(brokers, options);
     produce::produce_lines(&p, topic, lines, Pace::Max, None).unwrap();
 }
 
