@@ -510,36 +510,6 @@ impl StuckClient {
     }
 }
 
-/// Creates topics on a real broker (kept forever: tansu's defaults would expire them).
-pub fn create_topics(brokers: &str, topics: &[(&str, i32)]) {
-    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
-        ClientConfig::new()
-            .set("bootstrap.servers", brokers)
-            .create()
-            .unwrap();
-    let new: Vec<rdkafka::admin::NewTopic<'_>> = topics
-        .iter()
-        .map(|(t, p)| {
-            rdkafka::admin::NewTopic::new(t, *p, rdkafka::admin::TopicReplication::Fixed(1))
-                .set("retention.ms", "-1")
-                .set("retention.bytes", "-1")
-        })
-        .collect();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let results = rt
-        .block_on(admin.create_topics(
-            &new,
-            &rdkafka::admin::AdminOptions::new().operation_timeout(Some(Duration::from_secs(20))),
-        ))
-        .unwrap();
-    for r in results {
-        r.unwrap();
-    }
-}
-
 /// A hub with one delta channel and a WebSocket server on 127.0.0.1:0, on their own runtime.
 pub struct WsServer {
     pub hub: Arc<sideline::hub::Hub>,
