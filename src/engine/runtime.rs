@@ -38,6 +38,8 @@ pub struct Runtime {
     last_check: Instant,
     /// When the partitions' marks were last posted for checkpoints.
     last_mark: Option<Instant>,
+    /// The consumer's error count when last looked at.
+    kafka_errors: u64,
 }
 
 /// How often a worker posts its partitions' marks for checkpoints.
@@ -123,6 +125,7 @@ impl Runtime {
             alerts,
             last_check: Instant::now(),
             last_mark: None,
+            kafka_errors: 0,
             deployment: d,
         })
     }
@@ -135,6 +138,11 @@ impl Runtime {
         dead: &DeadLetters,
         stats: &mut EngineStats,
     ) -> usize {
+        let errors = self.reader.errors();
+        if errors != self.kafka_errors {
+            self.kafka_errors = errors;
+            self.ingest.forget_caught_up();
+        }
         let plan = &self.deployment.plan;
         let name = plan.name.as_str();
         let frontier = *self.input.time();

@@ -444,6 +444,16 @@ impl Ingest {
         })
     }
 
+    /// The transport lost sight of the broker: no partition is known to be read to its end
+    /// (or idle) until the transport says so again. Otherwise, after an outage, the partitions
+    /// fetched first would carry the frontier past the records of those fetched later, which
+    /// would all be late.
+    pub fn forget_caught_up(&mut self) {
+        for p in self.partitions.values_mut() {
+            p.caught_up_since = None;
+        }
+    }
+
     /// The transport read the partition to its end.
     pub fn caught_up(&mut self, topic: &str, partition: i32, now: Instant) {
         let key = (topic.to_string(), partition);

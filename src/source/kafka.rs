@@ -59,8 +59,12 @@ pub fn client_config(cfg: &KafkaConfig) -> ClientConfig {
 }
 
 /// Publishes librdkafka's per-partition consumer lag as a gauge, and what the consumer sees of
-/// the brokers (errors, connections) through [`super::kafka_health`].
-pub struct LagContext;
+/// the brokers (errors, connections) through [`super::kafka_health`]. Counts the errors, so the
+/// reader knows its partitions' "read to the end" may be stale (see [`KafkaReader::outages`]).
+#[derive(Default)]
+pub struct LagContext {
+    errors: Arc<std::sync::atomic::AtomicU64>,
+}
 
 impl ClientContext for LagContext {
     /// Reaching the end of a partition is news, not an error (the partition queues report it).
@@ -73,6 +77,8 @@ impl ClientContext for LagContext {
         if !eof {
             tracing::warn!(%error, reason, "kafka client error");
             super::kafka_health::observe_error(&error, reason);
+            self.errors
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
 
@@ -129,6 +135,7 @@ pub type PartitionOffset = ((String, i32), i64);
 /// Reads the partitions one worker owns, each through its own queue.
 pub struct KafkaReader {
     consumer: Arc<BaseConsumer<LagContext>>,
+    errors: Arc<std::sync::atomic::AtomicU64>,
     queues: Vec<(
         String,
         i32,
@@ -143,9 +150,11 @@ impl KafkaReader {
         owned: &[(String, i32)],
         starts: &std::collections::BTreeMap<(String, i32), i64>,
     ) -> Result<Self, SourceError> {
+        let context = LagContext::default();
+        let errors = context.errors.clone();
         let consumer: Arc<BaseConsumer<LagContext>> = Arc::new(
             client_config(cfg)
-                .create_with_context(LagContext)
+                .create_with_context(context)
                 .map_err(kafka("creating a consumer"))?,
         );
         let mut tpl = TopicPartitionList::new();
@@ -164,7 +173,19 @@ impl KafkaReader {
                 .ok_or_else(|| SourceError::NoSuchTopic(t.clone()))?;
             queues.push((t.clone(), *p, q));
         }
-        Ok(KafkaReader { consumer, queues })
+        Ok(KafkaReader {
+            consumer,
+            errors,
+            queues,
+        })
+    }
+
+    /// How many client errors (a broker down, a failed fetch, ...) the consumer has seen. While
+    /// the broker is out of reach a partition that was read to its end may have records the
+    /// consumer cannot see, so after an error it no longer counts as read to its end (nor as
+    /// idle) until the broker says so again.
+    pub fn errors(&self) -> u64 {
+        self.errors.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Each owned partition's high watermark (the offset after its last record), asked of the
