@@ -304,8 +304,9 @@ impl App {
                             Output::Kafka { topic } | Output::KafkaAlerts { topic } => {
                                 format!("topic {topic}")
                             }
-                            // Several pipelines may alert the same endpoint.
-                            Output::Webhook { .. } => continue,
+                            // Several pipelines may alert the same endpoint; archive files are
+                            // named by pipeline.
+                            Output::Webhook { .. } | Output::Archive { .. } => continue,
                         };
                         return Err(DeployError::Conflict(format!(
                             "{what} is already an output of pipeline {}",

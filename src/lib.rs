@@ -80,6 +80,7 @@
 pub mod admin;
 pub mod alert;
 pub mod app;
+pub mod archive;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;

@@ -74,6 +74,7 @@ struct Version {
 pub struct VersionOutputs {
     kafka: Option<KafkaOutput>,
     webhooks: Option<Webhooks>,
+    archive: Option<Mutex<crate::archive::Archive>>,
 }
 
 impl VersionOutputs {
@@ -134,12 +135,40 @@ impl VersionOutputs {
                 Some(Webhooks::start(hooks, dead))
             }
         };
-        Ok(VersionOutputs { kafka, webhooks })
+        let archive = plan
+            .outputs
+            .iter()
+            .find_map(|o| match o {
+                Output::Archive { dir, rows_per_file } => Some(
+                    crate::archive::Archive::open(plan, dir, *rows_per_file)
+                        .map(Mutex::new)
+                        .map_err(|e| format!("archive {dir}: {e}")),
+                ),
+                _ => None,
+            })
+            .transpose()?;
+        Ok(VersionOutputs {
+            kafka,
+            webhooks,
+            archive,
+        })
+    }
+
+    /// Archives one completed time's values (when the version has an archive).
+    fn archive(&self, values: &[Valued], model_version: &str) {
+        if let Some(a) = &self.archive {
+            a.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .append(values, model_version);
+        }
     }
 
     fn flush(&self) {
         if let Some(k) = &self.kafka {
             k.flush();
+        }
+        if let Some(a) = &self.archive {
+            a.lock().unwrap_or_else(|e| e.into_inner()).flush();
         }
         if let Some(w) = &self.webhooks {
             w.flush(std::time::Duration::from_secs(30));
@@ -464,6 +493,10 @@ impl Publisher {
                 SinkMsg::Values { time, values, .. } => {
                     // Values of a time come once it is complete: so is everything before it.
                     p.live.done = p.live.done.max(Some(time));
+                    // Recomputed after a restart: archived before it.
+                    if p.delivered_through.is_none_or(|t| time > t) {
+                        p.live.outputs.archive(&values, &p.live.model_version);
+                    }
                     let deltas = number(p, time, DeltaCause::Moved, values);
                     emit(
                         &self.hub,
@@ -754,7 +787,8 @@ fn emit(
             },
             Output::KafkaAlerts { .. }
             | Output::Webhook { .. }
-            | Output::WebSocketAlerts { .. } => {}
+            | Output::WebSocketAlerts { .. }
+            | Output::Archive { .. } => {}
         }
     }
     sink.deltas(plan, &deltas);

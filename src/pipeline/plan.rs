@@ -262,6 +262,11 @@ pub enum Output {
         url: String,
         secret_env: String,
     },
+    /// Every computed value with its features, to Arrow IPC files in `dir`.
+    Archive {
+        dir: String,
+        rows_per_file: u64,
+    },
 }
 
 /// What the planner needs to know about models: the input names of a registry model.
@@ -730,6 +735,26 @@ impl Planner<'_> {
                         "a `webhook` output needs `secret-env`",
                         "the name of the environment variable that holds the signing secret",
                     ),
+                },
+                OutputKind::Archive => match &os.dir {
+                    None => self.err(os.kind.span(), "an `archive` output needs a `dir`"),
+                    Some(d) if d.get().trim().is_empty() => {
+                        self.err(d.span(), "`dir` must name a directory")
+                    }
+                    Some(_) if outputs.iter().any(|o| matches!(o, Output::Archive { .. })) => {
+                        self.err(os.kind.span(), "a pipeline has at most one `archive` output")
+                    }
+                    Some(d) => {
+                        let rows = os.rows_per_file.as_ref().map_or(1_000_000, |r| *r.get());
+                        if rows == 0 {
+                            let span = os.rows_per_file.as_ref().map(|r| r.span());
+                            self.err(span.unwrap_or(os.kind.span()), "`rows-per-file` must be at least 1");
+                        }
+                        outputs.push(Output::Archive {
+                            dir: d.get().clone(),
+                            rows_per_file: rows.max(1),
+                        });
+                    }
                 },
                 OutputKind::Kafka => match &os.topic {
                     None => self.err(os.kind.span(), "a `kafka` output needs a `topic`"),

@@ -304,7 +304,8 @@ pub struct DeltaSpec {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct OutputSpec {
-    /// `websocket` (needs `channel`) or `kafka` (needs `topic`).
+    /// `websocket` (needs `channel`), `kafka` (needs `topic`), `webhook` (needs `url` and
+    /// `secret-env`) or `archive` (needs `dir`).
     pub kind: Sp<OutputKind>,
     /// `websocket`: the channel subscribers ask for.
     #[serde(default)]
@@ -324,6 +325,12 @@ pub struct OutputSpec {
     #[serde(default)]
     #[schemars(regex(pattern = r"^[A-Za-z0-9._-]{1,249}$"))]
     pub topic: Option<Sp<String>>,
+    /// `archive`: the directory the feature archive's Arrow IPC files go to.
+    #[serde(default)]
+    pub dir: Option<Sp<String>>,
+    /// `archive`: rows per file before the next one is started (default 1,000,000).
+    #[serde(default)]
+    pub rows_per_file: Option<Sp<u64>>,
 }
 
 /// What a `kafka` output carries.
@@ -340,6 +347,9 @@ pub enum OutputKind {
     Websocket,
     Kafka,
     Webhook,
+    // Every value the pipeline computes, with its features, to rolling Arrow IPC files (a
+    // plain comment: a doc comment would split the schema's enum).
+    Archive,
 }
 
 /// `[[detector]]`: an anomaly detector over the prediction or a feature, per game.
