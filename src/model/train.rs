@@ -226,7 +226,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             train.is_some() || eval.is_some(),
             "give rows to evaluate on: --train/--features and/or --eval/--eval-features"
         );
-        if model.manifest().pipeline != pipeline {
+        if model.manifest().pipeline.as_ref() != Some(&pipeline) {
             println!(
                 "note: {} was trained with pipeline {:?}, these rows come from {:?}",
                 model.version(),
@@ -267,28 +267,33 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         output: "probability that the home team wins (ties count half), rounded to 6 decimals"
             .to_string(),
         inputs: inputs.names.clone(),
-        pipeline,
+        pipeline: Some(pipeline),
         train_seasons: train.seasons(),
         eval_seasons: eval.as_ref().map(RowSet::seasons).unwrap_or_default(),
-        metrics: ManifestMetrics {
-            train: empty_metrics(),
-            eval: None,
-        },
-        training: Training {
-            epochs: opts.epochs,
-            lr: opts.lr,
-            skipped_games: train.skipped_games,
-        },
+        train_data: None,
+        eval_data: None,
+        metrics: None,
+        training: Some(Training {
+            epochs: Some(opts.epochs),
+            lr: Some(opts.lr),
+            skipped_games: Some(train.skipped_games),
+            ..Training::default()
+        }),
         created_by: command_line(&args),
+        ensemble: None,
     };
     let model = WinProbModel::new(manifest.clone(), weights.clone())?;
-    manifest.metrics.train = evaluate(&model, &train.rows)?;
-    print_metrics("train", &manifest.metrics.train);
+    let mut metrics = ManifestMetrics {
+        train: evaluate(&model, &train.rows)?,
+        eval: None,
+    };
+    print_metrics("train", &metrics.train);
     if let Some(eval) = &eval {
         let m = evaluate(&model, &eval.rows)?;
         print_metrics("eval", &m);
-        manifest.metrics.eval = Some(m);
+        metrics.eval = Some(m);
     }
+    manifest.metrics = Some(metrics);
     let model = WinProbModel::new(manifest, weights)?;
     model.save(&args.out)?;
     println!(
@@ -300,17 +305,6 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
-}
-
-fn empty_metrics() -> Metrics {
-    Metrics {
-        rows: 0,
-        games: 0,
-        log_loss: 0.0,
-        brier: 0.0,
-        baseline_log_loss: 0.0,
-        baseline_brier: 0.0,
-    }
 }
 
 fn print_metrics(set: &str, m: &Metrics) {
