@@ -35,7 +35,7 @@ pub const TREES_FILE: &str = "model.json";
 /// A single (non-ensemble) model.
 #[derive(Clone, Debug)]
 pub(crate) enum Single {
-    Logistic(WinProbModel),
+    Logistic(Box<WinProbModel>),
     Mlp(Mlp),
     Gbt(Gbt),
 }
@@ -127,7 +127,7 @@ impl From<WinProbModel> for Predictor {
             manifest: m.manifest().clone(),
             version: m.version().to_string(),
             kind: ModelKind::LogisticRegression,
-            body: Body::Single(Single::Logistic(m)),
+            body: Body::Single(Single::Logistic(Box::new(m))),
         }
     }
 }
