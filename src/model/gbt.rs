@@ -69,6 +69,8 @@ pub struct Tree {
 pub struct Gbt {
     inputs: usize,
     trees: Vec<Tree>,
+    /// `base_score`: the probability the margin starts from.
+    base_score: f64,
     base_margin: f64,
     /// The expected margin (TreeSHAP's baseline).
     expected: f64,
@@ -187,19 +189,27 @@ impl Gbt {
             .enumerate()
             .map(|(i, t)| tree_of(t, inputs.len()).map_err(|m| bad(format!("tree {i}: {m}"))))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self::new(inputs.len(), trees, (base / (1.0 - base)).ln()))
+        Ok(Self::new(inputs.len(), trees, base))
     }
 
-    /// A model of `trees` over `inputs` features with margin offset `base_margin`. The trees
-    /// must be valid: children after their parent, features below `inputs`, positive covers.
-    pub fn new(inputs: usize, trees: Vec<Tree>, base_margin: f64) -> Self {
+    /// A model of `trees` over `inputs` features whose margin starts at
+    /// `logit(base_score)`. The trees must be valid: children after their parent, features
+    /// below `inputs`, positive covers.
+    pub fn new(inputs: usize, trees: Vec<Tree>, base_score: f64) -> Self {
+        let base_margin = (base_score / (1.0 - base_score)).ln();
         let expected = base_margin + trees.iter().map(|t| expected_value(t, 0)).sum::<f64>();
         Gbt {
             inputs,
             trees,
+            base_score,
             base_margin,
             expected,
         }
+    }
+
+    /// The probability the margin starts from (XGBoost's `base_score`).
+    pub fn base_score(&self) -> f64 {
+        self.base_score
     }
 
     pub fn inputs(&self) -> usize {
@@ -590,7 +600,7 @@ mod tests {
             for (a, b) in phi.iter().zip(&exact) {
                 prop_assert!((a - b).abs() < 1e-9, "{phi:?} vs {exact:?}");
             }
-            let gbt = Gbt::new(4, vec![tree], 0.25);
+            let gbt = Gbt::new(4, vec![tree], 0.6);
             let e = &gbt.explain(&[&row])[0];
             let sum: f64 = e.attributions.iter().sum();
             prop_assert!((sum - (e.logit - e.baseline)).abs() < 1e-9);

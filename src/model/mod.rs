@@ -50,7 +50,29 @@
 //! Probabilities are rounded to 6 decimals, `(p * 1e6).round() / 1e6`, so that deltas print
 //! compactly and a change below 1e-6 is no change, then clamped to `[1e-6, 1 - 1e-6]`: a
 //! score is never exactly 0 or 1.
+//!
+//! # Other kinds, ensembles, explanations
+//!
+//! The manifest's `kind` names one of four kinds, each a directory `<registry>/<name>/<version>/`
+//! with its `manifest.json`:
+//!
+//! | kind | weights | module |
+//! |---|---|---|
+//! | `logistic_regression` | `model.safetensors` (above) | this one, [`WinProbModel`] |
+//! | `mlp` | `model.safetensors`, a PyTorch `nn.Sequential`'s `state_dict` | [`mlp`] |
+//! | `gbt` | `model.json`, XGBoost's `save_model` JSON | [`gbt`] |
+//! | `ensemble` | none: the manifest's `ensemble` names members and weights | [`ensemble`] |
+//!
+//! [`Predictor`] loads any of them and scores rows of the manifest's inputs: [`Predictor::score`]
+//! gives the values (the logistic regression's bit for bit as [`WinProbModel::score_inputs`]),
+//! [`Predictor::score_explained`] the same values with an interval and feature attributions
+//! per row ([`Scored`]; the methods are described in [`explain`]). Every kind keeps the two
+//! properties above: batch invariance (the MLP's dense layers are broadcast multiplies and
+//! last-dimension sums, trees and attributions are plain f64 loops) and no thread pool.
+//! `examples/models/` holds reference models trained by PyTorch and XGBoost
+//! (`make_reference.py`) and their outputs, which `tests/model_parity.rs` compares with.
 
+pub mod boost;
 pub mod data;
 pub mod ensemble;
 pub mod explain;
