@@ -394,6 +394,14 @@ fn fitted_trees_round_trip_through_xgboost_json() {
         "the fit is deterministic"
     );
     assert_eq!(gbt.trees().len(), 20);
+    // XGBoost steps to `left + !(x < threshold)`: siblings must sit side by side.
+    for t in gbt.trees() {
+        for n in &t.nodes {
+            if let sideline::model::gbt::Node::Split { left, right, .. } = n {
+                assert_eq!(*right, left + 1);
+            }
+        }
+    }
     let x: Vec<Vec<f64>> = rows
         .iter()
         .map(|r| r.inputs.iter().map(|v| *v as f64).collect())

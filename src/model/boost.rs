@@ -100,9 +100,9 @@ pub fn fit_gbt(rows: &[LabeledRow], opts: &BoostOptions) -> Result<Gbt, ModelErr
             h: &h,
             opts,
         };
-        let mut nodes = Vec::new();
+        let mut nodes = vec![PLACEHOLDER];
         let all: Vec<usize> = (0..rows.len()).collect();
-        grower.grow(&mut nodes, all, 0);
+        grower.grow(&mut nodes, 0, all, 0);
         let tree = Tree { nodes };
         for (m, r) in margin.iter_mut().zip(rows) {
             *m += leaf_value(&tree, &r.inputs);
@@ -147,6 +147,12 @@ fn leaf_value(tree: &Tree, row: &[f32]) -> f64 {
     }
 }
 
+/// A node about to be grown.
+const PLACEHOLDER: Node = Node::Leaf {
+    value: 0.0,
+    cover: 0.0,
+};
+
 struct Grower<'a> {
     binned: &'a [Vec<u16>],
     thresholds: &'a [Vec<f32>],
@@ -156,21 +162,20 @@ struct Grower<'a> {
 }
 
 impl Grower<'_> {
-    /// Grows the subtree of `rows` at `depth`, appending its nodes depth-first (children after
-    /// their parent, as the loader requires); returns the subtree root's index.
-    fn grow(&self, nodes: &mut Vec<Node>, rows: Vec<usize>, depth: usize) -> usize {
+    /// Grows the subtree of `rows` at `depth` into node `id`. A split's two children are
+    /// appended side by side, right = left + 1 (XGBoost's predictor assumes it: it steps to
+    /// `left + !(x < threshold)`), after their parent (as the loader requires).
+    fn grow(&self, nodes: &mut Vec<Node>, id: usize, rows: Vec<usize>, depth: usize) {
         let (gs, hs) = rows
             .iter()
             .fold((0.0, 0.0), |(g, h), r| (g + self.g[*r], h + self.h[*r]));
-        let id = nodes.len();
         let lambda = self.opts.lambda;
-        let leaf = Node::Leaf {
+        nodes[id] = Node::Leaf {
             value: (-self.opts.lr * gs / (hs + lambda)) as f32 as f64,
             cover: hs as f32 as f64,
         };
-        nodes.push(leaf);
         if depth == self.opts.max_depth {
-            return id;
+            return;
         }
         let parent = gs * gs / (hs + lambda);
         let mut best: Option<(f64, usize, usize)> = None;
@@ -197,22 +202,23 @@ impl Grower<'_> {
             }
         }
         let Some((_, j, k)) = best else {
-            return id;
+            return;
         };
         let (left, right): (Vec<usize>, Vec<usize>) = rows
             .into_iter()
             .partition(|r| (self.binned[*r][j] as usize) <= k);
-        let l = self.grow(nodes, left, depth + 1);
-        let r = self.grow(nodes, right, depth + 1);
+        let l = nodes.len();
+        nodes.extend([PLACEHOLDER, PLACEHOLDER]);
         nodes[id] = Node::Split {
             feature: j,
             threshold: self.thresholds[j][k],
             left: l,
-            right: r,
+            right: l + 1,
             default_left: true,
             cover: hs as f32 as f64,
         };
-        id
+        self.grow(nodes, l, left, depth + 1);
+        self.grow(nodes, l + 1, right, depth + 1);
     }
 }
 
