@@ -58,7 +58,13 @@ pub fn fit_gbt(rows: &[LabeledRow], opts: &BoostOptions) -> Result<Gbt, ModelErr
             "training rows must be non-empty, all of the same number of inputs".into(),
         ));
     }
-    if opts.max_depth == 0 || opts.bins == 0 || !(opts.lr > 0.0) || !(opts.lambda >= 0.0) {
+    let positive = opts.lr.is_finite() && opts.lr > 0.0;
+    if opts.max_depth == 0
+        || opts.bins == 0
+        || !positive
+        || opts.lambda.is_nan()
+        || opts.lambda < 0.0
+    {
         return Err(ModelError::Inputs(
             "max depth and bins must be at least 1, lr positive, lambda not negative".into(),
         ));
@@ -188,9 +194,10 @@ impl Grower<'_> {
             }
             // Split at threshold k: bins 0..=k go left (x < ts[k]).
             let (mut gl, mut hl) = (0.0, 0.0);
-            for k in 0..ts.len() {
-                gl += hist[k].0;
-                hl += hist[k].1;
+            // The last bin (x >= every threshold) is never all of the left side.
+            for (k, (g, h)) in hist[..ts.len()].iter().enumerate() {
+                gl += g;
+                hl += h;
                 let (gr, hr) = (gs - gl, hs - hl);
                 if hl < self.opts.min_child_weight || hr < self.opts.min_child_weight {
                     continue;
