@@ -16,7 +16,9 @@
 //!   across workers ([`source::frontier`]). Rejects go to a dead-letter topic.
 //! * [`dataflow`]: the differential dataflow: window aggregates per game, entity and feature,
 //!   each game's row of features, derived features and batched scoring.
-//! * [`model`]: the candle model and its trainer, which computes its rows with the pipeline.
+//! * [`model`]: the models a pipeline scores (logistic regression, MLP, XGBoost trees,
+//!   ensembles of them, behind [`model::Predictor`], with per-row intervals and attributions)
+//!   and the trainer, which computes its rows with the pipeline.
 //! * [`alert`]: detectors (in the dataflow, per game, in event time; staleness by the wall
 //!   clock), the alert lifecycle, webhook delivery.
 //! * [`hub`] and [`ws`]: snapshots, deltas, alerts and progress to WebSocket subscribers, each

@@ -93,13 +93,14 @@ fn embedded_model_loads_and_fits_the_nfl_pipeline() {
     // The pipeline feeds the model every input its manifest names, in its order.
     let nfl = nfl();
     assert_eq!(nfl.inputs.names, m.inputs);
-    assert_eq!(m.pipeline.name, nfl.plan.name);
-    assert_eq!(m.pipeline.version, nfl.plan.version);
+    let pipeline = m.pipeline.as_ref().expect("trained on a pipeline");
+    assert_eq!(pipeline.name, nfl.plan.name);
+    assert_eq!(pipeline.version, nfl.plan.version);
     assert!(!m.train_seasons.contains(&2019) && !m.eval_seasons.contains(&2019));
     let eval = m
         .metrics
-        .eval
         .as_ref()
+        .and_then(|m| m.eval.as_ref())
         .expect("the default model has eval metrics");
     assert!(eval.rows > 0 && eval.log_loss < eval.baseline_log_loss);
 }

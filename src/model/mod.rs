@@ -50,10 +50,40 @@
 //! Probabilities are rounded to 6 decimals, `(p * 1e6).round() / 1e6`, so that deltas print
 //! compactly and a change below 1e-6 is no change, then clamped to `[1e-6, 1 - 1e-6]`: a
 //! score is never exactly 0 or 1.
+//!
+//! # Other kinds, ensembles, explanations
+//!
+//! The manifest's `kind` names one of four kinds, each a directory `<registry>/<name>/<version>/`
+//! with its `manifest.json`:
+//!
+//! | kind | weights | module |
+//! |---|---|---|
+//! | `logistic_regression` | `model.safetensors` (above) | this one, [`WinProbModel`] |
+//! | `mlp` | `model.safetensors`, a PyTorch `nn.Sequential`'s `state_dict` | [`mlp`] |
+//! | `gbt` | `model.json`, XGBoost's `save_model` JSON | [`gbt`] |
+//! | `ensemble` | none: the manifest's `ensemble` names members and weights | [`ensemble`] |
+//!
+//! [`Predictor`] loads any of them and scores rows of the manifest's inputs: [`Predictor::score`]
+//! gives the values (the logistic regression's bit for bit as [`WinProbModel::score_inputs`]),
+//! [`Predictor::score_explained`] the same values with an interval and feature attributions
+//! per row ([`Scored`]; the methods are described in [`explain`]). Every kind keeps the two
+//! properties above: batch invariance (the MLP's dense layers are broadcast multiplies and
+//! last-dimension sums, trees and attributions are plain f64 loops) and no thread pool.
+//! `examples/models/` holds reference models trained by PyTorch and XGBoost
+//! (`make_reference.py`) and their outputs, which `tests/model_parity.rs` compares with.
 
+pub mod boost;
 pub mod data;
+pub mod ensemble;
+pub mod explain;
+pub mod gbt;
 pub mod matrix;
+pub mod mlp;
+pub mod predictor;
 pub mod train;
+
+pub use explain::{Scored, Space};
+pub use predictor::Predictor;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -61,8 +91,52 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-/// The `kind` a manifest must name.
+/// The `kind` of a logistic regression's manifest: the only kind [`WinProbModel`] loads.
 pub const KIND: &str = "logistic_regression";
+
+/// The kinds of model a manifest can name ([`Predictor`] loads them all).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModelKind {
+    /// `logistic_regression`: [`WinProbModel`], weights in `model.safetensors`.
+    LogisticRegression,
+    /// `mlp`: [`mlp::Mlp`], a PyTorch-layout `nn.Sequential` in `model.safetensors`.
+    Mlp,
+    /// `gbt`: [`gbt::Gbt`], gradient-boosted trees in XGBoost's JSON format (`model.json`).
+    Gbt,
+    /// `ensemble`: [`ensemble::Ensemble`] of other registry models; no weights file.
+    Ensemble,
+}
+
+impl ModelKind {
+    /// Every kind, as manifests spell them.
+    pub const ALL: [&'static str; 4] = ["logistic_regression", "mlp", "gbt", "ensemble"];
+
+    /// The kind a manifest's `kind` names.
+    pub fn parse(kind: &str) -> Result<Self, ModelError> {
+        Ok(match kind {
+            KIND => ModelKind::LogisticRegression,
+            "mlp" => ModelKind::Mlp,
+            "gbt" => ModelKind::Gbt,
+            "ensemble" => ModelKind::Ensemble,
+            _ => {
+                return Err(ModelError::Kind {
+                    found: kind.to_string(),
+                    expected: Self::ALL.join(", "),
+                })
+            }
+        })
+    }
+
+    /// The spelling in manifests.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelKind::LogisticRegression => KIND,
+            ModelKind::Mlp => "mlp",
+            ModelKind::Gbt => "gbt",
+            ModelKind::Ensemble => "ensemble",
+        }
+    }
+}
 
 /// Why a model cannot be loaded or scored.
 #[derive(Debug, thiserror::Error)]
@@ -76,15 +150,18 @@ pub enum ModelError {
     /// `manifest.json` is not a valid manifest (bad input).
     #[error("invalid model manifest: {0}")]
     Manifest(#[from] serde_json::Error),
-    /// The manifest names another kind of model (bad input).
-    #[error("model kind is {found:?}, this build scores only {KIND:?}")]
-    Kind { found: String },
+    /// The manifest names a kind of model this loader does not take (bad input).
+    #[error("model kind is {found:?}, expected one of: {expected}")]
+    Kind { found: String, expected: String },
     /// The manifest's input list is empty or names an input twice (bad input).
     #[error("model inputs: {0}")]
     Inputs(String),
     /// The weights file lacks a tensor or has one of the wrong shape (bad input).
     #[error("model weights: {0}")]
     Weights(String),
+    /// An ensemble's members are missing, nested, or do not fit its inputs (bad input).
+    #[error("ensemble members: {0}")]
+    Members(String),
     /// candle failed (internal: a bug, retrying will not help).
     #[error("tensor operation failed: {0}")]
     Candle(#[from] candle_core::Error),
@@ -99,6 +176,7 @@ impl ModelError {
             ModelError::Kind { .. } => "model_kind_unsupported",
             ModelError::Inputs(_) => "model_inputs_invalid",
             ModelError::Weights(_) => "model_weights_invalid",
+            ModelError::Members(_) => "model_members_invalid",
             ModelError::Candle(_) => "model_internal",
         }
     }
@@ -131,19 +209,39 @@ pub struct ManifestMetrics {
     pub eval: Option<Metrics>,
 }
 
-/// How the weights were fitted.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// How the weights were fitted. Each field is optional: a model trained elsewhere (PyTorch,
+/// XGBoost) says what applies to it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Training {
-    /// Full-batch Adam epochs.
-    pub epochs: usize,
-    /// Adam learning rate.
-    pub lr: f64,
+    /// The program that fitted the model when not sideline, e.g. `torch 2.5.1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub framework: Option<String>,
+    /// Full-batch epochs (Adam for sideline's logistic regression).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epochs: Option<usize>,
+    /// Learning rate (XGBoost's `eta` for trees).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lr: Option<f64>,
+    /// Trees fitted (gradient boosting).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trees: Option<usize>,
+    /// Maximum tree depth (gradient boosting).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_depth: Option<usize>,
+    /// Random seed of the fit, when it draws anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
     /// Games read from the training events that had no `game_end` (skipped).
-    pub skipped_games: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped_games: Option<usize>,
 }
 
-/// `manifest.json`: what a weights file is and how it was made.
+/// `manifest.json`: what a model directory holds and how it was made.
+///
+/// Fields a logistic regression trained by `sideline train` always has are plain; the others
+/// are optional and left out of the file when absent, so the default model's manifest is
+/// unchanged byte for byte.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
@@ -151,23 +249,56 @@ pub struct Manifest {
     pub name: String,
     /// Model version, e.g. `v1`.
     pub version: String,
-    /// Always [`KIND`].
+    /// One of [`ModelKind::ALL`]: `logistic_regression`, `mlp`, `gbt`, `ensemble`.
     pub kind: String,
     /// What the model predicts.
     pub output: String,
-    /// Input names, in the order of the weights: features of the pipeline (derived features or
-    /// window features, team ones as `name.home` / `name.away`).
+    /// Input names, in the order of the weights (of the trees' feature indices for `gbt`; of
+    /// the rows an ensemble is given, each member picking its own inputs by name): features of
+    /// the pipeline (derived features or window features, team ones as `name.home` /
+    /// `name.away`).
     pub inputs: Vec<String>,
-    /// The pipeline whose features the model was trained on.
-    pub pipeline: PipelineRef,
-    /// Seasons of the training games.
+    /// The pipeline whose features the model was trained on (absent for a model trained
+    /// outside sideline on other data).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline: Option<PipelineRef>,
+    /// Seasons of the training games (the training range of a model trained on sport data).
+    #[serde(default)]
     pub train_seasons: Vec<u32>,
     /// Seasons of the evaluation games.
+    #[serde(default)]
     pub eval_seasons: Vec<u32>,
-    pub metrics: ManifestMetrics,
-    pub training: Training,
+    /// The training data in words when it is not seasons of a sport (e.g. synthetic, seeded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_data: Option<String>,
+    /// The evaluation data in words when it is not seasons of a sport.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_data: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<ManifestMetrics>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training: Option<Training>,
     /// The command that made the model.
     pub created_by: String,
+    /// An ensemble's members and how it combines them (kind `ensemble` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ensemble: Option<ensemble::EnsembleSpec>,
+}
+
+impl Manifest {
+    /// Checks that the input list is non-empty and names no input twice.
+    pub fn check_inputs(&self) -> Result<(), ModelError> {
+        if self.inputs.is_empty() {
+            return Err(ModelError::Inputs("the manifest lists no inputs".into()));
+        }
+        let mut seen = std::collections::HashSet::new();
+        if let Some(dup) = self.inputs.iter().find(|i| !seen.insert(i.as_str())) {
+            return Err(ModelError::Inputs(format!(
+                "the manifest lists input `{dup}` twice"
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// A pipeline file, as a manifest or a cached matrix records it.
@@ -218,8 +349,14 @@ pub struct WinProbModel {
     inv_scale: Tensor,
 }
 
-const MANIFEST_FILE: &str = "manifest.json";
-const WEIGHTS_FILE: &str = "model.safetensors";
+pub(crate) const MANIFEST_FILE: &str = "manifest.json";
+pub(crate) const WEIGHTS_FILE: &str = "model.safetensors";
+
+/// Reads `dir/name`.
+pub(crate) fn read_file(dir: &Path, name: &str) -> Result<Vec<u8>, ModelError> {
+    let path = dir.join(name);
+    std::fs::read(&path).map_err(|source| ModelError::Io { path, source })
+}
 
 impl WinProbModel {
     /// Builds a model from a manifest and weights, checking that they fit this build.
@@ -227,18 +364,11 @@ impl WinProbModel {
         if manifest.kind != KIND {
             return Err(ModelError::Kind {
                 found: manifest.kind.clone(),
+                expected: KIND.to_string(),
             });
         }
+        manifest.check_inputs()?;
         let n = manifest.inputs.len();
-        if n == 0 {
-            return Err(ModelError::Inputs("the manifest lists no inputs".into()));
-        }
-        let mut seen = std::collections::HashSet::new();
-        if let Some(dup) = manifest.inputs.iter().find(|i| !seen.insert(i.as_str())) {
-            return Err(ModelError::Inputs(format!(
-                "the manifest lists input `{dup}` twice"
-            )));
-        }
         for (name, v) in [
             ("weight", &weights.weight),
             ("input_mean", &weights.input_mean),
@@ -279,11 +409,10 @@ impl WinProbModel {
 
     /// Loads `manifest.json` and `model.safetensors` from `dir`.
     pub fn load(dir: &Path) -> Result<Self, ModelError> {
-        let read = |name: &str| {
-            let path = dir.join(name);
-            std::fs::read(&path).map_err(|source| ModelError::Io { path, source })
-        };
-        Self::from_bytes(&read(MANIFEST_FILE)?, &read(WEIGHTS_FILE)?)
+        Self::from_bytes(
+            &read_file(dir, MANIFEST_FILE)?,
+            &read_file(dir, WEIGHTS_FILE)?,
+        )
     }
 
     /// Builds a model from the contents of `manifest.json` and `model.safetensors`.

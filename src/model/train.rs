@@ -31,6 +31,7 @@ use std::time::Instant;
 use anyhow::Context;
 use candle_core::{DType, Device, Tensor, Var};
 
+use super::boost::{fit_gbt, save_trees, BoostOptions};
 use super::data::{rows_from_jsonl, LabeledRow, ModelInputs, RowSet};
 use super::matrix::{read_matrix, write_matrix};
 use super::{
@@ -93,6 +94,19 @@ pub struct TrainArgs {
     /// Adam learning rate (on standardised inputs).
     #[arg(long, default_value_t = 0.05)]
     pub lr: f64,
+    /// Kind of model to fit: `logistic_regression`, or `gbt` (gradient-boosted trees,
+    /// [`super::boost`], written as XGBoost JSON).
+    #[arg(long, default_value = "logistic_regression", value_parser = ["logistic_regression", "gbt"])]
+    pub kind: String,
+    /// Trees to fit (`--kind gbt`).
+    #[arg(long, default_value_t = 60)]
+    pub trees: usize,
+    /// Maximum tree depth (`--kind gbt`).
+    #[arg(long, default_value_t = 3)]
+    pub max_depth: usize,
+    /// Shrinkage per tree (`--kind gbt`; XGBoost's `eta`).
+    #[arg(long, default_value_t = 0.2)]
+    pub eta: f64,
 }
 
 /// Fitting options.
@@ -226,7 +240,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             train.is_some() || eval.is_some(),
             "give rows to evaluate on: --train/--features and/or --eval/--eval-features"
         );
-        if model.manifest().pipeline != pipeline {
+        if model.manifest().pipeline.as_ref() != Some(&pipeline) {
             println!(
                 "note: {} was trained with pipeline {:?}, these rows come from {:?}",
                 model.version(),
@@ -252,6 +266,16 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
 
     let train = train.context("give --train or --features")?;
     anyhow::ensure!(!train.rows.is_empty(), "no training rows");
+    if args.kind == "gbt" {
+        return fit_trees(
+            &args,
+            pipeline,
+            &inputs.names,
+            &train,
+            eval.as_ref(),
+            started,
+        );
+    }
     let opts = FitOptions {
         epochs: args.epochs,
         lr: args.lr,
@@ -267,28 +291,33 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         output: "probability that the home team wins (ties count half), rounded to 6 decimals"
             .to_string(),
         inputs: inputs.names.clone(),
-        pipeline,
+        pipeline: Some(pipeline),
         train_seasons: train.seasons(),
         eval_seasons: eval.as_ref().map(RowSet::seasons).unwrap_or_default(),
-        metrics: ManifestMetrics {
-            train: empty_metrics(),
-            eval: None,
-        },
-        training: Training {
-            epochs: opts.epochs,
-            lr: opts.lr,
-            skipped_games: train.skipped_games,
-        },
+        train_data: None,
+        eval_data: None,
+        metrics: None,
+        training: Some(Training {
+            epochs: Some(opts.epochs),
+            lr: Some(opts.lr),
+            skipped_games: Some(train.skipped_games),
+            ..Training::default()
+        }),
         created_by: command_line(&args),
+        ensemble: None,
     };
     let model = WinProbModel::new(manifest.clone(), weights.clone())?;
-    manifest.metrics.train = evaluate(&model, &train.rows)?;
-    print_metrics("train", &manifest.metrics.train);
+    let mut metrics = ManifestMetrics {
+        train: evaluate(&model, &train.rows)?,
+        eval: None,
+    };
+    print_metrics("train", &metrics.train);
     if let Some(eval) = &eval {
         let m = evaluate(&model, &eval.rows)?;
         print_metrics("eval", &m);
-        manifest.metrics.eval = Some(m);
+        metrics.eval = Some(m);
     }
+    manifest.metrics = Some(metrics);
     let model = WinProbModel::new(manifest, weights)?;
     model.save(&args.out)?;
     println!(
@@ -302,15 +331,78 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn empty_metrics() -> Metrics {
-    Metrics {
-        rows: 0,
-        games: 0,
-        log_loss: 0.0,
-        brier: 0.0,
-        baseline_log_loss: 0.0,
-        baseline_brier: 0.0,
+/// `sideline train --kind gbt`: fits trees ([`super::boost`]) and writes `manifest.json` and
+/// `model.json`.
+fn fit_trees(
+    args: &TrainArgs,
+    pipeline: PipelineRef,
+    inputs: &[String],
+    train: &RowSet,
+    eval: Option<&RowSet>,
+    started: Instant,
+) -> anyhow::Result<()> {
+    let opts = BoostOptions {
+        trees: args.trees,
+        max_depth: args.max_depth,
+        lr: args.eta,
+        ..BoostOptions::default()
+    };
+    let gbt = fit_gbt(&train.rows, &opts)?;
+    let score = |rows: &[LabeledRow]| {
+        let p: Vec<f64> = rows
+            .iter()
+            .map(|r| {
+                let x: Vec<f64> = r.inputs.iter().map(|v| *v as f64).collect();
+                super::round_probability(super::explain::sigmoid(gbt.margin(&x)))
+            })
+            .collect();
+        metrics_of(&p, rows)
+    };
+    let metrics = ManifestMetrics {
+        train: score(&train.rows),
+        eval: eval.map(|e| score(&e.rows)),
+    };
+    print_metrics("train", &metrics.train);
+    if let Some(m) = &metrics.eval {
+        print_metrics("eval", m);
     }
+    let manifest = Manifest {
+        name: args.name.clone(),
+        version: args.version.clone(),
+        kind: "gbt".into(),
+        output: "probability that the home team wins (ties count half), rounded to 6 decimals"
+            .to_string(),
+        inputs: inputs.to_vec(),
+        pipeline: Some(pipeline),
+        train_seasons: train.seasons(),
+        eval_seasons: eval.map(RowSet::seasons).unwrap_or_default(),
+        train_data: None,
+        eval_data: None,
+        metrics: Some(metrics),
+        training: Some(Training {
+            framework: Some("sideline (histogram gradient boosting, logistic loss)".into()),
+            lr: Some(opts.lr),
+            trees: Some(opts.trees),
+            max_depth: Some(opts.max_depth),
+            skipped_games: Some(train.skipped_games),
+            ..Training::default()
+        }),
+        created_by: command_line(args),
+        ensemble: None,
+    };
+    save_trees(&gbt, inputs, &args.out)?;
+    let mut text = serde_json::to_string_pretty(&manifest)?;
+    text.push('\n');
+    std::fs::write(args.out.join(super::MANIFEST_FILE), text)?;
+    println!(
+        "wrote {}/{} ({} trees) to {} (total {:.1}s)",
+        args.name,
+        args.version,
+        opts.trees,
+        args.out.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 fn print_metrics(set: &str, m: &Metrics) {
@@ -337,13 +429,19 @@ fn command_line(args: &TrainArgs) -> String {
     path("eval-features", &args.eval_features);
     path("eval-features-out", &args.eval_features_out);
     parts.push(format!(
-        "--out {} --name {} --version {} --epochs {} --lr {}",
+        "--out {} --name {} --version {}",
         args.out.display(),
         args.name,
         args.version,
-        args.epochs,
-        args.lr
     ));
+    if args.kind == "gbt" {
+        parts.push(format!(
+            "--kind gbt --trees {} --max-depth {} --eta {}",
+            args.trees, args.max_depth, args.eta
+        ));
+    } else {
+        parts.push(format!("--epochs {} --lr {}", args.epochs, args.lr));
+    }
     parts.join(" ")
 }
 
@@ -352,17 +450,23 @@ fn command_line(args: &TrainArgs) -> String {
 pub fn evaluate(model: &WinProbModel, rows: &[LabeledRow]) -> Result<Metrics, ModelError> {
     let flat: Vec<f32> = rows.iter().flat_map(|r| r.inputs.iter().copied()).collect();
     let p = model.score_inputs(flat, rows.len())?;
+    Ok(metrics_of(&p, rows))
+}
+
+/// Log loss and Brier score of probabilities `p` against the rows' labels, beside the
+/// constant predictor that always says the rows' mean label.
+pub fn metrics_of(p: &[f64], rows: &[LabeledRow]) -> Metrics {
     let n = rows.len().max(1) as f64;
     let mean_label = rows.iter().map(|r| r.label).sum::<f64>() / n;
     let constant = mean_label.clamp(1e-6, 1.0 - 1e-6);
     let (mut ll, mut brier, mut base_ll, mut base_brier) = (0.0, 0.0, 0.0, 0.0);
-    for (r, p) in rows.iter().zip(&p) {
+    for (r, p) in rows.iter().zip(p) {
         ll += log_loss(*p, r.label);
         brier += (p - r.label).powi(2);
         base_ll += log_loss(constant, r.label);
         base_brier += (constant - r.label).powi(2);
     }
-    Ok(Metrics {
+    Metrics {
         rows: rows.len(),
         games: rows
             .iter()
@@ -373,7 +477,7 @@ pub fn evaluate(model: &WinProbModel, rows: &[LabeledRow]) -> Result<Metrics, Mo
         brier: brier / n,
         baseline_log_loss: base_ll / n,
         baseline_brier: base_brier / n,
-    })
+    }
 }
 
 fn log_loss(p: f64, y: f64) -> f64 {
