@@ -18,7 +18,7 @@ use timely::dataflow::operators::{Capability, Operator};
 use timely::dataflow::Stream;
 
 use crate::event::GameKey;
-use crate::model::WinProbModel;
+use crate::model::Predictor;
 use crate::pipeline::plan::{ModelPlan, Plan};
 use crate::pipeline::spec::GroupBy;
 use crate::pipeline::window::{
@@ -53,7 +53,7 @@ pub struct Valued {
 pub enum Model {
     /// A registry model and, per input, the variable that feeds it.
     Registry {
-        model: Arc<WinProbModel>,
+        model: Arc<Predictor>,
         inputs: Vec<usize>,
     },
     /// A formula over the variables, rounded to 6 decimals.
@@ -75,13 +75,11 @@ impl Model {
     pub fn score(&self, rows: &[Vec<f64>]) -> Result<Vec<f64>, String> {
         match self {
             Model::Registry { model, inputs } => {
-                let flat: Vec<f32> = rows
+                let picked: Vec<Vec<f64>> = rows
                     .iter()
-                    .flat_map(|r| inputs.iter().map(|i| r[*i] as f32))
+                    .map(|r| inputs.iter().map(|i| r[*i]).collect())
                     .collect();
-                model
-                    .score_inputs(flat, rows.len())
-                    .map_err(|e| e.to_string())
+                model.score(&picked).map_err(|e| e.to_string())
             }
             Model::Formula(e) => Ok(rows
                 .iter()

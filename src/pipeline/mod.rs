@@ -43,32 +43,15 @@ impl Registry {
         &self,
         name: &str,
         version: &str,
-    ) -> Result<crate::model::WinProbModel, crate::model::ModelError> {
-        if let Some(dir) = &self.dir {
-            let path = dir.join(name).join(version);
-            if path.is_dir() {
-                return crate::model::WinProbModel::load(&path);
-            }
-        }
-        if (name, version) == ("nfl_wp", "v1") {
-            return Ok(crate::model::WinProbModel::embedded());
-        }
-        Err(crate::model::ModelError::Io {
-            path: self
-                .dir
-                .clone()
-                .unwrap_or_else(|| PathBuf::from("models"))
-                .join(name)
-                .join(version),
-            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such model"),
-        })
+    ) -> Result<crate::model::Predictor, crate::model::ModelError> {
+        crate::model::Predictor::load(self.dir.as_deref(), name, version)
     }
 }
 
 impl ModelCatalog for Registry {
     fn inputs(&self, name: &str, version: &str) -> Result<Vec<String>, String> {
         self.load(name, version)
-            .map(|m| m.manifest().inputs.clone())
+            .map(|m| m.inputs().to_vec())
             .map_err(|e| e.to_string())
     }
 }
