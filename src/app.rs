@@ -233,7 +233,6 @@ impl App {
             .iter()
             .all(|(p, _)| p.name != plan.name);
         let model = Arc::new(model);
-        let version = model.version();
         let plan = Arc::new(plan);
         // A pipeline the checkpoint knows goes on where it left off.
         let resumed = match live {
@@ -258,7 +257,7 @@ impl App {
             .collect();
         // Registered before the workers can see it, so its first values find their pipeline.
         let id = self.control.reserve_id();
-        publisher.register(id, plan.clone(), version, outputs);
+        publisher.register(id, plan.clone(), model.clone(), outputs);
         if let Some(cp) = &resumed {
             publisher.resume(&plan.name, cp);
         }

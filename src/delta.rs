@@ -16,6 +16,15 @@ pub struct FeatureChange {
     pub to: f64,
 }
 
+/// A model input's part in a change of prediction: how much its attribution moved between the
+/// previous published prediction and this one, in the model's explanation space (the logit for
+/// most models: positive pushes the value up).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Contributor {
+    pub feature: String,
+    pub by: f64,
+}
+
 /// Why a delta was published.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -66,4 +75,13 @@ pub struct Delta {
     pub cause: DeltaCause,
     /// Features that differ from those behind `old`: why the value moved.
     pub changed: Vec<FeatureChange>,
+    /// The model inputs that moved the prediction most (at most 3, largest first, by the
+    /// change in their attribution); absent for models that do not explain themselves
+    /// (formulas) and for a game's first prediction.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub contributors: Vec<Contributor>,
+    /// For an ensemble: the lowest and highest of its members' values (their disagreement);
+    /// absent for a single model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<(f64, f64)>,
 }

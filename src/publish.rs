@@ -20,7 +20,7 @@ use crate::alert::Alert;
 use crate::checkpoint::{Checkpoint, PartitionCheckpoint, PipelineCheckpoint};
 use crate::config::KafkaConfig;
 use crate::dataflow::detect::AlertChange;
-use crate::dataflow::{RuntimeId, SinkMsg, Valued};
+use crate::dataflow::{Model, RuntimeId, SinkMsg, Valued};
 use crate::delta::{Delta, DeltaCause, FeatureChange};
 use crate::engine::Control;
 use crate::event::GameKey;
@@ -60,6 +60,8 @@ struct Version {
     plan: Arc<Plan>,
     names: Arc<Vec<String>>,
     model_version: String,
+    /// The model, to explain what it published.
+    model: Arc<Model>,
     /// Completed through this time.
     done: Option<u64>,
     finished: bool,
@@ -187,12 +189,13 @@ impl VersionOutputs {
 }
 
 impl Version {
-    fn new(id: RuntimeId, plan: Arc<Plan>, model_version: String, outputs: VersionOutputs) -> Self {
+    fn new(id: RuntimeId, plan: Arc<Plan>, model: Arc<Model>, outputs: VersionOutputs) -> Self {
         Version {
             id,
             names: Arc::new(plan.vars.clone()),
             plan,
-            model_version,
+            model_version: model.version(),
+            model,
             done: None,
             finished: false,
             published: HashMap::new(),
@@ -301,7 +304,7 @@ impl Publisher {
         &mut self,
         id: RuntimeId,
         plan: Arc<Plan>,
-        model_version: String,
+        model: Arc<Model>,
         outputs: VersionOutputs,
     ) {
         for o in &plan.outputs {
@@ -312,7 +315,7 @@ impl Publisher {
             }
         }
         self.owners.insert(id, plan.name.clone());
-        let version = Version::new(id, plan.clone(), model_version, outputs);
+        let version = Version::new(id, plan.clone(), model, outputs);
         match self.pipelines.get_mut(&plan.name) {
             None => {
                 // A channel may already hold deltas (the pipeline was removed and deployed
@@ -741,6 +744,9 @@ fn delta(
             })
             .collect(),
     };
+    // A new version's first delta moved because the version changed: no contributors.
+    let before = previous.filter(|_| cause == DeltaCause::Moved);
+    let (contributors, interval) = explain(version, v, before);
     Delta {
         seq,
         id: crate::delta::delta_id(
@@ -762,7 +768,52 @@ fn delta(
         model_version: version.model_version.clone(),
         cause,
         changed,
+        contributors,
+        interval,
     }
+}
+
+/// How many contributors a delta names.
+const CONTRIBUTORS: usize = 3;
+
+/// What the model says of the move from `previous` to `v`: the inputs whose attribution moved
+/// most (when both were computed by this version's features), and the ensemble's interval.
+fn explain(
+    version: &Version,
+    v: &Valued,
+    previous: Option<&Published>,
+) -> (Vec<crate::delta::Contributor>, Option<(f64, f64)>) {
+    let comparable =
+        previous.filter(|p| Arc::ptr_eq(&p.names, &version.names) || p.names == version.names);
+    let rows: Vec<&[f64]> = match comparable {
+        Some(p) => vec![&p.vars, &v.vars],
+        None => vec![&v.vars],
+    };
+    let Some((scored, inputs)) = version.model.explain(&rows) else {
+        return (Vec::new(), None);
+    };
+    let now = scored.last().expect("one per row");
+    let interval = (now.interval.0 != now.interval.1).then_some(now.interval);
+    let mut contributors: Vec<crate::delta::Contributor> = match comparable {
+        None => Vec::new(),
+        Some(_) => inputs
+            .iter()
+            .zip(scored[0].attributions.iter().zip(&now.attributions))
+            .map(|(name, (before, after))| crate::delta::Contributor {
+                feature: name.clone(),
+                by: ((after - before) * 1e6).round() / 1e6,
+            })
+            .filter(|c| c.by != 0.0)
+            .collect(),
+    };
+    // Largest move first; ties by name, so the order never depends on anything else.
+    contributors.sort_by(|a, b| {
+        b.by.abs()
+            .total_cmp(&a.by.abs())
+            .then_with(|| a.feature.cmp(&b.feature))
+    });
+    contributors.truncate(CONTRIBUTORS);
+    (contributors, interval)
 }
 
 fn emit(

@@ -107,6 +107,40 @@ fn the_archive_holds_what_the_engine_computed() {
         }
     }
 
+    // Each delta names the inputs that moved the prediction most: for the logistic model, input
+    // i moved the logit by weight_i * (to - from) / scale_i, exactly.
+    let m = sideline::model::WinProbModel::embedded();
+    let (w, inputs) = (m.weights(), &m.manifest().inputs);
+    let mut explained = 0;
+    for d in log.iter().filter(|d| d.old.is_some()) {
+        let mut want: Vec<(String, f64)> = d
+            .changed
+            .iter()
+            .filter_map(|c| {
+                let i = inputs.iter().position(|n| *n == c.feature)?;
+                let by = w.weight[i] as f64 * (c.to - c.from?) / w.input_scale[i] as f64;
+                Some((c.feature.clone(), by))
+            })
+            .filter(|(_, by)| (by * 1e6).round() != 0.0)
+            .collect();
+        want.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()).then(a.0.cmp(&b.0)));
+        want.truncate(3);
+        let got: Vec<&str> = d.contributors.iter().map(|c| c.feature.as_str()).collect();
+        let want_names: Vec<&str> = want.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(got, want_names, "delta {} contributors", d.seq);
+        for (c, (_, by)) in d.contributors.iter().zip(&want) {
+            assert!(
+                (c.by - by).abs() < 1e-5,
+                "delta {}: {} by {} not {by}",
+                d.seq,
+                c.feature,
+                c.by
+            );
+        }
+        explained += usize::from(!d.contributors.is_empty());
+    }
+    assert!(explained > 3_000, "deltas with contributors: {explained}");
+
     // The model gives each row's value from its archived features.
     let model = Model::for_plan(&plan, &sideline::pipeline::Registry::new(None)).unwrap();
     let all: Vec<Vec<f64>> = rows.values().map(|r| r.2.clone()).collect();

@@ -54,6 +54,8 @@ fn delta(seq: u64, games: usize) -> Delta {
             from: Some((seq % 5) as f64),
             to: (seq % 7) as f64,
         }],
+        contributors: vec![],
+        interval: None,
     }
 }
 

@@ -35,6 +35,8 @@ fn delta(seq: u64) -> Delta {
         model_version: "v1".into(),
         cause: DeltaCause::Moved,
         changed: vec![],
+        contributors: vec![],
+        interval: None,
     }
 }
 

@@ -33,6 +33,8 @@ fn delta(seq: u64) -> Delta {
         model_version: "v1".into(),
         cause: sideline::delta::DeltaCause::Moved,
         changed: vec![],
+        contributors: vec![],
+        interval: None,
     }
 }
 

@@ -89,6 +89,26 @@ impl Model {
         }
     }
 
+    /// The registry model's explanation of each row (full variable vectors): per input its
+    /// attribution, with the inputs' names; `None` for a model that does not explain itself
+    /// (a formula, a custom scorer).
+    pub fn explain(&self, rows: &[&[f64]]) -> Option<(Vec<crate::model::Scored>, &[String])> {
+        let Model::Registry { model, inputs } = self else {
+            return None;
+        };
+        let picked: Vec<Vec<f64>> = rows
+            .iter()
+            .map(|r| inputs.iter().map(|i| r[*i]).collect())
+            .collect();
+        match model.score_explained(&picked) {
+            Ok(scored) => Some((scored, model.inputs())),
+            Err(e) => {
+                tracing::warn!(error = %e, "explaining a prediction failed");
+                None
+            }
+        }
+    }
+
     /// A version tag for deltas: `name/version` of a registry model, `formula` otherwise.
     pub fn version(&self) -> String {
         match self {

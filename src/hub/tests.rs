@@ -25,6 +25,8 @@ fn delta(seq: u64, game: usize) -> Delta {
         model_version: "m1".into(),
         cause: crate::delta::DeltaCause::Moved,
         changed: vec![],
+        contributors: vec![],
+        interval: None,
     }
 }
 

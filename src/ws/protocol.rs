@@ -429,6 +429,8 @@ mod tests {
                 from: Some(0.0),
                 to: 7.0,
             }],
+            contributors: vec![],
+            interval: None,
         }
     }
 
