@@ -35,11 +35,10 @@ fn pipeline(topic: &str, model: &str, archive: &std::path::Path) -> String {
     )
 }
 
-fn run(
-    cluster: &Cluster,
-    topic: &str,
-    model: &str,
-) -> (Vec<sideline::delta::Delta>, Vec<u8>, Vec<(Vec<f64>, f64)>) {
+/// A run's deltas, its delta log's bytes, and the archived (model inputs, value) rows.
+type Run = (Vec<sideline::delta::Delta>, Vec<u8>, Vec<(Vec<f64>, f64)>);
+
+fn run(cluster: &Cluster, topic: &str, model: &str) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(&cluster.brokers, topic, 2);
     cfg.engine.models = models().display().to_string();
