@@ -37,6 +37,7 @@
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -48,6 +49,10 @@ use sideline::pipeline::plan::Plan;
 use sideline::pipeline::window::{seconds_remaining, Entity, GameAssigner, Member, Slot};
 use timely::dataflow::operators::{Inspect, Probe};
 use timely::dataflow::ProbeHandle;
+
+/// Updates fed to the dataflow by each side (for the per-event figure).
+static REFERENCE_UPDATES: AtomicUsize = AtomicUsize::new(0);
+static ENGINE_UPDATES: AtomicUsize = AtomicUsize::new(0);
 
 /// Events fed between two "flush and step until caught up".
 const BATCH: usize = 1024;
@@ -150,6 +155,7 @@ fn reference(
         });
         let mut games: HashMap<u32, RefGame> = HashMap::new();
         let mut fed = 0usize;
+        let mut fed_updates = 0usize;
         for (g, ev) in events.iter() {
             let t = ev.event_time_ms;
             if *g as usize % peers == index {
@@ -158,8 +164,10 @@ fn reference(
                 let now = latest(ev);
                 if let Some(old) = game.latest.replace(now) {
                     latest_in.update_at((*g, old), t, -1);
+                    fed_updates += 1;
                 }
                 latest_in.update_at((*g, now), t, 1);
+                fed_updates += 1;
                 // Points in the last 5 minutes (filter: points != 0).
                 let (hp, ap) = (
                     ev.home_score as i64 - game.score.0 as i64,
@@ -170,16 +178,19 @@ fn reference(
                     if p != 0 {
                         window_in.update_at((*g, w), t, (1, p));
                         window_in.update_at((*g, w), t + FIVE_MINUTES, (-1, -p));
+                        fed_updates += 2;
                     }
                 }
                 // The last 10 plays: count and yards (filter: kind == 'play').
                 if ev.kind == EventKind::Play {
                     let yards = ev.stat("yards_gained").round() as i64;
                     window_in.update_at((*g, PLAYS), t, (1, yards));
+                    fed_updates += 1;
                     game.plays.push_back(yards);
                     if game.plays.len() > LAST_PLAYS {
                         let old = game.plays.pop_front().expect("over the window");
                         window_in.update_at((*g, PLAYS), t, (-1, -old));
+                        fed_updates += 1;
                     }
                 }
             }
@@ -192,6 +203,7 @@ fn reference(
                 worker.step_while(|| probe.less_than(latest_in.time()));
             }
         }
+        REFERENCE_UPDATES.fetch_add(fed_updates, Ordering::Relaxed);
         latest_in.close();
         window_in.close();
         while !probe.done() {
@@ -256,6 +268,7 @@ fn engine(
         let mut games: HashMap<u32, GameAssigner> = HashMap::new();
         let mut updates = Vec::new();
         let mut fed = 0usize;
+        let mut fed_updates = 0usize;
         for (g, ev) in events.iter() {
             let t = ev.event_time_ms;
             if *g as usize % peers == index {
@@ -263,6 +276,7 @@ fn engine(
                     .entry(*g)
                     .or_insert_with(|| GameAssigner::new(&plan, ev.key()))
                     .apply(&plan, ev, t, t, &mut updates);
+                fed_updates += updates.len();
                 for (slot, member, time, diff) in updates.drain(..) {
                     input.update_at((slot, member), time, diff);
                 }
@@ -274,6 +288,7 @@ fn engine(
                 worker.step_while(|| probe.less_than(input.time()));
             }
         }
+        ENGINE_UPDATES.fetch_add(fed_updates, Ordering::Relaxed);
         input.close();
         while !probe.done() {
             worker.step();
@@ -404,7 +419,12 @@ fn main() {
         let rf = Arc::new(Mutex::new(Finals::new()));
         let ef = Arc::new(Mutex::new(EngineFinals::new()));
         reference(Arc::clone(&small), 2, Some(Arc::clone(&rf)));
-        engine(small, Arc::clone(&plan), 2, Some(Arc::clone(&ef)));
+        engine(Arc::clone(&small), Arc::clone(&plan), 2, Some(Arc::clone(&ef)));
+        println!(
+            "  updates fed to the dataflow per event: reference {:.1}, engine {:.1}",
+            REFERENCE_UPDATES.load(Ordering::Relaxed) as f64 / small.len() as f64,
+            ENGINE_UPDATES.load(Ordering::Relaxed) as f64 / small.len() as f64
+        );
         let (n, bad) = compare(&plan, &names, &rf.lock().unwrap(), &ef.lock().unwrap());
         println!(
             "  check: final values of {} games, {n} values compared, {} differ",
@@ -420,22 +440,36 @@ fn main() {
         "  {:<34} {:>12} {:>12} {:>12}",
         "workers", "events/s", "ms", "ratio"
     );
-    for workers in [1, 2] {
-        let r = reference(Arc::clone(&events), workers, None);
-        let e = engine(Arc::clone(&events), Arc::clone(&plan), workers, None);
-        println!(
-            "  {:<34} {:>12.0} {:>12.1}",
-            format!("reference, {workers} worker(s)"),
-            r.events_per_s,
-            r.elapsed.as_secs_f64() * 1e3
-        );
-        println!(
-            "  {:<34} {:>12.0} {:>12.1} {:>12.2}",
-            format!("engine (assign + reduce), {workers}"),
-            e.events_per_s,
-            e.elapsed.as_secs_f64() * 1e3,
-            e.events_per_s / r.events_per_s
-        );
+    // For profiling one side: DD_REFERENCE_SIDE=engine|reference, DD_REFERENCE_WORKERS=1.
+    let side = std::env::var("DD_REFERENCE_SIDE").unwrap_or_default();
+    let workers: Vec<usize> = std::env::var("DD_REFERENCE_WORKERS")
+        .ok()
+        .and_then(|w| w.parse().ok())
+        .map_or(vec![1, 2], |w| vec![w]);
+    for workers in workers {
+        let r = (side != "engine").then(|| reference(Arc::clone(&events), workers, None));
+        let e = (side != "reference")
+            .then(|| engine(Arc::clone(&events), Arc::clone(&plan), workers, None));
+        if let Some(r) = &r {
+            println!(
+                "  {:<34} {:>12.0} {:>12.1}",
+                format!("reference, {workers} worker(s)"),
+                r.events_per_s,
+                r.elapsed.as_secs_f64() * 1e3
+            );
+        }
+        if let Some(e) = &e {
+            let ratio = r.as_ref().map_or(String::from("-"), |r| {
+                format!("{:.3}", e.events_per_s / r.events_per_s)
+            });
+            println!(
+                "  {:<34} {:>12.0} {:>12.1} {:>12}",
+                format!("engine (assign + reduce), {workers}"),
+                e.events_per_s,
+                e.elapsed.as_secs_f64() * 1e3,
+                ratio
+            );
+        }
     }
     println!("  ratio = engine events/s / reference events/s (1.00 = no overhead)");
 }
