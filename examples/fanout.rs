@@ -366,12 +366,18 @@ fn client(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Prints `result received subs_with_loss missing disorder resyncs closed hist` where `hist`
-/// is `value:count` pairs.
+/// Prints `result received subs_with_loss missing disorder resyncs closed hist expected` where
+/// `hist` is `value:count` pairs and `expected` the deltas published for the games followed.
 fn report(shared: &Shared, finals: &[u64]) -> anyhow::Result<()> {
     let (mut lossy, mut missing, mut disorder, mut resyncs) = (0u64, 0u64, 0u64, 0u64);
+    let mut expected = 0u64;
     for sub in shared.subs.lock().unwrap_or_else(|e| e.into_inner()).iter() {
         let s = sub.lock().unwrap_or_else(|e| e.into_inner());
+        expected += s
+            .games
+            .iter()
+            .map(|(g, _)| finals.get(*g).copied().unwrap_or(0))
+            .sum::<u64>();
         let tail: u64 = s
             .games
             .iter()
@@ -395,7 +401,7 @@ fn report(shared: &Shared, finals: &[u64]) -> anyhow::Result<()> {
         .map(|v| format!("{}:{}", v.value_iterated_to(), v.count_at_value()))
         .collect();
     println!(
-        "result {} {lossy} {missing} {disorder} {resyncs} {} {}",
+        "result {} {lossy} {missing} {disorder} {resyncs} {} {} {expected}",
         shared.received.load(Ordering::Relaxed),
         shared.closed.load(Ordering::Relaxed),
         if pairs.is_empty() {
@@ -607,7 +613,10 @@ struct Figures {
     connected: usize,
     failed: usize,
     kib_per_sub: f64,
+    offered_per_s: f64,
     delivered_per_s: f64,
+    /// How long publishing took (longer than asked when the publisher fell behind).
+    span: f64,
     hist: Histogram<u64>,
     lossy: u64,
     missing: u64,
@@ -695,6 +704,7 @@ fn scenario(
 
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let (mut received, mut lossy, mut missing, mut disorder) = (0u64, 0u64, 0u64, 0u64);
+    let mut expected = 0u64;
     for c in clients.iter_mut() {
         c.send(&format!("stop {finals}"))?;
         let w = c.expect("result")?;
@@ -703,6 +713,7 @@ fn scenario(
         lossy += n(1);
         missing += n(2);
         disorder += n(3);
+        expected += n(7);
         if let Some(pairs) = w.get(6).filter(|p| *p != "-") {
             for pair in pairs.split(',') {
                 if let Some((v, c)) = pair.split_once(':') {
@@ -717,7 +728,9 @@ fn scenario(
         connected,
         failed,
         kib_per_sub: rss1.saturating_sub(rss0) as f64 / connected.max(1) as f64,
+        offered_per_s: expected as f64 / (warmup + seconds),
         delivered_per_s: received as f64 / wall,
+        span: wall,
         hist,
         lossy,
         missing,
@@ -744,11 +757,13 @@ fn coordinator(args: &[String]) -> anyhow::Result<()> {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!(
-        "{:>6} {:>5} {:>7} {:>9} {:>8} {:>8} {:>8} {:>9} {:>8} {:>8} {:>10} {:>7}",
+        "{:>6} {:>5} {:>7} {:>9} {:>9} {:>6} {:>8} {:>8} {:>8} {:>9} {:>8} {:>8} {:>10} {:>7}",
         "subs",
         "rate",
         "conn",
+        "offered/s",
         "deliv/s",
+        "span s",
         "p50 ms",
         "p99 ms",
         "p999 ms",
@@ -765,11 +780,13 @@ fn coordinator(args: &[String]) -> anyhow::Result<()> {
                 .with_context(|| format!("{n} subscribers at {rate}/s"))?;
             let q = |x: f64| f.hist.value_at_quantile(x) as f64 / 1e3;
             println!(
-                "{:>6} {:>5} {:>7} {:>9.0} {:>8.2} {:>8.2} {:>8.2} {:>9.2} {:>8.1} {:>7.0}% {:>9.0}% {:>7}",
+                "{:>6} {:>5} {:>7} {:>9.0} {:>9.0} {:>6.1} {:>8.2} {:>8.2} {:>8.2} {:>9.2} {:>8.1} {:>7.0}% {:>9.0}% {:>7}",
                 f.subscribers,
                 f.rate,
                 f.connected,
+                f.offered_per_s,
                 f.delivered_per_s,
+                f.span,
                 q(0.5),
                 q(0.99),
                 q(0.999),
@@ -790,8 +807,9 @@ fn coordinator(args: &[String]) -> anyhow::Result<()> {
         }
     }
     println!(
-        "rate: deltas/s per game (a subscriber gets rate x 1-3); deliv/s: frames received by all \
-         subscribers per second; latency: Hub::publish called -> frame parsed by the client; \
+        "rate: deltas/s per game (a subscriber gets rate x 1-3); offered/s: frames the subscribers \
+         should get per second; deliv/s: frames received / publishing span (span: longer than \
+         asked when the publisher fell behind); latency: Hub::publish called -> frame parsed by the client; \
          KiB/sub: server RSS after all snapshots minus before the first connection, / subscribers; \
          cpu: % of one core over the publishing span; lost: deltas a subscriber never got"
     );
