@@ -347,16 +347,12 @@ fn client(args: &[String]) -> anyhow::Result<()> {
                 let from: u64 = words.next().unwrap_or("0").parse()?;
                 shared.measure_from_us.store(from, Ordering::Relaxed);
             }
-            Some("stop") => {
-                let finals: Vec<u64> = words
-                    .next()
-                    .unwrap_or("")
-                    .split(',')
-                    .filter(|x| !x.is_empty())
-                    .map(str::parse)
-                    .collect::<Result<_, _>>()?;
-                report(&shared, &finals)?;
+            Some("pending") => {
+                let finals = parse_finals(words.next())?;
+                println!("pending {}", pending(&shared, &finals));
+                std::io::stdout().flush()?;
             }
+            Some("stop") => report(&shared, &parse_finals(words.next())?)?,
             Some("quit") | None => break,
             Some(other) => bail!("client: unknown command {other}"),
         }
@@ -364,6 +360,32 @@ fn client(args: &[String]) -> anyhow::Result<()> {
     let _ = stop_tx.send(());
     let _ = rt.join();
     Ok(())
+}
+
+fn parse_finals(word: Option<&str>) -> anyhow::Result<Vec<u64>> {
+    Ok(word
+        .unwrap_or("")
+        .split(',')
+        .filter(|x| !x.is_empty())
+        .map(str::parse)
+        .collect::<Result<_, _>>()?)
+}
+
+/// Deltas published for the followed games and not received yet, over all subscriptions.
+fn pending(shared: &Shared, finals: &[u64]) -> u64 {
+    shared
+        .subs
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .map(|sub| {
+            let s = sub.lock().unwrap_or_else(|e| e.into_inner());
+            s.games
+                .iter()
+                .map(|(g, next)| finals.get(*g).map_or(0, |last| (last + 1).saturating_sub(*next)))
+                .sum::<u64>()
+        })
+        .sum()
 }
 
 /// Prints `result received subs_with_loss missing disorder resyncs closed hist expected` where
@@ -617,6 +639,8 @@ struct Figures {
     delivered_per_s: f64,
     /// How long publishing took (longer than asked when the publisher fell behind).
     span: f64,
+    /// How long after publishing ended the last frame arrived (0.2 s resolution).
+    drain: f64,
     hist: Histogram<u64>,
     lossy: u64,
     missing: u64,
@@ -699,8 +723,20 @@ fn scenario(
         clients.iter().map(|c| cpu(c.pid())).sum::<Duration>(),
     );
     let finals = done.get(2).cloned().unwrap_or_default();
-    // Let the last frames arrive.
-    std::thread::sleep(Duration::from_secs(2));
+    // Let the last frames arrive (what is still missing after 60 s counts as lost).
+    let drain = Instant::now();
+    while drain.elapsed() < Duration::from_secs(60) {
+        let mut left = 0u64;
+        for c in clients.iter_mut() {
+            c.send(&format!("pending {finals}"))?;
+            left += c.expect("pending")?.first().map_or(0, |x| x.parse().unwrap_or(0));
+        }
+        if left == 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let drain = drain.elapsed().as_secs_f64();
 
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let (mut received, mut lossy, mut missing, mut disorder) = (0u64, 0u64, 0u64, 0u64);
@@ -731,6 +767,7 @@ fn scenario(
         offered_per_s: expected as f64 / (warmup + seconds),
         delivered_per_s: received as f64 / wall,
         span: wall,
+        drain,
         hist,
         lossy,
         missing,
@@ -757,13 +794,14 @@ fn coordinator(args: &[String]) -> anyhow::Result<()> {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!(
-        "{:>6} {:>5} {:>7} {:>9} {:>9} {:>6} {:>8} {:>8} {:>8} {:>9} {:>8} {:>8} {:>10} {:>7}",
+        "{:>6} {:>5} {:>7} {:>9} {:>9} {:>6} {:>7} {:>8} {:>8} {:>8} {:>9} {:>8} {:>8} {:>10} {:>7}",
         "subs",
         "rate",
         "conn",
         "offered/s",
         "deliv/s",
         "span s",
+        "drain s",
         "p50 ms",
         "p99 ms",
         "p999 ms",
@@ -780,13 +818,14 @@ fn coordinator(args: &[String]) -> anyhow::Result<()> {
                 .with_context(|| format!("{n} subscribers at {rate}/s"))?;
             let q = |x: f64| f.hist.value_at_quantile(x) as f64 / 1e3;
             println!(
-                "{:>6} {:>5} {:>7} {:>9.0} {:>9.0} {:>6.1} {:>8.2} {:>8.2} {:>8.2} {:>9.2} {:>8.1} {:>7.0}% {:>9.0}% {:>7}",
+                "{:>6} {:>5} {:>7} {:>9.0} {:>9.0} {:>6.1} {:>7.1} {:>8.2} {:>8.2} {:>8.2} {:>9.2} {:>8.1} {:>7.0}% {:>9.0}% {:>7}",
                 f.subscribers,
                 f.rate,
                 f.connected,
                 f.offered_per_s,
                 f.delivered_per_s,
                 f.span,
+                f.drain,
                 q(0.5),
                 q(0.99),
                 q(0.999),
@@ -809,9 +848,10 @@ fn coordinator(args: &[String]) -> anyhow::Result<()> {
     println!(
         "rate: deltas/s per game (a subscriber gets rate x 1-3); offered/s: frames the subscribers \
          should get per second; deliv/s: frames received / publishing span (span: longer than \
-         asked when the publisher fell behind); latency: Hub::publish called -> frame parsed by the client; \
+         asked when the publisher fell behind); drain s: from the end of publishing to the last \
+         frame received; latency: Hub::publish called -> frame parsed by the client; \
          KiB/sub: server RSS after all snapshots minus before the first connection, / subscribers; \
-         cpu: % of one core over the publishing span; lost: deltas a subscriber never got"
+         cpu: % of one core over the publishing span; lost: deltas a subscriber never got (within 60 s)"
     );
     println!(
         "bare tokio-tungstenite harness (DEPENDENCIES.md / brief): 10k x 1 msg/s p99 4.3 ms; \
