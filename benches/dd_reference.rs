@@ -67,7 +67,9 @@ const AWAY_POINTS: u8 = 1;
 const PLAYS: u8 = 2;
 
 /// The latest-value features of one game, with its latest seq and time.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 struct Latest {
     score_diff: i64,
     seconds_remaining: i64,
@@ -257,7 +259,9 @@ fn engine(
                 slots
                     .inner
                     .inspect(move |((slot, v), _, d)| {
-                        *o.borrow_mut().entry((slot.clone(), v.0.to_bits())).or_insert(0) += d;
+                        *o.borrow_mut()
+                            .entry((slot.clone(), v.0.to_bits()))
+                            .or_insert(0) += d;
                     })
                     .probe_with(&probe);
             } else {
@@ -351,8 +355,14 @@ fn compare(
             ("down", Some(l.down as f64)),
             ("distance", Some(l.distance as f64)),
             ("yards_to_goal", Some(l.yards_to_goal as f64)),
-            ("home_points_5m", windowed(windows[HOME_POINTS as usize], true)),
-            ("away_points_5m", windowed(windows[AWAY_POINTS as usize], true)),
+            (
+                "home_points_5m",
+                windowed(windows[HOME_POINTS as usize], true),
+            ),
+            (
+                "away_points_5m",
+                windowed(windows[AWAY_POINTS as usize], true),
+            ),
             ("plays_10", windowed(windows[PLAYS as usize], false)),
             ("yards_10", windowed(windows[PLAYS as usize], true)),
         ];
@@ -360,7 +370,10 @@ fn compare(
             compared += 1;
             let got = value(name);
             if got != want {
-                bad.push(format!("{}: {name} engine {got:?} reference {want:?}", key.game_id));
+                bad.push(format!(
+                    "{}: {name} engine {got:?} reference {want:?}",
+                    key.game_id
+                ));
             }
         }
     }
@@ -419,7 +432,12 @@ fn main() {
         let rf = Arc::new(Mutex::new(Finals::new()));
         let ef = Arc::new(Mutex::new(EngineFinals::new()));
         reference(Arc::clone(&small), 2, Some(Arc::clone(&rf)));
-        engine(Arc::clone(&small), Arc::clone(&plan), 2, Some(Arc::clone(&ef)));
+        engine(
+            Arc::clone(&small),
+            Arc::clone(&plan),
+            2,
+            Some(Arc::clone(&ef)),
+        );
         println!(
             "  updates fed to the dataflow per event: reference {:.1}, engine {:.1}",
             REFERENCE_UPDATES.load(Ordering::Relaxed) as f64 / small.len() as f64,

@@ -117,7 +117,11 @@ fn server(args: &[String]) -> anyhow::Result<()> {
     let games: usize = arg(args, "--games", 100)?;
     let rate: f64 = arg(args, "--rate", 1.0)?;
     let threads: usize = arg(args, "--server-threads", 1)?;
-    let queue: usize = arg(args, "--queue", sideline::hub::HubConfig::default().queue_capacity)?;
+    let queue: usize = arg(
+        args,
+        "--queue",
+        sideline::hub::HubConfig::default().queue_capacity,
+    )?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
         .enable_all()
@@ -382,7 +386,11 @@ fn pending(shared: &Shared, finals: &[u64]) -> u64 {
             let s = sub.lock().unwrap_or_else(|e| e.into_inner());
             s.games
                 .iter()
-                .map(|(g, next)| finals.get(*g).map_or(0, |last| (last + 1).saturating_sub(*next)))
+                .map(|(g, next)| {
+                    finals
+                        .get(*g)
+                        .map_or(0, |last| (last + 1).saturating_sub(*next))
+                })
                 .sum::<u64>()
         })
         .sum()
@@ -403,7 +411,11 @@ fn report(shared: &Shared, finals: &[u64]) -> anyhow::Result<()> {
         let tail: u64 = s
             .games
             .iter()
-            .map(|(g, next)| finals.get(*g).map_or(0, |last| (last + 1).saturating_sub(*next)))
+            .map(|(g, next)| {
+                finals
+                    .get(*g)
+                    .map_or(0, |last| (last + 1).saturating_sub(*next))
+            })
             .sum();
         if s.missing + tail + s.resyncs > 0 {
             lossy += 1;
@@ -508,7 +520,10 @@ async fn subscriber(
                 s.last_seq = d.seq;
                 let game: usize = d.game_id[1..].parse()?;
                 let Sub {
-                    games, missing, disorder, ..
+                    games,
+                    missing,
+                    disorder,
+                    ..
                 } = &mut *s;
                 match games.iter_mut().find(|(g, _)| *g == game) {
                     Some((_, next)) if d.event_seq == *next => *next += 1,
@@ -729,7 +744,10 @@ fn scenario(
         let mut left = 0u64;
         for c in clients.iter_mut() {
             c.send(&format!("pending {finals}"))?;
-            left += c.expect("pending")?.first().map_or(0, |x| x.parse().unwrap_or(0));
+            left += c
+                .expect("pending")?
+                .first()
+                .map_or(0, |x| x.parse().unwrap_or(0));
         }
         if left == 0 {
             break;
@@ -786,7 +804,11 @@ fn coordinator(args: &[String]) -> anyhow::Result<()> {
     let seconds: f64 = arg(args, "--seconds", 20.0)?;
     let warmup: f64 = arg(args, "--warmup", 5.0)?;
     let threads: usize = arg(args, "--server-threads", 1)?;
-    let queue: usize = arg(args, "--queue", sideline::hub::HubConfig::default().queue_capacity)?;
+    let queue: usize = arg(
+        args,
+        "--queue",
+        sideline::hub::HubConfig::default().queue_capacity,
+    )?;
     println!(
         "fanout: hub + WebSocket server alone (synthetic deltas, no engine), {games} games, \
          each subscriber following 1-3 of them; {seconds} s measured after {warmup} s warm-up; \
