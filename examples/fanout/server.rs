@@ -123,12 +123,12 @@ fn publish(hub: &sideline::hub::Hub, games: usize, rate: f64, span: Duration) ->
     while start.elapsed() < span {
         let now = Instant::now();
         let stamp = now_us();
-        for g in 0..games {
-            while due[g] <= now {
-                last[g] += 1;
+        for (g, (due, last)) in due.iter_mut().zip(last.iter_mut()).enumerate() {
+            while *due <= now {
+                *last += 1;
                 seq += 1;
-                batch.push(delta(seq, g, last[g], stamp));
-                due[g] += period;
+                batch.push(delta(seq, g, *last, stamp));
+                *due += period;
             }
         }
         if !batch.is_empty() {
