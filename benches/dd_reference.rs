@@ -108,6 +108,14 @@ struct RefGame {
     plays: VecDeque<i64>,
 }
 
+/// Accumulated differences per record, as `inspect` sees them.
+type Seen<D> = Rc<RefCell<HashMap<D, isize>>>;
+/// The reference's two inputs: latest values per game, and `(count, sum)` per window.
+type Inputs = (
+    InputSession<u64, (u32, Latest), isize>,
+    InputSession<u64, (u32, u8), (isize, i64)>,
+);
+
 /// Final values per game index: the latest record and `(count, sum)` per window id.
 type Finals = HashMap<u32, (Option<Latest>, [(isize, i64); 3])>;
 
@@ -127,13 +135,10 @@ fn reference(
     timely::execute(timely::Config::process(workers), move |worker| {
         let (index, peers) = (worker.index(), worker.peers());
         let probe = ProbeHandle::new();
-        let out_latest: Rc<RefCell<HashMap<(u32, Latest), isize>>> = Rc::default();
-        let out_windows: Rc<RefCell<HashMap<((u32, u8), (isize, i64)), isize>>> = Rc::default();
+        let out_latest: Seen<(u32, Latest)> = Rc::default();
+        let out_windows: Seen<((u32, u8), (isize, i64))> = Rc::default();
         let collect = finals.is_some();
-        let (mut latest_in, mut window_in): (
-            InputSession<u64, (u32, Latest), isize>,
-            InputSession<u64, (u32, u8), (isize, i64)>,
-        ) = worker.dataflow::<u64, _, _>(|scope| {
+        let (mut latest_in, mut window_in): Inputs = worker.dataflow::<u64, _, _>(|scope| {
             let (latest_in, latest) = scope.new_collection::<(u32, Latest), isize>();
             let (window_in, windows) = scope.new_collection::<(u32, u8), (isize, i64)>();
             let arranged = latest.arrange_by_key();
@@ -197,7 +202,7 @@ fn reference(
                 }
             }
             fed += 1;
-            if fed % BATCH == 0 {
+            if fed.is_multiple_of(BATCH) {
                 latest_in.advance_to(t);
                 window_in.advance_to(t);
                 latest_in.flush();
@@ -286,7 +291,7 @@ fn engine(
                 }
             }
             fed += 1;
-            if fed % BATCH == 0 {
+            if fed.is_multiple_of(BATCH) {
                 input.advance_to(t);
                 input.flush();
                 worker.step_while(|| probe.less_than(input.time()));
