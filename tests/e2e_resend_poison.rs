@@ -115,7 +115,7 @@ fn resending_a_random_tenth_of_the_feed_changes_nothing() {
 fn poison(i: usize, ev: &GameEvent, earlier: &GameEvent) -> (Vec<u8>, &'static str) {
     let good = serde_json::to_string(ev).unwrap();
     match i % 8 {
-        0 => (good[..good.len() / 2].as_bytes().to_vec(), "malformed_json"),
+        0 => (good.as_bytes()[..good.len() / 2].to_vec(), "malformed_json"),
         1 => (
             good.replace("\"nfl\"", "\"curling\"").into_bytes(),
             "unknown_sport",
