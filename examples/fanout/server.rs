@@ -106,6 +106,17 @@ fn delta(seq: u64, game: usize, event_seq: u64, published_us: u64) -> Delta {
                 to: 42.0,
             },
         ],
+        contributors: vec![
+            sideline::delta::Contributor {
+                feature: "score_diff".into(),
+                by: 0.412,
+            },
+            sideline::delta::Contributor {
+                feature: "yards_to_goal".into(),
+                by: 0.101,
+            },
+        ],
+        interval: None,
     }
 }
 
