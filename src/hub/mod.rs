@@ -165,6 +165,39 @@ struct Channel {
     log: Log,
     content: Content,
     subscribers: Vec<Arc<Subscriber>>,
+    /// The same subscribers indexed for fan-out: those following named games, by game id,
+    /// and those following every game. A frame is offered only to the ones that may want it.
+    by_game: HashMap<String, Vec<Arc<Subscriber>>>,
+    any_game: Vec<Arc<Subscriber>>,
+}
+
+impl Channel {
+    fn add(&mut self, sub: &Arc<Subscriber>) {
+        self.subscribers.push(Arc::clone(sub));
+        match sub.filter.games() {
+            Some(games) => {
+                for g in games {
+                    self.by_game
+                        .entry(g.clone())
+                        .or_default()
+                        .push(Arc::clone(sub));
+                }
+            }
+            None => self.any_game.push(Arc::clone(sub)),
+        }
+    }
+
+    /// Removes a subscriber; whether it was there.
+    fn remove(&mut self, id: u64) -> bool {
+        let before = self.subscribers.len();
+        self.subscribers.retain(|s| s.id != id);
+        self.any_game.retain(|s| s.id != id);
+        self.by_game.retain(|_, subs| {
+            subs.retain(|s| s.id != id);
+            !subs.is_empty()
+        });
+        self.subscribers.len() < before
+    }
 }
 
 /// A channel's numbered frames: the last seq and the most recent frames, for resume.
@@ -341,6 +374,8 @@ impl Channel {
             },
             content: Content::new(kind),
             subscribers: Vec::new(),
+            by_game: HashMap::new(),
+            any_game: Vec::new(),
         }
     }
 
@@ -536,7 +571,24 @@ impl Hub {
         }
         let mut high_water = 0;
         let mut overflowed = 0u64;
-        for sub in &ch.subscribers {
+        // Only the subscribers of the batch's games and those of every game: with thousands
+        // of subscribers each following a few games, offering every frame to every one of
+        // them was most of the publisher's time.
+        let mut targets: Vec<&Arc<Subscriber>> = ch.any_game.iter().collect();
+        if !ch.by_game.is_empty() {
+            let mut games: Vec<&str> = fresh.iter().map(|e| e.game_id.as_str()).collect();
+            games.sort_unstable();
+            games.dedup();
+            let mut named: Vec<&Arc<Subscriber>> = games
+                .into_iter()
+                .flat_map(|g| ch.by_game.get(g).into_iter().flatten())
+                .collect();
+            // A subscriber of several of the batch's games is offered the batch once.
+            named.sort_unstable_by_key(|s| s.id);
+            named.dedup_by_key(|s| s.id);
+            targets.extend(named);
+        }
+        for sub in targets {
             if let Offer::Overflowed = sub.offer(fresh, &mut high_water) {
                 overflowed += 1;
             }
@@ -616,7 +668,7 @@ impl Hub {
             }),
             wake,
         });
-        ch.subscribers.push(Arc::clone(&subscriber));
+        ch.add(&subscriber);
         drop(ch);
         subscriber.wake.notify_one();
 

@@ -307,9 +307,7 @@ impl Subscription {
 impl Drop for Subscription {
     fn drop(&mut self) {
         let mut channel = lock(&self.channel);
-        let before = channel.subscribers.len();
-        channel.subscribers.retain(|s| s.id != self.subscriber.id);
-        if channel.subscribers.len() < before {
+        if channel.remove(self.subscriber.id) {
             self.hub.subscribers.fetch_sub(1, Ordering::Relaxed);
             metrics::gauge!("sideline_ws_subscribers").decrement(1.0);
         }

@@ -698,3 +698,59 @@ proptest::proptest! {
         proptest::prop_assert_eq!(&late, &mirror.alerts);
     }
 }
+
+/// The frames a subscription holds now (after its start), by seq.
+fn taken_seqs(sub: &Subscription) -> Vec<u64> {
+    let mut out = Vec::new();
+    loop {
+        match sub.take(1000) {
+            Work::Frames { frames, .. } => out.extend(frames.iter().map(|f| f.seq())),
+            Work::Idle => return out,
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn fan_out_reaches_exactly_the_subscribers_of_each_game() {
+    let hub = Hub::new(HubConfig::default());
+    hub.ensure_channel("p");
+    let games = |ids: &[&str]| -> Filter {
+        protocol::Filter {
+            games: Some(ids.iter().map(|s| s.to_string()).collect()),
+            ..Default::default()
+        }
+        .into()
+    };
+    let subscribe = |f: Filter| {
+        hub.subscribe("p", f, None, Arc::new(Notify::new()))
+            .unwrap()
+            .0
+    };
+    let (one, two, both, all) = (
+        subscribe(games(&["g01"])),
+        subscribe(games(&["g02"])),
+        subscribe(games(&["g01", "g02"])),
+        subscribe(Filter::all()),
+    );
+    for s in [&one, &two, &both, &all] {
+        let _ = s.take(1000); // the snapshot
+    }
+    // Delta s is about game s mod 4: g01 has seqs 1, 5, 9; g02 has 2, 6, 10.
+    hub.publish("p", &deltas(1, 10, 4), &[]);
+    assert_eq!(taken_seqs(&one), vec![1, 5, 9]);
+    assert_eq!(taken_seqs(&two), vec![2, 6, 10]);
+    assert_eq!(
+        taken_seqs(&both),
+        vec![1, 2, 5, 6, 9, 10],
+        "once each, in order"
+    );
+    assert_eq!(taken_seqs(&all), (1..=10).collect::<Vec<_>>());
+    // A subscriber gone is gone from the index too.
+    drop(both);
+    assert_eq!(hub.subscriber_count(), 3);
+    hub.publish("p", &deltas(11, 14, 4), &[]);
+    assert_eq!(taken_seqs(&one), vec![13]);
+    assert_eq!(taken_seqs(&two), vec![14]);
+    assert_eq!(taken_seqs(&all), vec![11, 12, 13, 14]);
+}
