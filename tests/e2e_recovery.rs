@@ -173,10 +173,12 @@ fn write_config(dir: &Path, brokers: &str, topic: &str) -> std::path::PathBuf {
     let pipelines = dir.join("pipelines");
     std::fs::create_dir_all(&pipelines).unwrap();
     // Deltas also go to a Kafka topic, checked by stable id after the run.
-    let file = format!(
-        "{}\n[[output]]\nkind = \"kafka\"\ntopic = \"{topic}.deltas\"\n",
-        nfl_pipeline(&[topic])
-    );
+    // Partitions never go idle: idleness is judged by the wall clock, and the restarts pause
+    // the feed, so an idle timeout would let the two runs release times differently (the
+    // pause-then-burst limit in the README), which is not what this test measures.
+    let pipeline = nfl_pipeline(&[topic]).replace("idle-timeout = \"2s\"", "idle-timeout = \"1h\"");
+    assert!(pipeline.contains("idle-timeout = \"1h\""));
+    let file = format!("{pipeline}\n[[output]]\nkind = \"kafka\"\ntopic = \"{topic}.deltas\"\n");
     std::fs::write(pipelines.join("nfl.toml"), file).unwrap();
     let config = dir.join("sideline.toml");
     std::fs::write(
