@@ -37,8 +37,10 @@ pub enum Command {
     Import(ImportCommand),
     /// Push a GameEvent JSON-lines feed into a Kafka topic, keyed by game.
     Produce(crate::produce::ProduceArgs),
-    /// Fit the win-probability model.
-    Train(crate::model::train::TrainArgs),
+    /// Fit a win-probability model: logistic regression, MLP, trees or a stacked ensemble.
+    Train(Box<crate::model::train::TrainArgs>),
+    /// Score registry models on labelled rows: log loss, Brier, reliability table, ECE.
+    Evaluate(crate::model::evaluate::EvaluateArgs),
     /// Print or write the JSON Schemas generated from the Rust types.
     Schema(SchemaArgs),
     /// Simulate seeded, deterministic NBA, NHL or MLB game feeds as GameEvent JSON lines.
@@ -146,7 +148,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Import(ImportCommand::Betfair(args)) => crate::import::betfair::run(args),
         Command::Produce(args) => crate::produce::run(args),
         Command::Simulate(args) => crate::simulate::run(args),
-        Command::Train(args) => crate::model::train::run(args),
+        Command::Train(args) => crate::model::train::run(*args),
+        Command::Evaluate(args) => crate::model::evaluate::run(args),
         Command::Validate(args) => crate::deploy_cli::validate(args, &load()?),
         Command::Deploy(args) => crate::deploy_cli::deploy(args, &load()?),
         Command::Pipelines(args) => crate::deploy_cli::list(args, &load()?),

@@ -281,7 +281,54 @@ pub struct RowSet {
     pub skipped_games: usize,
 }
 
+/// A range of seasons, `2009-2015` or `2016`, inclusive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SeasonRange {
+    pub from: u32,
+    pub to: u32,
+}
+
+impl SeasonRange {
+    pub fn contains(&self, season: u32) -> bool {
+        (self.from..=self.to).contains(&season)
+    }
+}
+
+impl std::str::FromStr for SeasonRange {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (from, to) = s.split_once('-').unwrap_or((s, s));
+        let year = |y: &str| {
+            y.trim().parse::<u32>().map_err(|_| {
+                format!("`{s}`: expected a season like 2016 or a range like 2009-2015")
+            })
+        };
+        let (from, to) = (year(from)?, year(to)?);
+        if from > to {
+            return Err(format!("`{s}`: the range ends before it starts"));
+        }
+        Ok(SeasonRange { from, to })
+    }
+}
+
 impl RowSet {
+    /// The rows of the games of `range`'s seasons.
+    pub fn only(self, range: &SeasonRange) -> RowSet {
+        let keep = |r: &LabeledRow| season_of(&r.game_id).is_some_and(|s| range.contains(s));
+        let rows: Vec<LabeledRow> = self.rows.into_iter().filter(keep).collect();
+        let games = rows
+            .iter()
+            .map(|r| r.game_id.as_str())
+            .collect::<BTreeSet<_>>()
+            .len();
+        RowSet {
+            rows,
+            games,
+            skipped_games: self.skipped_games,
+        }
+    }
+
     /// The distinct seasons of the rows' games.
     pub fn seasons(&self) -> Vec<u32> {
         let set: BTreeSet<u32> = self

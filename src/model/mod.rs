@@ -75,7 +75,10 @@
 pub mod boost;
 pub mod data;
 pub mod ensemble;
+pub mod evaluate;
 pub mod explain;
+mod fit_ensemble;
+pub mod fit_mlp;
 pub mod gbt;
 pub mod matrix;
 pub mod mlp;

@@ -16,13 +16,16 @@
 //! inputs are the ones the pipeline's `[model]` feeds the model it names (that model's
 //! manifest gives their names; the new model keeps them). With the matrices cached,
 //! `--features data/nfl_train.arrow --eval-features data/nfl_eval.arrow` skips the event
-//! replay; a matrix made by another pipeline text is refused. `--evaluate-only DIR` scores an
-//! existing model on the rows instead of fitting one.
+//! replay; a matrix made by another pipeline text is refused. `--seasons` keeps the training
+//! rows of some seasons (to fit on 2009-2015 and validate on 2016). `sideline evaluate`
+//! ([`super::evaluate`]) scores existing models.
 //!
-//! The fit is full-batch logistic regression on the standardised inputs, by candle autograd
-//! (`Var`, `backward`) and a hand-written Adam; it runs on one thread and is deterministic:
-//! the same rows give the same weights bit for bit. The figures on the training and
-//! evaluation sets go to stdout and into the manifest.
+//! `--kind`: `logistic_regression` is a full-batch logistic regression on the standardised
+//! inputs, by candle autograd (`Var`, `backward`) and a hand-written Adam; it runs on one
+//! thread and is deterministic: the same rows give the same weights bit for bit. `mlp`
+//! ([`super::fit_mlp`]), `gbt` ([`super::boost`]), and the ensembles `weighted_average` and
+//! `stacking` ([`super::fit_ensemble`]). The figures on the training and evaluation sets go
+//! to stdout and into the manifest.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -32,7 +35,7 @@ use anyhow::Context;
 use candle_core::{DType, Device, Tensor, Var};
 
 use super::boost::{fit_gbt, save_trees, BoostOptions};
-use super::data::{rows_from_jsonl, LabeledRow, ModelInputs, RowSet};
+use super::data::{rows_from_jsonl, LabeledRow, ModelInputs, RowSet, SeasonRange};
 use super::matrix::{read_matrix, write_matrix};
 use super::{
     standardised_logits, Manifest, ManifestMetrics, Metrics, ModelError, PipelineRef, Training,
@@ -54,11 +57,7 @@ pub struct TrainArgs {
     #[arg(long, value_name = "DIR", default_value = "models")]
     pub models: PathBuf,
     /// Training events, GameEvent JSON lines (`sideline import nfl`; seasons 2009-2016).
-    #[arg(
-        long,
-        value_name = "FILE.jsonl",
-        required_unless_present_any = ["features", "evaluate_only"]
-    )]
+    #[arg(long, value_name = "FILE.jsonl", required_unless_present = "features")]
     pub train: Option<PathBuf>,
     /// Train from a cached training matrix (`--features-out`) instead of events.
     #[arg(long, value_name = "FILE.arrow", conflicts_with = "train")]
@@ -75,10 +74,10 @@ pub struct TrainArgs {
     /// Write the evaluation matrix extracted from `--eval` as an Arrow IPC file.
     #[arg(long, value_name = "FILE.arrow", requires = "eval")]
     pub eval_features_out: Option<PathBuf>,
-    /// Fit nothing: score the model in DIR on the rows given (`--train`/`--features` and
-    /// `--eval`/`--eval-features`), its inputs computed by the pipeline, and print its figures.
-    #[arg(long, value_name = "DIR", conflicts_with = "out")]
-    pub evaluate_only: Option<PathBuf>,
+    /// Keep only the training rows of these seasons, e.g. `2009-2015` (members) or `2016` (a
+    /// stacking meta-model fitted on a season its members did not see).
+    #[arg(long, value_name = "FROM[-TO]")]
+    pub seasons: Option<SeasonRange>,
     /// Output directory for `manifest.json` and `model.safetensors`.
     #[arg(long, value_name = "DIR", default_value = "models/nfl_wp/v1")]
     pub out: PathBuf,
@@ -88,16 +87,48 @@ pub struct TrainArgs {
     /// Model version.
     #[arg(long, default_value = "v1")]
     pub version: String,
-    /// Full-batch Adam epochs.
-    #[arg(long, default_value_t = 600)]
-    pub epochs: usize,
-    /// Adam learning rate (on standardised inputs).
-    #[arg(long, default_value_t = 0.05)]
-    pub lr: f64,
-    /// Kind of model to fit: `logistic_regression`, or `gbt` (gradient-boosted trees,
-    /// [`super::boost`], written as XGBoost JSON).
-    #[arg(long, default_value = "logistic_regression", value_parser = ["logistic_regression", "gbt"])]
+    /// Adam epochs [default: 600 full-batch for `logistic_regression`, 10 for `mlp`].
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Adam learning rate, on standardised inputs [default: 0.05 for `logistic_regression`
+    /// and `stacking`, 0.002 for `mlp`].
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Kind of model to fit: `logistic_regression`; `mlp` (candle, [`super::fit_mlp`]); `gbt`
+    /// (gradient-boosted trees, [`super::boost`], written as XGBoost JSON); ensembles of
+    /// `--members`: `weighted_average` (of their logits, `--weights`) or `stacking` (a
+    /// logistic meta-model over their logits, fitted).
+    #[arg(
+        long,
+        default_value = "logistic_regression",
+        value_parser = ["logistic_regression", "mlp", "gbt", "weighted_average", "stacking"]
+    )]
     pub kind: String,
+    /// Hidden layer widths (`--kind mlp`).
+    #[arg(long, value_delimiter = ',', default_value = "32,16")]
+    pub hidden: Vec<usize>,
+    /// Rows per mini-batch (`--kind mlp`).
+    #[arg(long, default_value_t = 1024)]
+    pub batch: usize,
+    /// Seed of the initial weights and the row order (`--kind mlp`).
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// Inputs of the model, pipeline features by name [default: the inputs of the model the
+    /// pipeline's `[model]` names].
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "FEATURE,...",
+        conflicts_with = "members"
+    )]
+    pub inputs: Vec<String>,
+    /// Members of the ensemble, `name/version` in `--models` (`--kind stacking`); the
+    /// ensemble's inputs are the union of theirs.
+    #[arg(long, value_delimiter = ',', value_name = "NAME/VERSION,...")]
+    pub members: Vec<String>,
+    /// Member weights (`--kind weighted_average`) [default: equal].
+    #[arg(long, value_delimiter = ',', requires = "members")]
+    pub weights: Vec<f64>,
     /// Trees to fit (`--kind gbt`).
     #[arg(long, default_value_t = 60)]
     pub trees: usize,
@@ -145,7 +176,7 @@ pub fn plan_pipeline(path: Option<&Path>, registry: &Registry) -> anyhow::Result
 }
 
 /// Reads rows from events or a cached matrix, writing the matrix if asked.
-fn load_rows(
+pub(super) fn load_rows(
     plan: &Plan,
     inputs: &ModelInputs,
     events: Option<&Path>,
@@ -180,7 +211,7 @@ fn load_rows(
     Ok(Some(set))
 }
 
-fn describe(what: &str, set: &RowSet) {
+pub(super) fn describe(what: &str, set: &RowSet) {
     println!(
         "{what}: {} rows from {} games ({} skipped without game_end), seasons {:?}",
         set.rows.len(),
@@ -196,15 +227,20 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let registry = Registry::new(Some(args.models.clone()));
     let plan = plan_pipeline(args.pipeline.as_deref(), &registry)?;
     let pipeline = PipelineRef::of_plan(&plan);
-    let evaluated = match &args.evaluate_only {
-        Some(dir) => Some(
-            WinProbModel::load(dir).with_context(|| format!("loading model {}", dir.display()))?,
-        ),
-        None => None,
-    };
-    let inputs = match &evaluated {
-        Some(model) => ModelInputs::by_name(&plan, &model.manifest().inputs)?,
-        None => ModelInputs::of_plan(&plan)?,
+    let inputs = if !args.inputs.is_empty() {
+        ModelInputs::by_name(&plan, &args.inputs)?
+    } else if !args.members.is_empty() {
+        let mut names = Vec::new();
+        for m in &args.members {
+            for n in super::evaluate::load_model(&args.models, m)?.inputs() {
+                if !names.contains(n) {
+                    names.push(n.clone());
+                }
+            }
+        }
+        ModelInputs::by_name(&plan, &names)?
+    } else {
+        ModelInputs::of_plan(&plan)?
     };
     println!(
         "pipeline {} v{} (hash {}): {} inputs",
@@ -213,13 +249,17 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         pipeline.hash,
         inputs.names.len()
     );
-    let train = load_rows(
+    let mut train = load_rows(
         &plan,
         &inputs,
         args.train.as_deref(),
         args.features.as_deref(),
         args.features_out.as_deref(),
-    )?;
+    )?
+    .context("give --train or --features")?;
+    if let Some(range) = &args.seasons {
+        train = train.only(range);
+    }
     let eval = load_rows(
         &plan,
         &inputs,
@@ -227,58 +267,32 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         args.eval_features.as_deref(),
         args.eval_features_out.as_deref(),
     )?;
-    if let Some(train) = &train {
-        describe("train", train);
-    }
+    describe("train", &train);
     if let Some(eval) = &eval {
         describe("eval", eval);
     }
     let read_secs = started.elapsed().as_secs_f64();
-
-    if let Some(model) = evaluated {
-        anyhow::ensure!(
-            train.is_some() || eval.is_some(),
-            "give rows to evaluate on: --train/--features and/or --eval/--eval-features"
-        );
-        if model.manifest().pipeline.as_ref() != Some(&pipeline) {
-            println!(
-                "note: {} was trained with pipeline {:?}, these rows come from {:?}",
-                model.version(),
-                model.manifest().pipeline,
-                pipeline
-            );
-        }
-        let scoring = Instant::now();
-        for (set, rows) in [("train", &train), ("eval", &eval)] {
-            if let Some(rows) = rows {
-                print_metrics(set, &evaluate(&model, &rows.rows)?);
-            }
-        }
-        println!(
-            "evaluated {} (reading {:.1}s, scoring {:.1}s, total {:.1}s)",
-            model.version(),
-            read_secs,
-            scoring.elapsed().as_secs_f64(),
-            started.elapsed().as_secs_f64()
-        );
-        return Ok(());
-    }
-
-    let train = train.context("give --train or --features")?;
     anyhow::ensure!(!train.rows.is_empty(), "no training rows");
-    if args.kind == "gbt" {
-        return fit_trees(
-            &args,
-            pipeline,
-            &inputs.names,
-            &train,
-            eval.as_ref(),
-            started,
-        );
+    match args.kind.as_str() {
+        "gbt" => {
+            return fit_trees(
+                &args,
+                pipeline,
+                &inputs.names,
+                &train,
+                eval.as_ref(),
+                started,
+            )
+        }
+        "mlp" => return super::fit_mlp::run(&args, pipeline, &inputs.names, &train, eval.as_ref()),
+        "weighted_average" | "stacking" => {
+            return super::fit_ensemble::run(&args, pipeline, &inputs.names, &train, eval.as_ref())
+        }
+        _ => {}
     }
     let opts = FitOptions {
-        epochs: args.epochs,
-        lr: args.lr,
+        epochs: args.epochs.unwrap_or(FitOptions::default().epochs),
+        lr: args.lr.unwrap_or(FitOptions::default().lr),
     };
     let fit_started = Instant::now();
     let weights = fit(&train.rows, &opts)?;
@@ -367,17 +381,6 @@ fn fit_trees(
         print_metrics("eval", m);
     }
     let manifest = Manifest {
-        name: args.name.clone(),
-        version: args.version.clone(),
-        kind: "gbt".into(),
-        output: "probability that the home team wins (ties count half), rounded to 6 decimals"
-            .to_string(),
-        inputs: inputs.to_vec(),
-        pipeline: Some(pipeline),
-        train_seasons: train.seasons(),
-        eval_seasons: eval.map(RowSet::seasons).unwrap_or_default(),
-        train_data: None,
-        eval_data: None,
         metrics: Some(metrics),
         training: Some(Training {
             framework: Some("sideline (histogram gradient boosting, logistic loss)".into()),
@@ -387,8 +390,7 @@ fn fit_trees(
             skipped_games: Some(train.skipped_games),
             ..Training::default()
         }),
-        created_by: command_line(args),
-        ensemble: None,
+        ..new_manifest(args, "gbt", pipeline, inputs, train, eval)
     };
     save_trees(&gbt, inputs, &args.out)?;
     let mut text = serde_json::to_string_pretty(&manifest)?;
@@ -405,7 +407,80 @@ fn fit_trees(
     Ok(())
 }
 
-fn print_metrics(set: &str, m: &Metrics) {
+/// The manifest of a model fitted by `args` on `train`, before its metrics and training
+/// details are known.
+pub(super) fn new_manifest(
+    args: &TrainArgs,
+    kind: &str,
+    pipeline: PipelineRef,
+    inputs: &[String],
+    train: &RowSet,
+    eval: Option<&RowSet>,
+) -> Manifest {
+    Manifest {
+        name: args.name.clone(),
+        version: args.version.clone(),
+        kind: kind.into(),
+        output: "probability that the home team wins (ties count half), rounded to 6 decimals"
+            .to_string(),
+        inputs: inputs.to_vec(),
+        pipeline: Some(pipeline),
+        train_seasons: train.seasons(),
+        eval_seasons: eval.map(RowSet::seasons).unwrap_or_default(),
+        train_data: None,
+        eval_data: None,
+        metrics: None,
+        training: None,
+        created_by: command_line(args),
+        ensemble: None,
+    }
+}
+
+/// Scores the model just written to `args.out` (loaded back as the engine loads it) on the
+/// training and evaluation rows, prints the figures and adds them to its manifest.
+pub(super) fn measure_saved(
+    args: &TrainArgs,
+    mut manifest: Manifest,
+    train: &RowSet,
+    eval: Option<&RowSet>,
+) -> anyhow::Result<()> {
+    let write = |m: &Manifest| -> anyhow::Result<()> {
+        std::fs::create_dir_all(&args.out)?;
+        let mut text = serde_json::to_string_pretty(m)?;
+        text.push('\n');
+        std::fs::write(args.out.join(super::MANIFEST_FILE), text)?;
+        Ok(())
+    };
+    write(&manifest)?;
+    let model = super::predictor::Predictor::load_dir(&args.out, Some(&args.models))?;
+    let score = |set: &RowSet| -> anyhow::Result<Metrics> {
+        let rows: Vec<Vec<f64>> = set
+            .rows
+            .iter()
+            .map(|r| r.inputs.iter().map(|v| *v as f64).collect())
+            .collect();
+        Ok(metrics_of(&model.score(&rows)?, &set.rows))
+    };
+    let metrics = ManifestMetrics {
+        train: score(train)?,
+        eval: eval.map(score).transpose()?,
+    };
+    print_metrics("train", &metrics.train);
+    if let Some(m) = &metrics.eval {
+        print_metrics("eval", m);
+    }
+    manifest.metrics = Some(metrics);
+    write(&manifest)?;
+    println!(
+        "wrote {}/{} to {}",
+        args.name,
+        args.version,
+        args.out.display()
+    );
+    Ok(())
+}
+
+pub(super) fn print_metrics(set: &str, m: &Metrics) {
     println!(
         "{set}: rows {} games {} | log loss {:.6} (constant {:.6}) | Brier {:.6} (constant {:.6})",
         m.rows, m.games, m.log_loss, m.baseline_log_loss, m.brier, m.baseline_brier
@@ -413,7 +488,7 @@ fn print_metrics(set: &str, m: &Metrics) {
 }
 
 /// The command that reproduces a training run (for the manifest's `created_by`).
-fn command_line(args: &TrainArgs) -> String {
+pub(super) fn command_line(args: &TrainArgs) -> String {
     let mut parts = vec!["sideline train".to_string()];
     let mut path = |flag: &str, p: &Option<PathBuf>| {
         if let Some(p) = p {
@@ -428,19 +503,54 @@ fn command_line(args: &TrainArgs) -> String {
     path("eval", &args.eval);
     path("eval-features", &args.eval_features);
     path("eval-features-out", &args.eval_features_out);
+    if !args.inputs.is_empty() {
+        parts.push(format!("--inputs {}", args.inputs.join(",")));
+    }
     parts.push(format!(
         "--out {} --name {} --version {}",
         args.out.display(),
         args.name,
         args.version,
     ));
+    if let Some(range) = &args.seasons {
+        parts.push(format!("--seasons {}-{}", range.from, range.to));
+    }
     if args.kind == "gbt" {
         parts.push(format!(
             "--kind gbt --trees {} --max-depth {} --eta {}",
             args.trees, args.max_depth, args.eta
         ));
     } else {
-        parts.push(format!("--epochs {} --lr {}", args.epochs, args.lr));
+        match args.kind.as_str() {
+            "mlp" => parts.push(format!(
+                "--kind mlp --hidden {} --batch {} --seed {}",
+                args.hidden
+                    .iter()
+                    .map(usize::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+                args.batch,
+                args.seed
+            )),
+            "weighted_average" | "stacking" => {
+                parts.push(format!(
+                    "--kind {} --members {}",
+                    args.kind,
+                    args.members.join(",")
+                ));
+                if !args.weights.is_empty() {
+                    let w: Vec<String> = args.weights.iter().map(f64::to_string).collect();
+                    parts.push(format!("--weights {}", w.join(",")));
+                }
+            }
+            _ => {}
+        }
+        if let Some(epochs) = args.epochs {
+            parts.push(format!("--epochs {epochs}"));
+        }
+        if let Some(lr) = args.lr {
+            parts.push(format!("--lr {lr}"));
+        }
     }
     parts.join(" ")
 }
@@ -543,7 +653,7 @@ pub fn fit(rows: &[LabeledRow], opts: &FitOptions) -> Result<Weights, ModelError
 
 /// Column means and standard deviations of a row-major matrix of `width` columns (scale 1 for
 /// a constant column).
-fn standardisation(flat: &[f32], width: usize) -> (Vec<f32>, Vec<f32>) {
+pub(super) fn standardisation(flat: &[f32], width: usize) -> (Vec<f32>, Vec<f32>) {
     let mut sum = vec![0f64; width];
     let mut sq = vec![0f64; width];
     for row in flat.chunks_exact(width) {
@@ -569,7 +679,7 @@ fn standardisation(flat: &[f32], width: usize) -> (Vec<f32>, Vec<f32>) {
 }
 
 /// Adam's moment estimates for one parameter.
-struct Adam {
+pub(super) struct Adam {
     m: Tensor,
     v: Tensor,
 }
@@ -579,7 +689,7 @@ impl Adam {
     const BETA2: f64 = 0.999;
     const EPS: f64 = 1e-8;
 
-    fn new(param: &Var) -> candle_core::Result<Self> {
+    pub(super) fn new(param: &Var) -> candle_core::Result<Self> {
         Ok(Adam {
             m: param.as_tensor().zeros_like()?,
             v: param.as_tensor().zeros_like()?,
@@ -587,7 +697,13 @@ impl Adam {
     }
 
     /// One update at step `t` (from 1).
-    fn step(&mut self, param: &Var, grad: &Tensor, lr: f64, t: usize) -> candle_core::Result<()> {
+    pub(super) fn step(
+        &mut self,
+        param: &Var,
+        grad: &Tensor,
+        lr: f64,
+        t: usize,
+    ) -> candle_core::Result<()> {
         let (b1, b2) = (Self::BETA1, Self::BETA2);
         self.m = (self.m.affine(b1, 0.0)? + grad.affine(1.0 - b1, 0.0)?)?;
         self.v = (self.v.affine(b2, 0.0)? + grad.sqr()?.affine(1.0 - b2, 0.0)?)?;

@@ -1,0 +1,139 @@
+//! Ensembles of registry models (`--members`) from `sideline train`:
+//! - `--kind weighted_average`: the weighted mean of the members' logits, weights `--weights`
+//!   (default equal), nothing fitted;
+//! - `--kind stacking`: a logistic meta-model over the members' logits,
+//!   `p = sigmoid(bias + sum_i w_i z_i)`, fitted on the rows given, which must be rows the
+//!   members were not trained on (for the NFL: members on 2009-2015, the meta-model on 2016,
+//!   via `--seasons`), by the same fit as the logistic regression ([`super::train::fit`]).
+
+use anyhow::Context;
+
+use super::data::{LabeledRow, RowSet};
+use super::ensemble::{EnsembleSpec, MemberRef, Method};
+use super::evaluate::load_model;
+use super::predictor::Predictor;
+use super::train::{fit, measure_saved, new_manifest, FitOptions, TrainArgs};
+use super::{PipelineRef, Training};
+
+/// Builds (stacking: fits) the ensemble, writes its `manifest.json` to `args.out` and measures
+/// it.
+pub(super) fn run(
+    args: &TrainArgs,
+    pipeline: PipelineRef,
+    inputs: &[String],
+    train: &RowSet,
+    eval: Option<&RowSet>,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !args.members.is_empty(),
+        "--kind {} needs --members NAME/VERSION,...",
+        args.kind
+    );
+    let members = args
+        .members
+        .iter()
+        .map(|m| load_model(&args.models, m))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if args.kind == "weighted_average" {
+        let weights = match args.weights.as_slice() {
+            [] => vec![1.0; members.len()],
+            w if w.len() == members.len() => w.to_vec(),
+            w => anyhow::bail!("{} --weights for {} --members", w.len(), members.len()),
+        };
+        let manifest = super::Manifest {
+            ensemble: Some(EnsembleSpec {
+                method: Method::WeightedAverage,
+                members: refs(&members, &weights),
+                bias: None,
+            }),
+            ..new_manifest(args, "ensemble", pipeline, inputs, train, eval)
+        };
+        return measure_saved(args, manifest, train, eval);
+    }
+    // Each member's logits on the training rows: the meta-model's inputs.
+    let mut logits = Vec::new();
+    for m in &members {
+        let picks = m
+            .inputs()
+            .iter()
+            .map(|n| {
+                inputs.iter().position(|i| i == n).with_context(|| {
+                    format!(
+                        "member {} takes `{n}`, which the pipeline's model inputs lack",
+                        m.version()
+                    )
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let rows: Vec<Vec<f64>> = train
+            .rows
+            .iter()
+            .map(|r| picks.iter().map(|&i| r.inputs[i] as f64).collect())
+            .collect();
+        logits.push(m.outputs(&rows)?);
+    }
+    let meta_rows: Vec<LabeledRow> = train
+        .rows
+        .iter()
+        .enumerate()
+        .map(|(k, r)| LabeledRow {
+            game_id: r.game_id.clone(),
+            time_ms: r.time_ms,
+            inputs: logits.iter().map(|z| z[k] as f32).collect(),
+            label: r.label,
+        })
+        .collect();
+    let opts = FitOptions {
+        epochs: args.epochs.unwrap_or(FitOptions::default().epochs),
+        lr: args.lr.unwrap_or(FitOptions::default().lr),
+    };
+    let w = fit(&meta_rows, &opts)?;
+    // From standardised logits back to raw ones: w_i (z_i - mean_i) / scale_i.
+    let mut bias = w.bias as f64;
+    let mut coefficients = Vec::new();
+    for i in 0..members.len() {
+        let c = w.weight[i] as f64 / w.input_scale[i] as f64;
+        bias -= c * w.input_mean[i] as f64;
+        coefficients.push(c);
+    }
+    let spec = EnsembleSpec {
+        method: Method::Stacking,
+        members: refs(&members, &coefficients),
+        bias: Some(bias),
+    };
+    println!(
+        "meta-model: bias {bias:.4}, {}",
+        spec.members
+            .iter()
+            .map(|m| format!("{}/{} {:.4}", m.name, m.version, m.weight))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let manifest = super::Manifest {
+        ensemble: Some(spec),
+        training: Some(Training {
+            framework: Some(
+                "sideline (stacking: logistic regression over member logits, full-batch Adam)"
+                    .into(),
+            ),
+            epochs: Some(opts.epochs),
+            lr: Some(opts.lr),
+            skipped_games: Some(train.skipped_games),
+            ..Training::default()
+        }),
+        ..new_manifest(args, "ensemble", pipeline, inputs, train, eval)
+    };
+    measure_saved(args, manifest, train, eval)
+}
+
+fn refs(members: &[Predictor], weights: &[f64]) -> Vec<MemberRef> {
+    members
+        .iter()
+        .zip(weights)
+        .map(|(m, w)| MemberRef {
+            name: m.manifest().name.clone(),
+            version: m.manifest().version.clone(),
+            weight: *w,
+        })
+        .collect()
+}
