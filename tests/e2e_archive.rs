@@ -178,4 +178,45 @@ fn the_archive_holds_what_the_engine_computed() {
         log.len()
     );
     assert!(compared > 5_000);
+
+    // `sideline train --archive` / `evaluate --archive`: the archive's rows labelled by the
+    // feed's results hold every row the trainer computes from the events, inputs and label
+    // bit for bit, and nothing after a game's end.
+    let feed = dir.path().join("feed.jsonl");
+    std::fs::write(&feed, fixture_lines().join("\n")).unwrap();
+    let inputs = sideline::model::data::ModelInputs::of_plan(&plan).unwrap();
+    let from_archive =
+        sideline::model::archive_rows::load(dir.path(), &feed, &plan, &inputs).unwrap();
+    let from_events = sideline::model::data::rows_from_jsonl(&plan, &inputs, &feed).unwrap();
+    let archived: BTreeMap<(&str, u64), &sideline::model::data::LabeledRow> = from_archive
+        .rows
+        .iter()
+        .map(|r| ((r.game_id.as_str(), r.time_ms), r))
+        .collect();
+    assert_eq!(
+        archived.len(),
+        from_archive.rows.len(),
+        "one row per (game, time)"
+    );
+    for r in &from_events.rows {
+        let a = archived
+            .get(&(r.game_id.as_str(), r.time_ms))
+            .unwrap_or_else(|| {
+                panic!("trainer row {} {} not in the archive", r.game_id, r.time_ms)
+            });
+        assert_eq!(a.label, r.label, "label of {}", r.game_id);
+        let same = a
+            .inputs
+            .iter()
+            .zip(&r.inputs)
+            .all(|(x, y)| x.to_bits() == y.to_bits());
+        assert!(same, "inputs of {} at {}", r.game_id, r.time_ms);
+    }
+    assert_eq!(from_archive.games, from_events.games);
+    let extra = from_archive.rows.len() - from_events.rows.len();
+    println!(
+        "archive: {} labelled rows of {} games ({extra} at window expiries between events)",
+        from_archive.rows.len(),
+        from_archive.games
+    );
 }

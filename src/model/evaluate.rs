@@ -43,12 +43,19 @@ pub struct EvaluateArgs {
     #[arg(
         long,
         value_name = "FILE.jsonl",
-        required_unless_present = "eval_features"
+        required_unless_present_any = ["eval_features", "archive"]
     )]
     pub eval: Option<PathBuf>,
     /// A cached evaluation matrix (`sideline train --eval-features-out`) instead of events.
     #[arg(long, value_name = "FILE.arrow", conflicts_with = "eval")]
     pub eval_features: Option<PathBuf>,
+    /// The rows of a feature archive directory (this pipeline's `[[output]] kind =
+    /// "archive"`), labelled by `--results`.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["eval", "eval_features"], requires = "results")]
+    pub archive: Option<PathBuf>,
+    /// GameEvent JSON lines whose `game_end` events give the results of the `--archive` games.
+    #[arg(long, value_name = "FILE.jsonl", requires = "archive")]
+    pub results: Option<PathBuf>,
     /// Keep only the rows of these seasons, e.g. `2017-2018` or `2016`.
     #[arg(long, value_name = "FROM[-TO]")]
     pub seasons: Option<SeasonRange>,
@@ -223,14 +230,17 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<()> {
         }
     }
     let inputs = ModelInputs::by_name(&plan, &names)?;
-    let mut set: RowSet = load_rows(
-        &plan,
-        &inputs,
-        args.eval.as_deref(),
-        args.eval_features.as_deref(),
-        None,
-    )?
-    .context("give --eval or --eval-features")?;
+    let mut set: RowSet = match (&args.archive, &args.results) {
+        (Some(dir), Some(results)) => super::archive_rows::load(dir, results, &plan, &inputs)?,
+        _ => load_rows(
+            &plan,
+            &inputs,
+            args.eval.as_deref(),
+            args.eval_features.as_deref(),
+            None,
+        )?
+        .context("give --eval, --eval-features or --archive")?,
+    };
     if let Some(range) = &args.seasons {
         set = set.only(range);
     }

@@ -72,6 +72,7 @@
 //! `examples/models/` holds reference models trained by PyTorch and XGBoost
 //! (`make_reference.py`) and their outputs, which `tests/model_parity.rs` compares with.
 
+pub mod archive_rows;
 pub mod boost;
 pub mod data;
 pub mod ensemble;

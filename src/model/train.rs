@@ -57,8 +57,19 @@ pub struct TrainArgs {
     #[arg(long, value_name = "DIR", default_value = "models")]
     pub models: PathBuf,
     /// Training events, GameEvent JSON lines (`sideline import nfl`; seasons 2009-2016).
-    #[arg(long, value_name = "FILE.jsonl", required_unless_present = "features")]
+    #[arg(
+        long,
+        value_name = "FILE.jsonl",
+        required_unless_present_any = ["features", "archive"]
+    )]
     pub train: Option<PathBuf>,
+    /// Train on the rows of a feature archive directory (`[[output]] kind = "archive"` of this
+    /// pipeline: exactly what the live engine computed), labelled by `--results`.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["train", "features"], requires = "results")]
+    pub archive: Option<PathBuf>,
+    /// GameEvent JSON lines whose `game_end` events give the results of the `--archive` games.
+    #[arg(long, value_name = "FILE.jsonl", requires = "archive")]
+    pub results: Option<PathBuf>,
     /// Train from a cached training matrix (`--features-out`) instead of events.
     #[arg(long, value_name = "FILE.arrow", conflicts_with = "train")]
     pub features: Option<PathBuf>,
@@ -249,14 +260,17 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         pipeline.hash,
         inputs.names.len()
     );
-    let mut train = load_rows(
-        &plan,
-        &inputs,
-        args.train.as_deref(),
-        args.features.as_deref(),
-        args.features_out.as_deref(),
-    )?
-    .context("give --train or --features")?;
+    let mut train = match (&args.archive, &args.results) {
+        (Some(dir), Some(results)) => super::archive_rows::load(dir, results, &plan, &inputs)?,
+        _ => load_rows(
+            &plan,
+            &inputs,
+            args.train.as_deref(),
+            args.features.as_deref(),
+            args.features_out.as_deref(),
+        )?
+        .context("give --train, --features or --archive")?,
+    };
     if let Some(range) = &args.seasons {
         train = train.only(range);
     }
@@ -500,6 +514,8 @@ pub(super) fn command_line(args: &TrainArgs) -> String {
     path("train", &args.train);
     path("features", &args.features);
     path("features-out", &args.features_out);
+    path("archive", &args.archive);
+    path("results", &args.results);
     path("eval", &args.eval);
     path("eval-features", &args.eval_features);
     path("eval-features-out", &args.eval_features_out);
