@@ -50,6 +50,9 @@ pub enum DeployError {
     /// Kafka or the model registry failed (external; a retry may help).
     #[error("{0}")]
     Unavailable(String),
+    /// No such pipeline, or no earlier version of it to roll back to (bad input: the request).
+    #[error("{0}")]
+    NotFound(String),
 }
 
 impl DeployError {
@@ -59,6 +62,7 @@ impl DeployError {
             DeployError::Invalid(_) => "invalid_pipeline",
             DeployError::Conflict(_) => "conflict",
             DeployError::Unavailable(_) => "unavailable",
+            DeployError::NotFound(_) => "not_found",
         }
     }
 }
@@ -87,6 +91,9 @@ pub struct App {
     pub checkpoints: Option<Store>,
     /// What the checkpoint found at start says of each pipeline, until it is deployed.
     recovered: Mutex<BTreeMap<String, PipelineCheckpoint>>,
+    /// Per pipeline, the definitions deployed since it was (last) deployed new, oldest first:
+    /// what `promote` and `rollback` start from. In memory only.
+    history: Mutex<BTreeMap<String, Vec<Arc<Plan>>>>,
     runtime: tokio::runtime::Runtime,
 }
 
@@ -179,6 +186,7 @@ impl App {
             registry: registry(cfg),
             checkpoints,
             recovered: Mutex::new(recovered),
+            history: Mutex::default(),
             runtime,
         });
         if let Some(listener) = admin {
@@ -234,6 +242,9 @@ impl App {
             .all(|(p, _)| p.name != plan.name);
         let model = Arc::new(model);
         let plan = Arc::new(plan);
+        let shadow = Model::shadow_for_plan(&plan, &self.registry)
+            .map_err(|e| DeployError::Unavailable(format!("shadow model: {e}")))?
+            .map(Arc::new);
         // A pipeline the checkpoint knows goes on where it left off.
         let resumed = match live {
             true => lock(&self.recovered).remove(&plan.name),
@@ -262,7 +273,14 @@ impl App {
             publisher.resume(&plan.name, cp);
         }
         self.control
-            .start_resumed(id, plan.clone(), model, partitions, resume);
+            .start_resumed(id, plan.clone(), model, shadow, partitions, resume);
+        let mut history = lock(&self.history);
+        let deployed = history.entry(plan.name.clone()).or_default();
+        if live {
+            deployed.clear();
+        }
+        deployed.push(plan.clone());
+        drop(history);
         drop(publisher);
         tracing::info!(
             pipeline = plan.name,
@@ -321,6 +339,61 @@ impl App {
     /// Removes a pipeline; its channels keep their last values.
     pub fn remove(&self, name: &str) -> bool {
         lock(&self.publisher).remove(name)
+    }
+
+    /// The definitions of pipeline `name` deployed since it went live, oldest first (the
+    /// last one is live or warming up).
+    pub fn history(&self, name: &str) -> Vec<Arc<Plan>> {
+        lock(&self.history).get(name).cloned().unwrap_or_default()
+    }
+
+    /// Promotes the shadow model of pipeline `name`: its latest definition is deployed again
+    /// as a new version, with the shadow as the model and the model as the shadow.
+    pub fn promote(&self, name: &str) -> Result<Deployed, DeployError> {
+        let (latest, version) = self.latest(name)?;
+        let text = pipeline::rewrite::promoted(&latest.source, version).map_err(|e| match e {
+            pipeline::rewrite::RewriteError::NoShadow => DeployError::Conflict(format!(
+                "pipeline {name} version {} has no shadow model to promote: deploy one with `shadow` in [model]",
+                latest.version
+            )),
+            other => DeployError::Unavailable(other.to_string()),
+        })?;
+        self.deploy(&format!("{name}.toml (promoted v{})", latest.version), &text)
+    }
+
+    /// Rolls pipeline `name` back: the definition deployed before its latest one is deployed
+    /// again as a new version. Rolling back twice returns to where it was.
+    pub fn rollback(&self, name: &str) -> Result<Deployed, DeployError> {
+        let (latest, version) = self.latest(name)?;
+        let history = self.history(name);
+        let Some(previous) = history.len().checked_sub(2).map(|i| history[i].clone()) else {
+            return Err(DeployError::NotFound(format!(
+                "pipeline {name} has no version before {} to roll back to",
+                latest.version
+            )));
+        };
+        let text = pipeline::rewrite::with_version(&previous.source, version)
+            .map_err(|e| DeployError::Unavailable(e.to_string()))?;
+        self.deploy(&format!("{name}.toml (v{} again)", previous.version), &text)
+    }
+
+    /// The latest deployed definition of a running pipeline, and the version a new one gets:
+    /// one above every version deployed since it went live.
+    fn latest(&self, name: &str) -> Result<(Arc<Plan>, u32), DeployError> {
+        let running = lock(&self.publisher)
+            .pipelines()
+            .into_iter()
+            .find(|(p, _)| p.name == name)
+            .map(|(live, warming)| warming.unwrap_or(live));
+        let history = self.history(name);
+        let (Some(_), Some(latest)) = (running, history.last().cloned()) else {
+            return Err(DeployError::NotFound(format!("no pipeline named {name}")));
+        };
+        let top = history.iter().map(|p| p.version).max().unwrap_or(0);
+        let next = top.checked_add(1).ok_or_else(|| {
+            DeployError::Conflict(format!("pipeline {name} is at the highest version"))
+        })?;
+        Ok((latest, next))
     }
 
     /// Runs the engine until it stops, publishing to the hub. `on_delta` sees each delta in

@@ -576,6 +576,7 @@ impl Publisher {
                 time: live_done,
                 game: game.clone(),
                 value: now.value,
+                shadow: None,
                 vars: now.vars.clone(),
                 event_seq: now.event_seq,
                 ingest_ms: 0,
@@ -609,6 +610,10 @@ impl Publisher {
         let candidate_done = p.live.done;
         p.live.done = Some(live_done);
         while let Some((time, values)) = c.queue.pop_front() {
+            // Archived like the live version's values: the archive misses no completed time.
+            if p.delivered_through.is_none_or(|t| time > t) {
+                p.live.outputs.archive(&values, &p.live.model_version);
+            }
             let deltas = number(p, time, DeltaCause::Moved, values);
             emit(
                 &self.hub,
