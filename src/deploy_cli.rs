@@ -1,11 +1,14 @@
-//! The pipeline commands: `sideline validate` checks files locally; `deploy`, `pipelines` and
-//! `remove` are clients of a running engine's admin endpoint ([`crate::admin`]).
+//! The pipeline commands: `sideline validate` checks files locally; `deploy`, `pipelines`,
+//! `remove`, `promote` and `rollback` are clients of a running engine's admin endpoint
+//! ([`crate::admin`]).
 //!
 //! ```text
 //! sideline validate pipelines/                    every *.toml of the directory
 //! sideline deploy pipelines/nfl.toml              validate, then PUT /pipelines/<name>
 //! sideline pipelines                              GET /pipelines
 //! sideline remove nfl_win_probability             DELETE /pipelines/<name>
+//! sideline promote nfl_win_probability            POST /pipelines/<name>/promote
+//! sideline rollback nfl_win_probability           POST /pipelines/<name>/rollback
 //! ```
 //!
 //! Diagnostics go to stderr as `file:line:column: error: message` (plus a `hint:` line), the
@@ -49,7 +52,7 @@ pub struct DeployArgs {
 }
 
 #[derive(Debug, clap::Args)]
-pub struct RemoveArgs {
+pub struct NameArgs {
     /// The pipeline's name (`[pipeline] name`).
     pub name: String,
     #[command(flatten)]
@@ -300,12 +303,41 @@ pub fn list(args: AdminArgs, cfg: &Config) -> anyhow::Result<()> {
 }
 
 /// `sideline remove NAME`: stops every version of a pipeline.
-pub fn remove(args: RemoveArgs, cfg: &Config) -> anyhow::Result<()> {
+pub fn remove(args: NameArgs, cfg: &Config) -> anyhow::Result<()> {
     let url = format!("{}/pipelines/{}", admin_url(&args.admin, cfg)?, args.name);
     let (status, body) = answer(&url, agent().delete(&url).call())?;
     if status != 200 {
         return Err(refused("remove", status, &body));
     }
     println!("removed {}", args.name);
+    Ok(())
+}
+
+/// What `sideline promote` and `rollback` ask for.
+#[derive(Clone, Copy, Debug)]
+pub enum Swap {
+    Promote,
+    Rollback,
+}
+
+/// `sideline promote NAME` / `sideline rollback NAME`: the engine builds the new definition
+/// from the ones it deployed and deploys it as a new version.
+pub fn swap(args: NameArgs, cfg: &Config, what: Swap) -> anyhow::Result<()> {
+    let verb = match what {
+        Swap::Promote => "promote",
+        Swap::Rollback => "rollback",
+    };
+    let url = format!(
+        "{}/pipelines/{}/{verb}",
+        admin_url(&args.admin, cfg)?,
+        args.name
+    );
+    let (status, body) = answer(&url, agent().post(&url).send_empty())?;
+    if status != 200 {
+        return Err(refused(verb, status, &body));
+    }
+    let d: Deployed = serde_json::from_str(&body)
+        .with_context(|| format!("unexpected answer from {url}: {body}"))?;
+    println!("deployed {} v{}: {}", d.pipeline, d.version, d.state);
     Ok(())
 }
