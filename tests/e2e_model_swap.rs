@@ -4,10 +4,8 @@
 //! names the version and model that made it, the end state is the original pipeline's alone,
 //! and the archive holds both models' values on the same rows.
 //!
-//! The shadow is the committed XGBoost reference model (`examples/models/ref_gbt`, fitted on
-//! synthetic data by `examples/models/make_reference.py`): its inputs are NFL features (one
-//! of them under another name, a derived feature here), and what it predicts does not matter,
-//! only that it differs from `nfl_wp/v1` and is what the engine archives.
+//! The shadow is `models/nfl_wp_gbt/v1`, gradient-boosted trees fitted by `sideline train
+//! --kind gbt` on the same features as the logistic `nfl_wp/v1`.
 
 mod common;
 
@@ -29,39 +27,32 @@ use sideline::ws::protocol::ServerMessage;
 const SUBSCRIBE: &str = r#"{"op":"subscribe","id":"s","channel":"nfl.win_probability"}"#;
 const PIPELINE: &str = "nfl_win_probability";
 const MODEL: &str = "nfl_wp/v1";
-const SHADOW: &str = "ref_gbt/v1";
+const SHADOW: &str = "nfl_wp_gbt/v1";
 
-/// The registry: the reference models (`nfl_wp/v1` is embedded).
+/// The registry: the committed models.
 fn models() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/models")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models")
 }
 
-/// Version 1: the NFL pipeline archiving to `archive`, with the reference GBT's input
-/// `field_position` as a derived feature, and an idle timeout longer than any pause of this
-/// test (the feed comes in parts; a partition idle between them would release event time past
-/// events still to come).
+/// Version 1: the NFL pipeline archiving to `archive`, with an idle timeout longer than any
+/// pause of this test (the feed comes in parts; a partition idle between them would release
+/// event time past events still to come).
 fn v1(topic: &str, archive: &Path) -> String {
     let text = nfl_pipeline(&[topic]);
-    let out = text
-        .replace("idle-timeout = \"2s\"", "idle-timeout = \"10m\"")
-        .replace(
-            "[model]\nname = \"nfl_wp\"",
-            "[[derived]]\nname = \"field_position\"\nexpr = \"field\"\n\n[model]\nname = \"nfl_wp\"",
-        );
+    let out = text.replace("idle-timeout = \"2s\"", "idle-timeout = \"10m\"");
     assert_eq!(out.matches("10m").count(), 1);
-    assert!(out.contains("field_position"));
     format!(
         "{out}\n[[output]]\nkind = \"archive\"\ndir = \"{}\"\n",
         archive.display()
     )
 }
 
-/// Version 2: version 1 with the reference GBT as its shadow.
+/// Version 2: version 1 with the GBT as its shadow.
 fn v2(topic: &str, archive: &Path) -> String {
     let text = v1(topic, archive);
     let out = text.replacen("version = 1", "version = 2", 1).replace(
         "version = \"v1\"\noutput",
-        "version = \"v1\"\nshadow = { name = \"ref_gbt\", version = \"v1\" }\noutput",
+        "version = \"v1\"\nshadow = { name = \"nfl_wp_gbt\", version = \"v1\" }\noutput",
     );
     assert!(out.contains("shadow = {") && out.contains("version = 2"));
     out
@@ -262,7 +253,7 @@ fn shadow_promote_and_rollback_during_a_live_replay_lose_nothing() {
         produce_all(&cluster.brokers, topic, parts[3]);
         wait_live(&app, 3);
         let plan = app.publisher.lock().unwrap().pipelines()[0].0.clone();
-        assert!(plan.source.contains("name = \"ref_gbt\""), "{}", plan.source);
+        assert!(plan.source.contains("name = \"nfl_wp_gbt\""), "{}", plan.source);
         produce_all(&cluster.brokers, topic, parts[4]);
         client.wait_for("version 3's deltas", deltas_of(3));
 
@@ -411,7 +402,7 @@ fn promote_and_rollback_say_why_they_cannot() {
         .map(|p| (p.version, sideline::deploy_cli::summary(p)))
         .collect();
     assert_eq!(versions.len(), 4);
-    assert!(versions[2].1.contains("model ref_gbt/v1"), "{versions:?}");
+    assert!(versions[2].1.contains("model nfl_wp_gbt/v1"), "{versions:?}");
     assert!(versions[3].1.contains("model nfl_wp/v1"), "{versions:?}");
     app.shutdown();
 }
