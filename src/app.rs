@@ -198,12 +198,49 @@ impl App {
 
     /// Deploys the pipelines the configuration names: every `*.toml` of `engine.pipelines`, or
     /// the embedded NFL pipeline.
+    ///
+    /// After a restart, a pipeline whose checkpointed live version is higher than its file's
+    /// (deployed while running: promoted, rolled back, or sent by `sideline deploy`) goes on
+    /// with the checkpoint's definition; the file wins when its version is the same or higher.
     pub fn deploy_configured(&self) -> Result<Vec<Deployed>, DeployError> {
         // Validate every file before deploying any.
         configured_plans(&self.cfg, &self.registry)?
             .into_iter()
-            .map(|p| self.deploy_plan(p))
+            .map(|p| {
+                let p = self.checkpointed_or(p);
+                self.deploy_plan(p)
+            })
             .collect()
+    }
+
+    /// The checkpoint's definition of `plan`'s pipeline when its version is higher and it is
+    /// still valid (its models may have left the registry), else `plan`.
+    fn checkpointed_or(&self, plan: Plan) -> Plan {
+        let recovered = lock(&self.recovered);
+        let Some((version, text)) = recovered
+            .get(&plan.name)
+            .filter(|cp| cp.version > plan.version)
+            .and_then(|cp| cp.definition.as_ref().map(|d| (cp.version, d)))
+        else {
+            return plan;
+        };
+        let file = format!("{}.toml (checkpoint v{version})", plan.name);
+        match pipeline::plan::plan(&file, text, &self.registry) {
+            Ok(newer) if newer.name == plan.name => {
+                tracing::info!(
+                    pipeline = plan.name,
+                    file_version = plan.version,
+                    version,
+                    "the checkpoint's live version is newer than the file: it goes on"
+                );
+                newer
+            }
+            Ok(_) => plan,
+            Err(e) => {
+                tracing::warn!(pipeline = plan.name, version, error = %e, "the checkpoint's definition is no longer valid: the file is deployed");
+                plan
+            }
+        }
     }
 
     /// Validates a pipeline file and deploys it: a new pipeline goes live; a new version of a

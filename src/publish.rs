@@ -421,6 +421,7 @@ impl Publisher {
                         .values()
                         .map(|m| PartitionCheckpoint::from_mark(m, done, retention))
                         .collect(),
+                    definition: Some(p.live.plan.source.clone()),
                 },
             );
         }

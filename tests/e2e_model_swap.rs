@@ -406,3 +406,52 @@ fn promote_and_rollback_say_why_they_cannot() {
     assert!(versions[3].1.contains("model nfl_wp/v1"), "{versions:?}");
     app.shutdown();
 }
+
+/// A promoted version survives a restart: the checkpoint holds the live version's definition,
+/// and a restarted engine goes on with it rather than with the older file of the pipelines
+/// directory. What it forgets is the history: nothing to roll back to.
+#[test]
+fn a_promoted_version_survives_a_restart() {
+    let topic = "nfl.swap.restart";
+    let dir = tempfile::tempdir().unwrap();
+    let pipelines = dir.path().join("pipelines");
+    std::fs::create_dir_all(&pipelines).unwrap();
+    std::fs::write(
+        pipelines.join("nfl.toml"),
+        v2(topic, &dir.path().join("archive")),
+    )
+    .unwrap();
+    let cluster = Cluster::mock(&[(topic, 2), (&format!("{topic}.dead-letters"), 1)]);
+    produce_all(&cluster.brokers, topic, &fixture_lines());
+    let mut cfg = cfg(&cluster.brokers, topic);
+    cfg.engine.pipelines = pipelines.display().to_string();
+    cfg.engine.checkpoint_dir = dir.path().join("checkpoints").display().to_string();
+    cfg.engine.checkpoint_interval_ms = 100;
+    cfg.kafka.stop_at_end = false;
+
+    let app = App::start(&cfg).unwrap();
+    app.deploy_configured().unwrap();
+    let log = std::thread::scope(|s| {
+        let engine = s.spawn(|| run_engine(&app).1);
+        wait_live(&app, 2);
+        let d = app.promote(PIPELINE).unwrap();
+        assert_eq!(d.version, 3);
+        wait_live(&app, 3);
+        app.stop.drain();
+        engine.join().unwrap()
+    });
+    assert_eq!(log.last().unwrap().model_version, SHADOW);
+    app.shutdown();
+
+    let app = App::start(&cfg).unwrap();
+    let deployed = app.deploy_configured().unwrap();
+    assert_eq!(deployed[0].version, 3, "the checkpoint's version goes on");
+    let live = app.publisher.lock().unwrap().pipelines()[0].0.clone();
+    assert_eq!(sideline::deploy_cli::summary(&live).split(", model ").nth(1), Some(SHADOW));
+    assert_eq!(live.shadow.as_ref().map(|s| s.name.as_str()), Some("nfl_wp"));
+    match app.rollback(PIPELINE) {
+        Err(sideline::app::DeployError::NotFound(e)) => assert!(e.contains("no version before 3")),
+        other => panic!("expected no rollback after a restart, got {other:?}"),
+    }
+    app.shutdown();
+}
