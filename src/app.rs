@@ -395,7 +395,10 @@ impl App {
             )),
             other => DeployError::Unavailable(other.to_string()),
         })?;
-        self.deploy(&format!("{name}.toml (promoted v{})", latest.version), &text)
+        self.deploy(
+            &format!("{name}.toml (promoted v{})", latest.version),
+            &text,
+        )
     }
 
     /// Rolls pipeline `name` back: the definition deployed before its latest one is deployed

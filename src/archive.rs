@@ -67,12 +67,11 @@ pub fn schema(plan: &Plan) -> Schema {
         ),
     ]
     .into_iter()
-    .chain(plan.shadow.as_ref().map(|s| {
-        (
-            "sideline.shadow_model",
-            format!("{}/{}", s.name, s.version),
-        )
-    }))
+    .chain(
+        plan.shadow
+            .as_ref()
+            .map(|s| ("sideline.shadow_model", format!("{}/{}", s.name, s.version))),
+    )
     .map(|(k, v)| (k.to_string(), v))
     .collect();
     Schema::new_with_metadata(fields, metadata)

@@ -123,7 +123,12 @@ fn archived(dir: &Path, version: u32) -> Vec<RecordBatch> {
     let paths: Vec<PathBuf> = sideline::archive::files(dir)
         .unwrap()
         .into_iter()
-        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(&prefix))
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(&prefix)
+        })
         .collect();
     sideline::archive::read(&paths).unwrap()
 }
@@ -172,7 +177,10 @@ fn check_shadow_archive(batches: &[RecordBatch], model: &str, shadow: &str) -> (
                 .map(|i| cols.iter().map(|c| c.value(i)).collect())
                 .collect()
         };
-        let versions = b.column_by_name("model_version").unwrap().as_string::<i32>();
+        let versions = b
+            .column_by_name("model_version")
+            .unwrap()
+            .as_string::<i32>();
         let (value, shadow_value) = (column("value"), column("shadow_value"));
         assert_eq!(shadow_value.null_count(), 0, "every row has a shadow value");
         let expected = model_p.score(&inputs(&model_p)).unwrap();
@@ -200,7 +208,10 @@ fn shadow_promote_and_rollback_during_a_live_replay_lose_nothing() {
         let topic = "nfl.swap.alone";
         let cluster = Cluster::mock(&[(topic, 4), (&format!("{topic}.dead-letters"), 1)]);
         produce_all(&cluster.brokers, topic, &fixture_lines());
-        let app = start(&cfg(&cluster.brokers, topic), &[v1(topic, alone_dir.path())]);
+        let app = start(
+            &cfg(&cluster.brokers, topic),
+            &[v1(topic, alone_dir.path())],
+        );
         let (_, log) = run_engine(&app);
         app.shutdown();
         (log, keys(&archived(alone_dir.path(), 1)))
@@ -253,7 +264,11 @@ fn shadow_promote_and_rollback_during_a_live_replay_lose_nothing() {
         produce_all(&cluster.brokers, topic, parts[3]);
         wait_live(&app, 3);
         let plan = app.publisher.lock().unwrap().pipelines()[0].0.clone();
-        assert!(plan.source.contains("name = \"nfl_wp_gbt\""), "{}", plan.source);
+        assert!(
+            plan.source.contains("name = \"nfl_wp_gbt\""),
+            "{}",
+            plan.source
+        );
         produce_all(&cluster.brokers, topic, parts[4]);
         client.wait_for("version 3's deltas", deltas_of(3));
 
@@ -301,13 +316,21 @@ fn shadow_promote_and_rollback_during_a_live_replay_lose_nothing() {
             seen.push(d.version);
         }
         let model = if d.version == 3 { SHADOW } else { MODEL };
-        assert_eq!(d.model_version, model, "delta {} of version {}", d.seq, d.version);
+        assert_eq!(
+            d.model_version, model,
+            "delta {} of version {}",
+            d.seq, d.version
+        );
     }
     assert_eq!(seen, [1, 2, 3, 4]);
     // The promotion and the rollback changed values (the models differ); a shadow alone did
     // not: version 2 publishes what version 1 did.
     let first_of = |v: u32| log.iter().position(|d| d.version == v).unwrap();
-    assert_eq!(log[first_of(2)].cause, DeltaCause::Moved, "the shadow changed no value");
+    assert_eq!(
+        log[first_of(2)].cause,
+        DeltaCause::Moved,
+        "the shadow changed no value"
+    );
     assert_eq!(log[first_of(3)].cause, DeltaCause::Version);
     assert_eq!(log[first_of(4)].cause, DeltaCause::Version);
 
@@ -342,7 +365,10 @@ fn shadow_promote_and_rollback_during_a_live_replay_lose_nothing() {
     for (version, model, shadow) in [(2, MODEL, SHADOW), (3, SHADOW, MODEL), (4, MODEL, SHADOW)] {
         let (rows, differ) = check_shadow_archive(&batches[version - 1], model, shadow);
         println!("version {version}: {rows} archived rows, the models differ on {differ}");
-        assert!(rows > 0 && differ * 2 > rows, "version {version}: the models disagree");
+        assert!(
+            rows > 0 && differ * 2 > rows,
+            "version {version}: the models disagree"
+        );
     }
 }
 
@@ -372,27 +398,53 @@ fn promote_and_rollback_say_why_they_cannot() {
     };
 
     let (status, body) = admin(&app, "POST", &format!("/pipelines/{PIPELINE}/promote"), "");
-    assert_eq!((status, body["code"].as_str()), (409, Some("conflict")), "{body}");
-    assert!(body["message"].as_str().unwrap().contains("no shadow model"));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("conflict")),
+        "{body}"
+    );
+    assert!(body["message"]
+        .as_str()
+        .unwrap()
+        .contains("no shadow model"));
     let (ok, _, stderr) = sideline(&["promote", PIPELINE]);
     assert!(!ok && stderr.contains("no shadow model"), "{stderr}");
 
     let (status, body) = admin(&app, "POST", &format!("/pipelines/{PIPELINE}/rollback"), "");
-    assert_eq!((status, body["code"].as_str()), (404, Some("not_found")), "{body}");
-    assert!(body["message"].as_str().unwrap().contains("no version before 1"));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (404, Some("not_found")),
+        "{body}"
+    );
+    assert!(body["message"]
+        .as_str()
+        .unwrap()
+        .contains("no version before 1"));
     let (ok, _, stderr) = sideline(&["rollback", PIPELINE]);
     assert!(!ok && stderr.contains("no version before 1"), "{stderr}");
 
     let (status, body) = admin(&app, "POST", "/pipelines/nope/promote", "");
-    assert_eq!((status, body["code"].as_str()), (404, Some("not_found")), "{body}");
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (404, Some("not_found")),
+        "{body}"
+    );
     assert_eq!(app.history(PIPELINE).len(), 1, "nothing was deployed");
 
     // With a shadow, the command line promotes (and the list shows both models).
-    let (status, _) = admin(&app, "PUT", &format!("/pipelines/{PIPELINE}"), &v2(topic, dir.path()));
+    let (status, _) = admin(
+        &app,
+        "PUT",
+        &format!("/pipelines/{PIPELINE}"),
+        &v2(topic, dir.path()),
+    );
     assert_eq!(status, 200);
     let (ok, stdout, stderr) = sideline(&["promote", PIPELINE]);
     assert!(ok, "{stderr}");
-    assert!(stdout.contains("deployed nfl_win_probability v3: warming"), "{stdout}");
+    assert!(
+        stdout.contains("deployed nfl_win_probability v3: warming"),
+        "{stdout}"
+    );
     let (ok, stdout, stderr) = sideline(&["rollback", PIPELINE]);
     assert!(ok, "{stderr}");
     assert!(stdout.contains("v4"), "{stdout}");
@@ -402,7 +454,10 @@ fn promote_and_rollback_say_why_they_cannot() {
         .map(|p| (p.version, sideline::deploy_cli::summary(p)))
         .collect();
     assert_eq!(versions.len(), 4);
-    assert!(versions[2].1.contains("model nfl_wp_gbt/v1"), "{versions:?}");
+    assert!(
+        versions[2].1.contains("model nfl_wp_gbt/v1"),
+        "{versions:?}"
+    );
     assert!(versions[3].1.contains("model nfl_wp/v1"), "{versions:?}");
     app.shutdown();
 }
@@ -447,8 +502,16 @@ fn a_promoted_version_survives_a_restart() {
     let deployed = app.deploy_configured().unwrap();
     assert_eq!(deployed[0].version, 3, "the checkpoint's version goes on");
     let live = app.publisher.lock().unwrap().pipelines()[0].0.clone();
-    assert_eq!(sideline::deploy_cli::summary(&live).split(", model ").nth(1), Some(SHADOW));
-    assert_eq!(live.shadow.as_ref().map(|s| s.name.as_str()), Some("nfl_wp"));
+    assert_eq!(
+        sideline::deploy_cli::summary(&live)
+            .split(", model ")
+            .nth(1),
+        Some(SHADOW)
+    );
+    assert_eq!(
+        live.shadow.as_ref().map(|s| s.name.as_str()),
+        Some("nfl_wp")
+    );
     match app.rollback(PIPELINE) {
         Err(sideline::app::DeployError::NotFound(e)) => assert!(e.contains("no version before 3")),
         other => panic!("expected no rollback after a restart, got {other:?}"),

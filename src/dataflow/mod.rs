@@ -73,9 +73,10 @@ pub fn build(
 ) -> (MemberInput, ProbeHandle<u64>) {
     let (input, members) = scope.new_collection::<(Slot, Member), isize>();
     let probe = ProbeHandle::new();
-    let values = features::aggregate_slots(members, &plan)
-        .inner
-        .score_games(plan.clone(), model, shadow);
+    let values =
+        features::aggregate_slots(members, &plan)
+            .inner
+            .score_games(plan.clone(), model, shadow);
     values
         .clone()
         .detect_alerts(plan)

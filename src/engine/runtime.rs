@@ -80,8 +80,9 @@ impl Runtime {
             .collect();
         // Built first, so that every worker has it even if this one fails next.
         let (plan, model, shadow, id) = (d.plan.clone(), d.model.clone(), d.shadow.clone(), d.id);
-        let (input, probe) = worker
-            .dataflow::<u64, _, _>(move |scope| dataflow::build(scope, plan, model, shadow, id, sink));
+        let (input, probe) = worker.dataflow::<u64, _, _>(move |scope| {
+            dataflow::build(scope, plan, model, shadow, id, sink)
+        });
         let starts = owned
             .iter()
             .filter_map(|k| d.resume.get(k).map(|r| (k.clone(), r.start())))

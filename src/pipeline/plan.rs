@@ -1137,17 +1137,18 @@ impl Planner<'_> {
         groups: &HashMap<String, GroupBy>,
         derived: &[String],
     ) -> Option<Vec<usize>> {
-        let wanted = match models.inputs(name.get(), version.get()) {
-            Ok(w) => w,
-            Err(e) => {
-                self.err_hint(
+        let wanted =
+            match models.inputs(name.get(), version.get()) {
+                Ok(w) => w,
+                Err(e) => {
+                    self.err_hint(
                     name.span(),
                     format!("{what} `{}/{}` cannot be loaded: {e}", name.get(), version.get()),
                     "models live in models/<name>/<version>/ (manifest.json, model.safetensors)",
                 );
-                return None;
-            }
-        };
+                    return None;
+                }
+            };
         let mut inputs = Vec::new();
         let mut missing = Vec::new();
         for w in &wanted {
@@ -1193,7 +1194,9 @@ impl Planner<'_> {
         let m = spec.model.get();
         let s = m.shadow.as_ref()?.get();
         let same = m.name.as_ref().is_some_and(|n| n.get() == s.name.get())
-            && m.version.as_ref().is_some_and(|v| v.get() == s.version.get());
+            && m.version
+                .as_ref()
+                .is_some_and(|v| v.get() == s.version.get());
         if same {
             self.err_hint(
                 s.name.span(),
@@ -1206,8 +1209,15 @@ impl Planner<'_> {
             );
             return None;
         }
-        let inputs =
-            self.registry_inputs("shadow model", &s.name, &s.version, models, var_of, groups, derived)?;
+        let inputs = self.registry_inputs(
+            "shadow model",
+            &s.name,
+            &s.version,
+            models,
+            var_of,
+            groups,
+            derived,
+        )?;
         Some(ShadowPlan {
             name: s.name.get().clone(),
             version: s.version.get().clone(),

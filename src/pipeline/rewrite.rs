@@ -106,14 +106,20 @@ output = "x"
         assert_eq!(
             out,
             FILE.replace("version = 2 ", "version = 3 ")
-                .replace("name = \"a\"\nversion = \"v1\"", "name = \"b\"\nversion = \"v3\"")
+                .replace(
+                    "name = \"a\"\nversion = \"v1\"",
+                    "name = \"b\"\nversion = \"v3\""
+                )
                 .replace(
                     "{ name = \"b\", version = \"v3\" }",
                     "{ name = \"a\", version = \"v1\" }"
                 )
         );
         // And back: promoting twice is where it started, two versions on.
-        assert_eq!(promoted(&out, 4).unwrap(), FILE.replace("version = 2 ", "version = 4 "));
+        assert_eq!(
+            promoted(&out, 4).unwrap(),
+            FILE.replace("version = 2 ", "version = 4 ")
+        );
     }
 
     #[test]
