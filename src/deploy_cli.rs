@@ -190,6 +190,10 @@ struct PipelineInfo {
     channels: Vec<String>,
     #[serde(default)]
     kafka_topics: Vec<String>,
+    #[serde(default)]
+    model: String,
+    #[serde(default)]
+    shadow: Option<String>,
 }
 
 fn agent() -> ureq::Agent {
@@ -290,13 +294,15 @@ pub fn list(args: AdminArgs, cfg: &Config) -> anyhow::Result<()> {
             .map(|c| format!("ws:{c}"))
             .chain(p.kafka_topics.iter().map(|t| format!("kafka:{t}")))
             .collect();
+        let shadow = p.shadow.map_or(String::new(), |s| format!(" (shadow {s})"));
         println!(
-            "{} v{}{warming} {} [{}] -> [{}]",
+            "{} v{}{warming} {} [{}] -> [{}] model {}{shadow}",
             p.name,
             p.version,
             p.sport,
             p.topics.join(", "),
-            outputs.join(", ")
+            outputs.join(", "),
+            p.model
         );
     }
     Ok(())

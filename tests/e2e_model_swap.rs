@@ -91,6 +91,7 @@ fn admin(app: &App, method: &str, path: &str, body: &str) -> (u16, Value) {
     let url = format!("http://{}{path}", app.admin_addr.unwrap());
     let result = match method {
         "PUT" => agent().put(&url).send(body),
+        "GET" => agent().get(&url).call(),
         _ => agent().post(&url).send_empty(),
     };
     let mut resp = result.unwrap();
@@ -255,6 +256,11 @@ fn shadow_promote_and_rollback_during_a_live_replay_lose_nothing() {
         assert_eq!((status, &body["version"]), (200, &Value::from(2)), "{body}");
         produce_all(&cluster.brokers, topic, parts[1]);
         wait_live(&app, 2);
+        let (_, list) = admin(&app, "GET", "/pipelines", "");
+        assert_eq!(
+            (&list[0]["model"], &list[0]["shadow"]),
+            (&Value::from(MODEL), &Value::from(SHADOW))
+        );
         produce_all(&cluster.brokers, topic, parts[2]);
         client.wait_for("version 2's deltas", deltas_of(2));
 
@@ -439,6 +445,13 @@ fn promote_and_rollback_say_why_they_cannot() {
         &v2(topic, dir.path()),
     );
     assert_eq!(status, 200);
+    let (ok, stdout, stderr) = sideline(&["pipelines"]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("nfl_win_probability v1 (v2 warming)")
+            && stdout.contains("model nfl_wp/v1"),
+        "{stdout}"
+    );
     let (ok, stdout, stderr) = sideline(&["promote", PIPELINE]);
     assert!(ok, "{stderr}");
     assert!(
