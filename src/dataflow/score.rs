@@ -37,8 +37,8 @@ pub struct Valued {
     pub game: GameKey,
     pub value: f64,
     /// The shadow model's value on the same row (`[model] shadow`), when the version has one
-    /// and it scored; archived, never published.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// and it scored; archived, never published. (Always serialised: timely exchanges between
+    /// processes in bincode, which cannot skip fields.)
     pub shadow: Option<f64>,
     /// The plan's feature-context variables, in `Plan::vars` order.
     pub vars: Vec<f64>,
