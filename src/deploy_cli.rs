@@ -77,14 +77,18 @@ pub fn expand(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// One line about a valid plan: `pipeline NAME vN: X features, Y derived, model M`.
+/// One line about a valid plan: `pipeline NAME vN: X features, Y derived, model M` (and
+/// ` (shadow S)` with a shadow model).
 pub fn summary(plan: &Plan) -> String {
     let model = match &plan.model {
         ModelPlan::Registry { name, version, .. } => format!("{name}/{version}"),
         ModelPlan::Formula { .. } => "formula".to_string(),
     };
+    let shadow = plan.shadow.as_ref().map_or(String::new(), |s| {
+        format!(" (shadow {}/{})", s.name, s.version)
+    });
     format!(
-        "pipeline {} v{}: {} features, {} derived, model {model}",
+        "pipeline {} v{}: {} features, {} derived, model {model}{shadow}",
         plan.name,
         plan.version,
         plan.features.len(),

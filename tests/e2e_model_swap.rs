@@ -519,7 +519,7 @@ fn a_promoted_version_survives_a_restart() {
         sideline::deploy_cli::summary(&live)
             .split(", model ")
             .nth(1),
-        Some(SHADOW)
+        Some(format!("{SHADOW} (shadow {MODEL})").as_str())
     );
     assert_eq!(
         live.shadow.as_ref().map(|s| s.name.as_str()),
