@@ -263,6 +263,11 @@ impl App {
         // Checked before and again after the slow part (Kafka metadata, producers, webhook
         // threads), which runs without the publisher's lock: the sink thread keeps publishing.
         self.check_conflicts(&lock(&self.publisher), &plan)?;
+        // Loaded here, not in the caller: a program bringing its own model may still name a
+        // registry shadow.
+        let shadow = Model::shadow_for_plan(&plan, &self.registry)
+            .map_err(|e| DeployError::Unavailable(format!("shadow model: {e}")))?
+            .map(Arc::new);
         let partitions = crate::source::kafka::partitions(&self.cfg.kafka, &plan.topics)
             .map_err(|e| DeployError::Unavailable(e.to_string()))?;
         let outputs = crate::publish::VersionOutputs::start(
@@ -279,9 +284,6 @@ impl App {
             .all(|(p, _)| p.name != plan.name);
         let model = Arc::new(model);
         let plan = Arc::new(plan);
-        let shadow = Model::shadow_for_plan(&plan, &self.registry)
-            .map_err(|e| DeployError::Unavailable(format!("shadow model: {e}")))?
-            .map(Arc::new);
         // A pipeline the checkpoint knows goes on where it left off.
         let resumed = match live {
             true => lock(&self.recovered).remove(&plan.name),
