@@ -5,10 +5,13 @@
 //! | `GET /pipelines` | the deployed pipelines: name, live version, warming version, topics, outputs |
 //! | `PUT /pipelines/{name}` | body: a pipeline file (TOML). Validated, then deployed: `200` with `{"pipeline","version","state"}`; `400` with `{"code":"invalid_pipeline","errors":[{file,line,column,message,hint}]}`; `409` `conflict`; `503` `unavailable` |
 //! | `DELETE /pipelines/{name}` | stops every version of it: `200`, or `404` |
+//! | `POST /pipelines/{name}/promote` | deploys its latest definition as a new version with the shadow model as the model (and the model as the shadow): `200` as for `PUT`; `404` `not_found` (no such pipeline); `409` `conflict` (no shadow model) |
+//! | `POST /pipelines/{name}/rollback` | deploys the definition before its latest one as a new version: `200` as for `PUT`; `404` `not_found` (no such pipeline, or no earlier version since it went live) |
 //! | `GET /health` | `{"status","kafka":{status,brokers_up,brokers_down,partitions_unavailable,errors,last_error}}`: `200`, or `503` while no broker in use is connected (see [`crate::source::kafka_health`]) |
 //!
 //! The `X-Sideline-File` request header names the file in error messages (default
-//! `<name>.toml`). A refused request changes nothing that runs.
+//! `<name>.toml`). A refused request changes nothing that runs. Promote and rollback go
+//! through the same deploy as `PUT`: the new version warms up, then takes over.
 
 use std::sync::{Arc, Weak};
 
@@ -20,7 +23,7 @@ use axum::{Json, Router};
 use serde::Serialize;
 
 use crate::app::{App, DeployError};
-use crate::pipeline::plan::Output;
+use crate::pipeline::plan::{ModelPlan, Output};
 
 #[derive(Serialize)]
 struct PipelineInfo {
@@ -31,6 +34,10 @@ struct PipelineInfo {
     topics: Vec<String>,
     channels: Vec<String>,
     kafka_topics: Vec<String>,
+    /// The live version's model and shadow model (`name/version`, or `formula`).
+    model: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shadow: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -95,6 +102,14 @@ async fn list(State(app): State<AppRef>) -> Response {
                     _ => None,
                 })
                 .collect(),
+            model: match &plan.model {
+                ModelPlan::Registry { name, version, .. } => format!("{name}/{version}"),
+                ModelPlan::Formula { .. } => "formula".into(),
+            },
+            shadow: plan
+                .shadow
+                .as_ref()
+                .map(|s| format!("{}/{}", s.name, s.version)),
         })
         .collect();
     Json(out).into_response()
@@ -145,6 +160,7 @@ fn error_response(e: DeployError) -> Response {
         DeployError::Invalid(_) => StatusCode::BAD_REQUEST,
         DeployError::Conflict(_) => StatusCode::CONFLICT,
         DeployError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        DeployError::NotFound(_) => StatusCode::NOT_FOUND,
     };
     let errors = match &e {
         DeployError::Invalid(inv) => inv
@@ -166,6 +182,37 @@ fn error_response(e: DeployError) -> Response {
         errors,
     };
     (status, Json(body)).into_response()
+}
+
+/// What `POST /pipelines/{name}/promote` and `/rollback` do.
+#[derive(Clone, Copy)]
+enum Swap {
+    Promote,
+    Rollback,
+}
+
+async fn swap(app: AppRef, name: String, what: Swap) -> Response {
+    let Some(app) = app.upgrade() else {
+        return gone();
+    };
+    let result = tokio::task::spawn_blocking(move || match what {
+        Swap::Promote => app.promote(&name),
+        Swap::Rollback => app.rollback(&name),
+    })
+    .await;
+    match result {
+        Ok(Ok(d)) => (StatusCode::OK, Json(d)).into_response(),
+        Ok(Err(e)) => error_response(e),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+async fn promote(State(app): State<AppRef>, Path(name): Path<String>) -> Response {
+    swap(app, name, Swap::Promote).await
+}
+
+async fn rollback(State(app): State<AppRef>, Path(name): Path<String>) -> Response {
+    swap(app, name, Swap::Rollback).await
 }
 
 async fn remove(State(app): State<AppRef>, Path(name): Path<String>) -> Response {
@@ -213,6 +260,8 @@ pub async fn serve(listener: tokio::net::TcpListener, app: AppRef) {
             "/pipelines/{name}",
             axum::routing::put(deploy).delete(remove),
         )
+        .route("/pipelines/{name}/promote", axum::routing::post(promote))
+        .route("/pipelines/{name}/rollback", axum::routing::post(rollback))
         .with_state(app);
     if let Err(e) = axum::serve(listener, router).await {
         tracing::error!(error = %e, "admin endpoint stopped");

@@ -50,6 +50,9 @@ pub enum DeployError {
     /// Kafka or the model registry failed (external; a retry may help).
     #[error("{0}")]
     Unavailable(String),
+    /// No such pipeline, or no earlier version of it to roll back to (bad input: the request).
+    #[error("{0}")]
+    NotFound(String),
 }
 
 impl DeployError {
@@ -59,6 +62,7 @@ impl DeployError {
             DeployError::Invalid(_) => "invalid_pipeline",
             DeployError::Conflict(_) => "conflict",
             DeployError::Unavailable(_) => "unavailable",
+            DeployError::NotFound(_) => "not_found",
         }
     }
 }
@@ -87,6 +91,9 @@ pub struct App {
     pub checkpoints: Option<Store>,
     /// What the checkpoint found at start says of each pipeline, until it is deployed.
     recovered: Mutex<BTreeMap<String, PipelineCheckpoint>>,
+    /// Per pipeline, the definitions deployed since it was (last) deployed new, oldest first:
+    /// what `promote` and `rollback` start from. In memory only.
+    history: Mutex<BTreeMap<String, Vec<Arc<Plan>>>>,
     runtime: tokio::runtime::Runtime,
 }
 
@@ -179,6 +186,7 @@ impl App {
             registry: registry(cfg),
             checkpoints,
             recovered: Mutex::new(recovered),
+            history: Mutex::default(),
             runtime,
         });
         if let Some(listener) = admin {
@@ -190,12 +198,49 @@ impl App {
 
     /// Deploys the pipelines the configuration names: every `*.toml` of `engine.pipelines`, or
     /// the embedded NFL pipeline.
+    ///
+    /// After a restart, a pipeline whose checkpointed live version is higher than its file's
+    /// (deployed while running: promoted, rolled back, or sent by `sideline deploy`) goes on
+    /// with the checkpoint's definition; the file wins when its version is the same or higher.
     pub fn deploy_configured(&self) -> Result<Vec<Deployed>, DeployError> {
         // Validate every file before deploying any.
         configured_plans(&self.cfg, &self.registry)?
             .into_iter()
-            .map(|p| self.deploy_plan(p))
+            .map(|p| {
+                let p = self.checkpointed_or(p);
+                self.deploy_plan(p)
+            })
             .collect()
+    }
+
+    /// The checkpoint's definition of `plan`'s pipeline when its version is higher and it is
+    /// still valid (its models may have left the registry), else `plan`.
+    fn checkpointed_or(&self, plan: Plan) -> Plan {
+        let recovered = lock(&self.recovered);
+        let Some((version, text)) = recovered
+            .get(&plan.name)
+            .filter(|cp| cp.version > plan.version)
+            .and_then(|cp| cp.definition.as_ref().map(|d| (cp.version, d)))
+        else {
+            return plan;
+        };
+        let file = format!("{}.toml (checkpoint v{version})", plan.name);
+        match pipeline::plan::plan(&file, text, &self.registry) {
+            Ok(newer) if newer.name == plan.name => {
+                tracing::info!(
+                    pipeline = plan.name,
+                    file_version = plan.version,
+                    version,
+                    "the checkpoint's live version is newer than the file: it goes on"
+                );
+                newer
+            }
+            Ok(_) => plan,
+            Err(e) => {
+                tracing::warn!(pipeline = plan.name, version, error = %e, "the checkpoint's definition is no longer valid: the file is deployed");
+                plan
+            }
+        }
     }
 
     /// Validates a pipeline file and deploys it: a new pipeline goes live; a new version of a
@@ -218,6 +263,11 @@ impl App {
         // Checked before and again after the slow part (Kafka metadata, producers, webhook
         // threads), which runs without the publisher's lock: the sink thread keeps publishing.
         self.check_conflicts(&lock(&self.publisher), &plan)?;
+        // Loaded here, not in the caller: a program bringing its own model may still name a
+        // registry shadow.
+        let shadow = Model::shadow_for_plan(&plan, &self.registry)
+            .map_err(|e| DeployError::Unavailable(format!("shadow model: {e}")))?
+            .map(Arc::new);
         let partitions = crate::source::kafka::partitions(&self.cfg.kafka, &plan.topics)
             .map_err(|e| DeployError::Unavailable(e.to_string()))?;
         let outputs = crate::publish::VersionOutputs::start(
@@ -262,7 +312,14 @@ impl App {
             publisher.resume(&plan.name, cp);
         }
         self.control
-            .start_resumed(id, plan.clone(), model, partitions, resume);
+            .start_resumed(id, plan.clone(), model, shadow, partitions, resume);
+        let mut history = lock(&self.history);
+        let deployed = history.entry(plan.name.clone()).or_default();
+        if live {
+            deployed.clear();
+        }
+        deployed.push(plan.clone());
+        drop(history);
         drop(publisher);
         tracing::info!(
             pipeline = plan.name,
@@ -321,6 +378,64 @@ impl App {
     /// Removes a pipeline; its channels keep their last values.
     pub fn remove(&self, name: &str) -> bool {
         lock(&self.publisher).remove(name)
+    }
+
+    /// The definitions of pipeline `name` deployed since it went live, oldest first (the
+    /// last one is live or warming up).
+    pub fn history(&self, name: &str) -> Vec<Arc<Plan>> {
+        lock(&self.history).get(name).cloned().unwrap_or_default()
+    }
+
+    /// Promotes the shadow model of pipeline `name`: its latest definition is deployed again
+    /// as a new version, with the shadow as the model and the model as the shadow.
+    pub fn promote(&self, name: &str) -> Result<Deployed, DeployError> {
+        let (latest, version) = self.latest(name)?;
+        let text = pipeline::rewrite::promoted(&latest.source, version).map_err(|e| match e {
+            pipeline::rewrite::RewriteError::NoShadow => DeployError::Conflict(format!(
+                "pipeline {name} version {} has no shadow model to promote: deploy one with `shadow` in [model]",
+                latest.version
+            )),
+            other => DeployError::Unavailable(other.to_string()),
+        })?;
+        self.deploy(
+            &format!("{name}.toml (promoted v{})", latest.version),
+            &text,
+        )
+    }
+
+    /// Rolls pipeline `name` back: the definition deployed before its latest one is deployed
+    /// again as a new version. Rolling back twice returns to where it was.
+    pub fn rollback(&self, name: &str) -> Result<Deployed, DeployError> {
+        let (latest, version) = self.latest(name)?;
+        let history = self.history(name);
+        let Some(previous) = history.len().checked_sub(2).map(|i| history[i].clone()) else {
+            return Err(DeployError::NotFound(format!(
+                "pipeline {name} has no version before {} to roll back to",
+                latest.version
+            )));
+        };
+        let text = pipeline::rewrite::with_version(&previous.source, version)
+            .map_err(|e| DeployError::Unavailable(e.to_string()))?;
+        self.deploy(&format!("{name}.toml (v{} again)", previous.version), &text)
+    }
+
+    /// The latest deployed definition of a running pipeline, and the version a new one gets:
+    /// one above every version deployed since it went live.
+    fn latest(&self, name: &str) -> Result<(Arc<Plan>, u32), DeployError> {
+        let running = lock(&self.publisher)
+            .pipelines()
+            .into_iter()
+            .find(|(p, _)| p.name == name)
+            .map(|(live, warming)| warming.unwrap_or(live));
+        let history = self.history(name);
+        let (Some(_), Some(latest)) = (running, history.last().cloned()) else {
+            return Err(DeployError::NotFound(format!("no pipeline named {name}")));
+        };
+        let top = history.iter().map(|p| p.version).max().unwrap_or(0);
+        let next = top.checked_add(1).ok_or_else(|| {
+            DeployError::Conflict(format!("pipeline {name} is at the highest version"))
+        })?;
+        Ok((latest, next))
     }
 
     /// Runs the engine until it stops, publishing to the hub. `on_delta` sees each delta in

@@ -14,10 +14,12 @@
 //! | `event_seq` | UInt64 | `seq` of the game's latest event at that time |
 //! | `value` | Float64 | the model's value (for example the home win probability) |
 //! | `model_version` | Utf8 | the model that computed it |
+//! | `shadow_value` | Float64, null when the shadow failed to score | only with a shadow model (`[model] shadow`): its value on the same row |
 //! | one per feature, named as in the pipeline (`name.home`, `name.away` for team features) | Float64 | |
 //!
 //! The schema's metadata names the pipeline (`sideline.pipeline`, `sideline.pipeline_version`,
-//! `sideline.pipeline_hash`). Files are `<dir>/<pipeline>-v<version>-<n>.arrow`, `n` counting up
+//! `sideline.pipeline_hash`) and, with a shadow model, that model (`sideline.shadow_model`,
+//! `name/version`). Files are `<dir>/<pipeline>-v<version>-<n>.arrow`, `n` counting up
 //! from the highest already there; a file is written as `*.arrow.partial` and renamed when it
 //! is complete (`rows-per-file` rows, a new version taking over, or the engine stopping), so
 //! readers only ever see whole files. Batches of up to [`BATCH_ROWS`] rows are written as they
@@ -48,6 +50,9 @@ pub fn schema(plan: &Plan) -> Schema {
         Field::new("value", DataType::Float64, false),
         Field::new("model_version", DataType::Utf8, false),
     ];
+    if plan.shadow.is_some() {
+        fields.push(Field::new("shadow_value", DataType::Float64, true));
+    }
     fields.extend(
         plan.vars
             .iter()
@@ -62,6 +67,11 @@ pub fn schema(plan: &Plan) -> Schema {
         ),
     ]
     .into_iter()
+    .chain(
+        plan.shadow
+            .as_ref()
+            .map(|s| ("sideline.shadow_model", format!("{}/{}", s.name, s.version))),
+    )
     .map(|(k, v)| (k.to_string(), v))
     .collect();
     Schema::new_with_metadata(fields, metadata)
@@ -75,12 +85,14 @@ struct Columns {
     seq: UInt64Builder,
     value: Float64Builder,
     model: StringBuilder,
+    /// With a shadow model.
+    shadow: Option<Float64Builder>,
     vars: Vec<Float64Builder>,
     rows: usize,
 }
 
 impl Columns {
-    fn new(vars: usize) -> Self {
+    fn new(vars: usize, shadow: bool) -> Self {
         Columns {
             sport: StringBuilder::new(),
             game: StringBuilder::new(),
@@ -88,6 +100,7 @@ impl Columns {
             seq: UInt64Builder::with_capacity(BATCH_ROWS),
             value: Float64Builder::with_capacity(BATCH_ROWS),
             model: StringBuilder::new(),
+            shadow: shadow.then(|| Float64Builder::with_capacity(BATCH_ROWS)),
             vars: (0..vars)
                 .map(|_| Float64Builder::with_capacity(BATCH_ROWS))
                 .collect(),
@@ -102,6 +115,9 @@ impl Columns {
         self.seq.append_value(v.event_seq);
         self.value.append_value(v.value);
         self.model.append_value(model_version);
+        if let Some(b) = &mut self.shadow {
+            b.append_option(v.shadow);
+        }
         for (b, x) in self.vars.iter_mut().zip(&v.vars) {
             b.append_value(*x);
         }
@@ -117,6 +133,9 @@ impl Columns {
             Arc::new(self.value.finish()),
             Arc::new(self.model.finish()),
         ];
+        if let Some(b) = &mut self.shadow {
+            columns.push(Arc::new(b.finish()));
+        }
         columns.extend(
             self.vars
                 .iter_mut()
@@ -160,7 +179,7 @@ impl Archive {
             prefix,
             rows_per_file: rows_per_file.max(1),
             schema: Arc::new(schema(plan)),
-            columns: Columns::new(plan.vars.len()),
+            columns: Columns::new(plan.vars.len(), plan.shadow.is_some()),
             file: None,
             next,
         })

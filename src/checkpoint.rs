@@ -51,6 +51,10 @@ pub struct PipelineCheckpoint {
     pub seq: u64,
     pub alert_seq: u64,
     pub partitions: Vec<PartitionCheckpoint>,
+    /// The live version's file text. A restart deploys it instead of the configured file when
+    /// its version is higher (a version deployed while running: promote, rollback, deploy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub definition: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -270,6 +274,7 @@ mod tests {
                     max_time: Some(900),
                     caught_up_ms: None,
                 }],
+                definition: None,
             },
         );
         cp

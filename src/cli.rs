@@ -52,7 +52,12 @@ pub enum Command {
     /// List the pipelines a running engine runs.
     Pipelines(crate::deploy_cli::AdminArgs),
     /// Remove a pipeline from a running engine.
-    Remove(crate::deploy_cli::RemoveArgs),
+    Remove(crate::deploy_cli::NameArgs),
+    /// Make a running pipeline's shadow model its model (and the model its shadow), as a new
+    /// version.
+    Promote(crate::deploy_cli::NameArgs),
+    /// Deploy the definition a running pipeline had before its latest one, as a new version.
+    Rollback(crate::deploy_cli::NameArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -154,6 +159,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Deploy(args) => crate::deploy_cli::deploy(args, &load()?),
         Command::Pipelines(args) => crate::deploy_cli::list(args, &load()?),
         Command::Remove(args) => crate::deploy_cli::remove(args, &load()?),
+        Command::Promote(args) => {
+            crate::deploy_cli::swap(args, &load()?, crate::deploy_cli::Swap::Promote)
+        }
+        Command::Rollback(args) => {
+            crate::deploy_cli::swap(args, &load()?, crate::deploy_cli::Swap::Rollback)
+        }
         Command::Schema(args) => {
             match args.write {
                 Some(dir) => {

@@ -1,11 +1,14 @@
-//! The pipeline commands: `sideline validate` checks files locally; `deploy`, `pipelines` and
-//! `remove` are clients of a running engine's admin endpoint ([`crate::admin`]).
+//! The pipeline commands: `sideline validate` checks files locally; `deploy`, `pipelines`,
+//! `remove`, `promote` and `rollback` are clients of a running engine's admin endpoint
+//! ([`crate::admin`]).
 //!
 //! ```text
 //! sideline validate pipelines/                    every *.toml of the directory
 //! sideline deploy pipelines/nfl.toml              validate, then PUT /pipelines/<name>
 //! sideline pipelines                              GET /pipelines
 //! sideline remove nfl_win_probability             DELETE /pipelines/<name>
+//! sideline promote nfl_win_probability            POST /pipelines/<name>/promote
+//! sideline rollback nfl_win_probability           POST /pipelines/<name>/rollback
 //! ```
 //!
 //! Diagnostics go to stderr as `file:line:column: error: message` (plus a `hint:` line), the
@@ -49,7 +52,7 @@ pub struct DeployArgs {
 }
 
 #[derive(Debug, clap::Args)]
-pub struct RemoveArgs {
+pub struct NameArgs {
     /// The pipeline's name (`[pipeline] name`).
     pub name: String,
     #[command(flatten)]
@@ -74,14 +77,18 @@ pub fn expand(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// One line about a valid plan: `pipeline NAME vN: X features, Y derived, model M`.
+/// One line about a valid plan: `pipeline NAME vN: X features, Y derived, model M` (and
+/// ` (shadow S)` with a shadow model).
 pub fn summary(plan: &Plan) -> String {
     let model = match &plan.model {
         ModelPlan::Registry { name, version, .. } => format!("{name}/{version}"),
         ModelPlan::Formula { .. } => "formula".to_string(),
     };
+    let shadow = plan.shadow.as_ref().map_or(String::new(), |s| {
+        format!(" (shadow {}/{})", s.name, s.version)
+    });
     format!(
-        "pipeline {} v{}: {} features, {} derived, model {model}",
+        "pipeline {} v{}: {} features, {} derived, model {model}{shadow}",
         plan.name,
         plan.version,
         plan.features.len(),
@@ -187,6 +194,10 @@ struct PipelineInfo {
     channels: Vec<String>,
     #[serde(default)]
     kafka_topics: Vec<String>,
+    #[serde(default)]
+    model: String,
+    #[serde(default)]
+    shadow: Option<String>,
 }
 
 fn agent() -> ureq::Agent {
@@ -287,25 +298,56 @@ pub fn list(args: AdminArgs, cfg: &Config) -> anyhow::Result<()> {
             .map(|c| format!("ws:{c}"))
             .chain(p.kafka_topics.iter().map(|t| format!("kafka:{t}")))
             .collect();
+        let shadow = p.shadow.map_or(String::new(), |s| format!(" (shadow {s})"));
         println!(
-            "{} v{}{warming} {} [{}] -> [{}]",
+            "{} v{}{warming} {} [{}] -> [{}] model {}{shadow}",
             p.name,
             p.version,
             p.sport,
             p.topics.join(", "),
-            outputs.join(", ")
+            outputs.join(", "),
+            p.model
         );
     }
     Ok(())
 }
 
 /// `sideline remove NAME`: stops every version of a pipeline.
-pub fn remove(args: RemoveArgs, cfg: &Config) -> anyhow::Result<()> {
+pub fn remove(args: NameArgs, cfg: &Config) -> anyhow::Result<()> {
     let url = format!("{}/pipelines/{}", admin_url(&args.admin, cfg)?, args.name);
     let (status, body) = answer(&url, agent().delete(&url).call())?;
     if status != 200 {
         return Err(refused("remove", status, &body));
     }
     println!("removed {}", args.name);
+    Ok(())
+}
+
+/// What `sideline promote` and `rollback` ask for.
+#[derive(Clone, Copy, Debug)]
+pub enum Swap {
+    Promote,
+    Rollback,
+}
+
+/// `sideline promote NAME` / `sideline rollback NAME`: the engine builds the new definition
+/// from the ones it deployed and deploys it as a new version.
+pub fn swap(args: NameArgs, cfg: &Config, what: Swap) -> anyhow::Result<()> {
+    let verb = match what {
+        Swap::Promote => "promote",
+        Swap::Rollback => "rollback",
+    };
+    let url = format!(
+        "{}/pipelines/{}/{verb}",
+        admin_url(&args.admin, cfg)?,
+        args.name
+    );
+    let (status, body) = answer(&url, agent().post(&url).send_empty())?;
+    if status != 200 {
+        return Err(refused(verb, status, &body));
+    }
+    let d: Deployed = serde_json::from_str(&body)
+        .with_context(|| format!("unexpected answer from {url}: {body}"))?;
+    println!("deployed {} v{}: {}", d.pipeline, d.version, d.state);
     Ok(())
 }

@@ -28,7 +28,8 @@
 //!   numbered deltas (epsilon, hysteresis, the swap to a new version) for the hub and the
 //!   Kafka outputs ([`output`]).
 //! * [`app`] wires the engine, the hub, the servers, metrics and the admin endpoint
-//!   ([`admin`]) through which pipelines are deployed.
+//!   ([`admin`]) through which pipelines are deployed; promoting a shadow model and rolling
+//!   back are deploys too, of definitions [`pipeline::rewrite`] derives from deployed ones.
 //!
 //! Computing one game's features by hand, the way the tests check the dataflow:
 //!

@@ -421,6 +421,7 @@ impl Publisher {
                         .values()
                         .map(|m| PartitionCheckpoint::from_mark(m, done, retention))
                         .collect(),
+                    definition: Some(p.live.plan.source.clone()),
                 },
             );
         }
@@ -576,6 +577,7 @@ impl Publisher {
                 time: live_done,
                 game: game.clone(),
                 value: now.value,
+                shadow: None,
                 vars: now.vars.clone(),
                 event_seq: now.event_seq,
                 ingest_ms: 0,
@@ -609,6 +611,10 @@ impl Publisher {
         let candidate_done = p.live.done;
         p.live.done = Some(live_done);
         while let Some((time, values)) = c.queue.pop_front() {
+            // Archived like the live version's values: the archive misses no completed time.
+            if p.delivered_through.is_none_or(|t| time > t) {
+                p.live.outputs.archive(&values, &p.live.model_version);
+            }
             let deltas = number(p, time, DeltaCause::Moved, values);
             emit(
                 &self.hub,

@@ -61,19 +61,22 @@ pub enum SinkMsg {
 pub type MemberInput = InputSession<u64, (Slot, Member), isize>;
 
 /// Builds a pipeline version's dataflow in `scope`. Every worker builds it; values and progress
-/// are sent from worker 0 alone, the only one that passes a `sink`.
+/// are sent from worker 0 alone, the only one that passes a `sink`. `shadow` is scored beside
+/// `model` on every row (its values ride in [`Valued::shadow`]).
 pub fn build(
     scope: Scope<'_, u64>,
     plan: Arc<Plan>,
     model: Arc<Model>,
+    shadow: Option<Arc<Model>>,
     runtime: RuntimeId,
     sink: Option<SyncSender<SinkMsg>>,
 ) -> (MemberInput, ProbeHandle<u64>) {
     let (input, members) = scope.new_collection::<(Slot, Member), isize>();
     let probe = ProbeHandle::new();
-    let values = features::aggregate_slots(members, &plan)
-        .inner
-        .score_games(plan.clone(), model);
+    let values =
+        features::aggregate_slots(members, &plan)
+            .inner
+            .score_games(plan.clone(), model, shadow);
     values
         .clone()
         .detect_alerts(plan)

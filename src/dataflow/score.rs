@@ -6,7 +6,8 @@
 //! Out: at each time a game's row changed, a [`Valued`]: the model's value and every
 //! feature-context variable (window features, then derived ones). Times are processed in
 //! order once the input frontier has passed them; rows of all ready times go through the
-//! model together. Players' slots stay out of the row.
+//! model together, and through the shadow model (`[model] shadow`) when there is one: its
+//! value rides along in [`Valued::shadow`] for the archive. Players' slots stay out of the row.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -35,6 +36,10 @@ pub struct Valued {
     pub time: u64,
     pub game: GameKey,
     pub value: f64,
+    /// The shadow model's value on the same row (`[model] shadow`), when the version has one
+    /// and it scored; archived, never published. (Always serialised: timely exchanges between
+    /// processes in bincode, which cannot skip fields.)
+    pub shadow: Option<f64>,
     /// The plan's feature-context variables, in `Plan::vars` order.
     pub vars: Vec<f64>,
     /// `seq` of the game's latest event.
@@ -135,6 +140,21 @@ impl Model {
             ModelPlan::Formula { expr } => Model::Formula(expr.clone()),
         })
     }
+
+    /// The shadow model a plan names (`[model] shadow`), loaded from `registry`; `None` when
+    /// it names none.
+    pub fn shadow_for_plan(
+        plan: &Plan,
+        registry: &crate::pipeline::Registry,
+    ) -> Result<Option<Model>, crate::model::ModelError> {
+        let Some(s) = &plan.shadow else {
+            return Ok(None);
+        };
+        Ok(Some(Model::Registry {
+            model: Arc::new(registry.load(&s.name, &s.version)?),
+            inputs: s.inputs.clone(),
+        }))
+    }
 }
 
 /// A game's variables from its row: defaults, then the row's values, then derived features;
@@ -203,11 +223,22 @@ fn game_hash(game: &GameKey) -> u64 {
 }
 
 pub trait ScoreGames<'scope> {
-    fn score_games(self, plan: Arc<Plan>, model: Arc<Model>) -> Stream<'scope, u64, Vec<Valued>>;
+    /// Scores every changed row with `model`, and with `shadow` when given.
+    fn score_games(
+        self,
+        plan: Arc<Plan>,
+        model: Arc<Model>,
+        shadow: Option<Arc<Model>>,
+    ) -> Stream<'scope, u64, Vec<Valued>>;
 }
 
 impl<'scope> ScoreGames<'scope> for Stream<'scope, u64, Vec<Input>> {
-    fn score_games(self, plan: Arc<Plan>, model: Arc<Model>) -> Stream<'scope, u64, Vec<Valued>> {
+    fn score_games(
+        self,
+        plan: Arc<Plan>,
+        model: Arc<Model>,
+        shadow: Option<Arc<Model>>,
+    ) -> Stream<'scope, u64, Vec<Valued>> {
         self.unary_frontier::<CapacityContainerBuilder<Vec<Valued>>, _, _, _>(
             Exchange::new(|((slot, _), _, _): &Input| game_hash(&slot.game)),
             "ScoreGames",
@@ -282,8 +313,22 @@ impl<'scope> ScoreGames<'scope> for Stream<'scope, u64, Vec<Input>> {
                             return;
                         }
                     };
+                    // The shadow's failure costs the archive its shadow values, never the
+                    // published ones.
+                    let shadows = match shadow.as_ref().map(|s| s.score(&batch)) {
+                        None => Vec::new(),
+                        Some(Ok(v)) if v.len() == batch.len() => v,
+                        Some(other) => {
+                            let error = other.err().unwrap_or_else(|| "wrong value count".into());
+                            tracing::error!(error, rows = batch.len(), "shadow scoring failed; these rows archive no shadow value");
+                            metrics::counter!("sideline_shadow_scoring_errors_total").increment(1);
+                            Vec::new()
+                        }
+                    };
                     let mut c = 0;
-                    for ((t, game, vars, meta), value) in changed.into_iter().zip(values) {
+                    for (i, ((t, game, vars, meta), value)) in
+                        changed.into_iter().zip(values).enumerate()
+                    {
                         while *caps[c].time() < t {
                             c += 1;
                         }
@@ -291,6 +336,7 @@ impl<'scope> ScoreGames<'scope> for Stream<'scope, u64, Vec<Input>> {
                             time: t,
                             game,
                             value,
+                            shadow: shadows.get(i).copied(),
                             vars,
                             event_seq: meta[0],
                             ingest_ms: meta[1],

@@ -15,11 +15,14 @@ use crate::pipeline::Plan;
 use crate::source::frontier::FrontierBoard;
 use crate::source::ingest::{GameOwners, PartitionMark, Resume};
 
-/// One pipeline version to run: the plan, its model, and what its workers share.
+/// One pipeline version to run: the plan, its model (and shadow model), and what its workers
+/// share.
 pub struct Deployment {
     pub id: RuntimeId,
     pub plan: Arc<Plan>,
     pub model: Arc<Model>,
+    /// Scored beside `model` on every row, archived only (`[model] shadow`).
+    pub shadow: Option<Arc<Model>>,
     /// Every (topic, partition) of the plan's topics; worker `i` of `n` reads those at indexes
     /// `i mod n`.
     pub partitions: Vec<(String, i32)>,
@@ -61,7 +64,7 @@ impl Control {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Starts a pipeline version.
+    /// Starts a pipeline version (without a shadow model).
     pub fn start(
         &self,
         plan: Arc<Plan>,
@@ -79,15 +82,17 @@ impl Control {
         model: Arc<Model>,
         partitions: Vec<(String, i32)>,
     ) -> Arc<Deployment> {
-        self.start_resumed(id, plan, model, partitions, BTreeMap::new())
+        self.start_resumed(id, plan, model, None, partitions, BTreeMap::new())
     }
 
-    /// Starts a pipeline version that takes its partitions up where a checkpoint left them.
+    /// Starts a pipeline version, scoring `shadow` beside `model`, that takes its partitions up
+    /// where a checkpoint left them (`resume` empty: from the beginning).
     pub fn start_resumed(
         &self,
         id: RuntimeId,
         plan: Arc<Plan>,
         model: Arc<Model>,
+        shadow: Option<Arc<Model>>,
         partitions: Vec<(String, i32)>,
         resume: BTreeMap<(String, i32), Resume>,
     ) -> Arc<Deployment> {
@@ -95,6 +100,7 @@ impl Control {
             id,
             plan,
             model,
+            shadow,
             partitions,
             board: Arc::new(FrontierBoard::new(self.workers)),
             owners: Arc::default(),

@@ -79,9 +79,10 @@ impl Runtime {
             .map(|(_, p)| p.clone())
             .collect();
         // Built first, so that every worker has it even if this one fails next.
-        let (plan, model, id) = (d.plan.clone(), d.model.clone(), d.id);
-        let (input, probe) = worker
-            .dataflow::<u64, _, _>(move |scope| dataflow::build(scope, plan, model, id, sink));
+        let (plan, model, shadow, id) = (d.plan.clone(), d.model.clone(), d.shadow.clone(), d.id);
+        let (input, probe) = worker.dataflow::<u64, _, _>(move |scope| {
+            dataflow::build(scope, plan, model, shadow, id, sink)
+        });
         let starts = owned
             .iter()
             .filter_map(|k| d.resume.get(k).map(|r| (k.clone(), r.start())))

@@ -12,6 +12,7 @@ pub mod diag;
 pub mod expr;
 pub mod plan;
 pub mod reference;
+pub mod rewrite;
 pub mod spec;
 pub mod window;
 

@@ -72,6 +72,8 @@ pub struct Plan {
     /// `name.home`, `name.away`), then derived features.
     pub vars: Vec<String>,
     pub model: ModelPlan,
+    /// `[model] shadow`: scored beside the model, archived, never published.
+    pub shadow: Option<ShadowPlan>,
     pub delta: DeltaPlan,
     pub outputs: Vec<Output>,
     pub detectors: Vec<DetectorPlan>,
@@ -163,6 +165,16 @@ pub enum ModelPlan {
     },
     /// A formula over the features.
     Formula { expr: Expr },
+}
+
+/// A shadow model: a registry model scored on the same rows as the pipeline's model; its
+/// values go to the archive, not to deltas.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShadowPlan {
+    pub name: String,
+    pub version: String,
+    /// `inputs[i]` is the variable feeding the model's input i.
+    pub inputs: Vec<usize>,
 }
 
 /// A detector, per game.
@@ -659,6 +671,7 @@ impl Planner<'_> {
         }
 
         let model = self.model(spec, models, &var_of, &groups, &derived_names);
+        let shadow = self.shadow(spec, models, &var_of, &groups, &derived_names);
 
         // Delta settings.
         let mut delta = DeltaPlan {
@@ -815,6 +828,7 @@ impl Planner<'_> {
             model: model.unwrap_or(ModelPlan::Formula {
                 expr: Expr::Num(0.0),
             }),
+            shadow,
             delta,
             outputs,
             detectors,
@@ -1070,47 +1084,8 @@ impl Planner<'_> {
         let m = spec.model.get();
         match (&m.name, &m.version, &m.expr) {
             (Some(name), Some(version), None) => {
-                let wanted = match models.inputs(name.get(), version.get()) {
-                    Ok(w) => w,
-                    Err(e) => {
-                        self.err_hint(
-                            name.span(),
-                            format!("model `{}/{}` cannot be loaded: {e}", name.get(), version.get()),
-                            "models live in models/<name>/<version>/ (manifest.json, model.safetensors)",
-                        );
-                        return None;
-                    }
-                };
-                let mut inputs = Vec::new();
-                let mut missing = Vec::new();
-                for w in &wanted {
-                    match var_of.get(w) {
-                        Some(i) => inputs.push(*i),
-                        None => missing.push(w.as_str()),
-                    }
-                }
-                let model = format!("{}/{}", name.get(), version.get());
-                match missing[..] {
-                    [] => {}
-                    [w] => {
-                        let e = unknown_feature(w, &(0..0), var_of, groups, derived);
-                        self.err_hint(
-                            name.span(),
-                            format!("model `{model}` expects feature `{w}`, which this pipeline does not produce"),
-                            e.hint.unwrap_or_else(|| "add a [[feature]] or [[derived]] with that name".into()),
-                        );
-                    }
-                    _ => self.err_hint(
-                        name.span(),
-                        format!(
-                            "this pipeline does not produce {} of the {} features model `{model}` expects: {}",
-                            missing.len(),
-                            wanted.len(),
-                            missing.iter().map(|w| format!("`{w}`")).collect::<Vec<_>>().join(", ")
-                        ),
-                        "add a [[feature]] or [[derived]] for each; the model's manifest.json lists its inputs",
-                    ),
-                }
+                let inputs =
+                    self.registry_inputs("model", name, version, models, var_of, groups, derived)?;
                 Some(ModelPlan::Registry {
                     name: name.get().clone(),
                     version: version.get().clone(),
@@ -1146,6 +1121,108 @@ impl Planner<'_> {
                 None
             }
         }
+    }
+
+    /// The variables feeding registry model `name/version`'s inputs, in its order; an error
+    /// (about the `what`: "model", "shadow model") when it cannot load or reads a feature the
+    /// pipeline does not produce.
+    #[allow(clippy::too_many_arguments)]
+    fn registry_inputs(
+        &mut self,
+        what: &str,
+        name: &Sp<String>,
+        version: &Sp<String>,
+        models: &dyn ModelCatalog,
+        var_of: &HashMap<String, usize>,
+        groups: &HashMap<String, GroupBy>,
+        derived: &[String],
+    ) -> Option<Vec<usize>> {
+        let wanted =
+            match models.inputs(name.get(), version.get()) {
+                Ok(w) => w,
+                Err(e) => {
+                    self.err_hint(
+                    name.span(),
+                    format!("{what} `{}/{}` cannot be loaded: {e}", name.get(), version.get()),
+                    "models live in models/<name>/<version>/ (manifest.json, model.safetensors)",
+                );
+                    return None;
+                }
+            };
+        let mut inputs = Vec::new();
+        let mut missing = Vec::new();
+        for w in &wanted {
+            match var_of.get(w) {
+                Some(i) => inputs.push(*i),
+                None => missing.push(w.as_str()),
+            }
+        }
+        let model = format!("{}/{}", name.get(), version.get());
+        match missing[..] {
+            [] => {}
+            [w] => {
+                let e = unknown_feature(w, &(0..0), var_of, groups, derived);
+                self.err_hint(
+                    name.span(),
+                    format!("{what} `{model}` expects feature `{w}`, which this pipeline does not produce"),
+                    e.hint.unwrap_or_else(|| "add a [[feature]] or [[derived]] with that name".into()),
+                );
+            }
+            _ => self.err_hint(
+                name.span(),
+                format!(
+                    "this pipeline does not produce {} of the {} features {what} `{model}` expects: {}",
+                    missing.len(),
+                    wanted.len(),
+                    missing.iter().map(|w| format!("`{w}`")).collect::<Vec<_>>().join(", ")
+                ),
+                "add a [[feature]] or [[derived]] for each; the model's manifest.json lists its inputs",
+            ),
+        }
+        Some(inputs)
+    }
+
+    /// `[model] shadow`: validated like a registry model, and not the model itself.
+    fn shadow(
+        &mut self,
+        spec: &PipelineSpec,
+        models: &dyn ModelCatalog,
+        var_of: &HashMap<String, usize>,
+        groups: &HashMap<String, GroupBy>,
+        derived: &[String],
+    ) -> Option<ShadowPlan> {
+        let m = spec.model.get();
+        let s = m.shadow.as_ref()?.get();
+        let same = m.name.as_ref().is_some_and(|n| n.get() == s.name.get())
+            && m.version
+                .as_ref()
+                .is_some_and(|v| v.get() == s.version.get());
+        if same {
+            self.err_hint(
+                s.name.span(),
+                format!(
+                    "the shadow model `{}/{}` is the pipeline's model",
+                    s.name.get(),
+                    s.version.get()
+                ),
+                "a shadow is another model scored beside this one; name a different one",
+            );
+            return None;
+        }
+        let inputs = self.registry_inputs(
+            "shadow model",
+            &s.name,
+            &s.version,
+            models,
+            var_of,
+            groups,
+            derived,
+        )?;
+        Some(ShadowPlan {
+            name: s.name.get().clone(),
+            version: s.version.get().clone(),
+            inputs,
+        })
     }
 }
 

@@ -286,6 +286,21 @@ pub struct ModelSpec {
     /// What the value means, for people reading deltas.
     #[serde(default)]
     pub output: Option<String>,
+    /// A registry model scored beside this one on every row, e.g. `{ name = "nfl_wp_gbt",
+    /// version = "v1" }`: its value goes to the archive (`shadow_value`), never to deltas.
+    /// `sideline promote` makes it the model (and this one the shadow).
+    #[serde(default)]
+    pub shadow: Option<Sp<ShadowSpec>>,
+}
+
+/// `[model] shadow`: a registry model scored beside the pipeline's model, archived only.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ShadowSpec {
+    /// `<models>/<name>/<version>/`; its inputs must be features of the pipeline.
+    pub name: Sp<String>,
+    /// The registry model's version, e.g. `v1`.
+    pub version: Sp<String>,
 }
 
 /// `[delta]`: when a change is worth publishing.

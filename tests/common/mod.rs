@@ -388,6 +388,11 @@ impl Client {
     pub fn messages(&self) -> Vec<ServerMessage> {
         self.messages.lock().unwrap().clone()
     }
+
+    /// Whether the connection is still open: its reader ends when the server closes it.
+    pub fn is_open(&self) -> bool {
+        !self.handle.is_finished()
+    }
 }
 
 impl Drop for Client {
