@@ -76,21 +76,26 @@ pub trait Scorer: Send + Sync + 'static {
 }
 
 impl Model {
-    /// Values of `rows` (each a full variable vector), in one pass.
-    pub fn score(&self, rows: &[Vec<f64>]) -> Result<Vec<f64>, String> {
+    /// Values of `rows` (each a full variable vector), in one pass. A registry model's inputs
+    /// are picked into one buffer: no allocation per row (a custom scorer gets owned rows).
+    pub fn score<R: AsRef<[f64]>>(&self, rows: &[R]) -> Result<Vec<f64>, String> {
         match self {
             Model::Registry { model, inputs } => {
-                let picked: Vec<Vec<f64>> = rows
-                    .iter()
-                    .map(|r| inputs.iter().map(|i| r[*i]).collect())
-                    .collect();
+                let mut flat = Vec::with_capacity(rows.len() * inputs.len());
+                for r in rows {
+                    flat.extend(inputs.iter().map(|i| r.as_ref()[*i]));
+                }
+                let picked: Vec<&[f64]> = flat.chunks_exact(inputs.len().max(1)).collect();
                 model.score(&picked).map_err(|e| e.to_string())
             }
             Model::Formula(e) => Ok(rows
                 .iter()
-                .map(|r| (e.eval(r, &[]) * 1e6).round() / 1e6)
+                .map(|r| (e.eval(r.as_ref(), &[]) * 1e6).round() / 1e6)
                 .collect()),
-            Model::Custom(s) => s.score(rows),
+            Model::Custom(s) => {
+                let owned: Vec<Vec<f64>> = rows.iter().map(|r| r.as_ref().to_vec()).collect();
+                s.score(&owned)
+            }
         }
     }
 
@@ -299,7 +304,7 @@ impl<'scope> ScoreGames<'scope> for Stream<'scope, u64, Vec<Input>> {
                         }
                         caps.push(cap);
                     }
-                    let batch: Vec<Vec<f64>> = changed.iter().map(|c| c.2.clone()).collect();
+                    let batch: Vec<&[f64]> = changed.iter().map(|c| c.2.as_slice()).collect();
                     let values = match model.score(&batch) {
                         Ok(v) if v.len() == batch.len() => v,
                         Ok(v) => {

@@ -181,11 +181,14 @@ impl Ensemble {
         self.members.iter().map(|m| m.version.as_str())
     }
 
-    /// Each member's rows: the ensemble rows' columns it takes.
-    fn member_rows<R: AsRef<[f64]>>(&self, m: &Member, rows: &[R]) -> Vec<Vec<f64>> {
-        rows.iter()
-            .map(|r| m.picks.iter().map(|i| r.as_ref()[*i]).collect())
-            .collect()
+    /// Each member's rows: the ensemble rows' columns it takes, row-major in one buffer (no
+    /// allocation per row).
+    fn member_rows<R: AsRef<[f64]>>(&self, m: &Member, rows: &[R]) -> Vec<f64> {
+        let mut flat = Vec::with_capacity(rows.len() * m.picks.len());
+        for r in rows {
+            flat.extend(m.picks.iter().map(|i| r.as_ref()[*i]));
+        }
+        flat
     }
 
     /// The combination of one row's member logits, in the method's space.
@@ -220,7 +223,11 @@ impl Ensemble {
     fn logits<R: AsRef<[f64]>>(&self, rows: &[R]) -> Result<Vec<Vec<f64>>, ModelError> {
         self.members
             .iter()
-            .map(|m| m.model.logits(&self.member_rows(m, rows)))
+            .map(|m| {
+                let flat = self.member_rows(m, rows);
+                let rows: Vec<&[f64]> = flat.chunks_exact(m.picks.len()).collect();
+                m.model.logits(&rows)
+            })
             .collect()
     }
 
@@ -250,7 +257,11 @@ impl Ensemble {
         let explained: Vec<Vec<LogitExplanation>> = self
             .members
             .iter()
-            .map(|m| m.model.explain(&self.member_rows(m, rows)))
+            .map(|m| {
+                let flat = self.member_rows(m, rows);
+                let rows: Vec<&[f64]> = flat.chunks_exact(m.picks.len()).collect();
+                m.model.explain(&rows)
+            })
             .collect::<Result<_, _>>()?;
         Ok((0..rows.len())
             .map(|r| {

@@ -212,10 +212,19 @@ impl Mlp {
 
     /// Pre-activations of every layer, `[layer][row][unit]`; the last layer's is the logit.
     fn forward<R: AsRef<[f64]>>(&self, rows: &[R]) -> Result<Vec<Vec<Vec<f64>>>, ModelError> {
-        let flat: Vec<f64> = rows
+        self.forward_tensors(rows)?
             .iter()
-            .flat_map(|r| r.as_ref().iter().copied())
-            .collect();
+            .map(|a| Ok(a.to_vec2::<f64>()?))
+            .collect()
+    }
+
+    /// Pre-activations of every layer as `[rows, out]` tensors: a few allocations per layer
+    /// and batch, none per row.
+    fn forward_tensors<R: AsRef<[f64]>>(&self, rows: &[R]) -> Result<Vec<Tensor>, ModelError> {
+        let mut flat = Vec::with_capacity(rows.len() * self.inputs);
+        for r in rows {
+            flat.extend_from_slice(r.as_ref());
+        }
         let x = Tensor::from_vec(flat, (rows.len(), self.inputs), &Device::Cpu)?;
         let mut h = x
             .broadcast_sub(&self.mean)?
@@ -231,7 +240,7 @@ impl Mlp {
             if k + 1 < self.layers.len() {
                 h = a.relu()?;
             }
-            out.push(a.to_vec2::<f64>()?);
+            out.push(a);
         }
         Ok(out)
     }
@@ -241,8 +250,12 @@ impl Mlp {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
-        let pre = self.forward(rows)?;
-        Ok(pre.last().expect("a layer").iter().map(|r| r[0]).collect())
+        let pre = self.forward_tensors(rows)?;
+        Ok(pre
+            .last()
+            .expect("a layer")
+            .flatten_all()?
+            .to_vec1::<f64>()?)
     }
 
     /// Logits and DeepLIFT attributions of `rows` (see the module docs).

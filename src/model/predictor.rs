@@ -45,7 +45,7 @@ impl Single {
     /// weights (the inputs cast to f32 first, as the engine feeds them).
     pub(crate) fn logits<R: AsRef<[f64]>>(&self, rows: &[R]) -> Result<Vec<f64>, ModelError> {
         match self {
-            Single::Logistic(m) => Ok(rows.iter().map(|r| linear_terms(m, r.as_ref()).0).collect()),
+            Single::Logistic(m) => Ok(rows.iter().map(|r| linear_logit(m, r.as_ref())).collect()),
             Single::Mlp(m) => m.logits(rows),
             Single::Gbt(m) => Ok(m.logits(rows)),
         }
@@ -96,14 +96,22 @@ impl Single {
 /// A logistic regression's logit and exact attributions of one row, in f64:
 /// `w_i (x_i - mean_i) / scale_i`, summed after `bias`.
 fn linear_terms(m: &WinProbModel, row: &[f64]) -> (f64, Vec<f64>) {
-    let w = m.weights();
-    let terms: Vec<f64> = (0..w.weight.len())
-        .map(|i| {
-            w.weight[i] as f64 * ((row[i] as f32) as f64 - w.input_mean[i] as f64)
-                / w.input_scale[i] as f64
-        })
+    let terms: Vec<f64> = (0..m.weights().weight.len())
+        .map(|i| linear_term(m, row, i))
         .collect();
-    (w.bias as f64 + terms.iter().sum::<f64>(), terms)
+    (m.weights().bias as f64 + terms.iter().sum::<f64>(), terms)
+}
+
+/// [`linear_terms`]' logit alone, bit for bit, without allocating.
+fn linear_logit(m: &WinProbModel, row: &[f64]) -> f64 {
+    let n = m.weights().weight.len();
+    m.weights().bias as f64 + (0..n).map(|i| linear_term(m, row, i)).sum::<f64>()
+}
+
+/// Input `i`'s term of a logistic regression's logit.
+fn linear_term(m: &WinProbModel, row: &[f64], i: usize) -> f64 {
+    let w = m.weights();
+    w.weight[i] as f64 * ((row[i] as f32) as f64 - w.input_mean[i] as f64) / w.input_scale[i] as f64
 }
 
 #[derive(Clone, Debug)]
