@@ -161,6 +161,7 @@ fn error_response(e: DeployError) -> Response {
         DeployError::Conflict(_) => StatusCode::CONFLICT,
         DeployError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         DeployError::NotFound(_) => StatusCode::NOT_FOUND,
+        DeployError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     };
     let errors = match &e {
         DeployError::Invalid(inv) => inv

@@ -53,7 +53,13 @@ pub enum DeployError {
     /// No such pipeline, or no earlier version of it to roll back to (bad input: the request).
     #[error("{0}")]
     NotFound(String),
+    /// sideline failed at its own work (a bug: report it).
+    #[error("internal error: {0}")]
+    Internal(String),
 }
+
+/// Definitions kept per pipeline for `rollback`.
+pub const HISTORY_KEPT: usize = 16;
 
 impl DeployError {
     /// Stable code for the admin API.
@@ -63,6 +69,7 @@ impl DeployError {
             DeployError::Conflict(_) => "conflict",
             DeployError::Unavailable(_) => "unavailable",
             DeployError::NotFound(_) => "not_found",
+            DeployError::Internal(_) => "internal",
         }
     }
 }
@@ -91,9 +98,13 @@ pub struct App {
     pub checkpoints: Option<Store>,
     /// What the checkpoint found at start says of each pipeline, until it is deployed.
     recovered: Mutex<BTreeMap<String, PipelineCheckpoint>>,
-    /// Per pipeline, the definitions deployed since it was (last) deployed new, oldest first:
-    /// what `promote` and `rollback` start from. In memory only.
+    /// Per pipeline, the definitions deployed since it was (last) deployed new, oldest first,
+    /// the last [`HISTORY_KEPT`]: what `promote` and `rollback` start from. A warming candidate
+    /// replaced before it went live leaves it. In memory only.
     history: Mutex<BTreeMap<String, Vec<Arc<Plan>>>>,
+    /// Held by every deploy, promote, rollback and removal from start to end: promote and
+    /// rollback read the history and deploy what they made of it as one step.
+    changing: Mutex<()>,
     runtime: tokio::runtime::Runtime,
 }
 
@@ -187,6 +198,7 @@ impl App {
             checkpoints,
             recovered: Mutex::new(recovered),
             history: Mutex::default(),
+            changing: Mutex::default(),
             runtime,
         });
         if let Some(listener) = admin {
@@ -260,6 +272,12 @@ impl App {
     /// Deploys a validated plan with the model it runs (a program embedding sideline may
     /// bring its own, [`Model::Custom`]).
     pub fn deploy_with(&self, plan: Plan, model: Model) -> Result<Deployed, DeployError> {
+        let _one = lock(&self.changing);
+        self.deploy_held(plan, model)
+    }
+
+    /// [`Self::deploy_with`], `changing` held by the caller.
+    fn deploy_held(&self, plan: Plan, model: Model) -> Result<Deployed, DeployError> {
         // Checked before and again after the slow part (Kafka metadata, producers, webhook
         // threads), which runs without the publisher's lock: the sink thread keeps publishing.
         self.check_conflicts(&lock(&self.publisher), &plan)?;
@@ -278,10 +296,12 @@ impl App {
         .map_err(DeployError::Unavailable)?;
         let mut publisher = lock(&self.publisher);
         self.check_conflicts(&publisher, &plan)?;
-        let live = publisher
-            .pipelines()
+        let running = publisher.pipelines();
+        let live = running.iter().all(|(p, _)| p.name != plan.name);
+        // `register` replaces a version still warming up.
+        let replaced_candidate = running
             .iter()
-            .all(|(p, _)| p.name != plan.name);
+            .any(|(p, warming)| p.name == plan.name && warming.is_some());
         let model = Arc::new(model);
         let plan = Arc::new(plan);
         // A pipeline the checkpoint knows goes on where it left off.
@@ -317,8 +337,14 @@ impl App {
         let deployed = history.entry(plan.name.clone()).or_default();
         if live {
             deployed.clear();
+        } else if replaced_candidate {
+            // It never went live: rolling back must not return to it.
+            deployed.pop();
         }
         deployed.push(plan.clone());
+        if deployed.len() > HISTORY_KEPT {
+            deployed.drain(..deployed.len() - HISTORY_KEPT);
+        }
         drop(history);
         drop(publisher);
         tracing::info!(
@@ -375,8 +401,10 @@ impl App {
         Ok(())
     }
 
-    /// Removes a pipeline; its channels keep their last values.
+    /// Removes a pipeline and forgets its history; its channels keep their last values.
     pub fn remove(&self, name: &str) -> bool {
+        let _one = lock(&self.changing);
+        lock(&self.history).remove(name);
         lock(&self.publisher).remove(name)
     }
 
@@ -389,15 +417,16 @@ impl App {
     /// Promotes the shadow model of pipeline `name`: its latest definition is deployed again
     /// as a new version, with the shadow as the model and the model as the shadow.
     pub fn promote(&self, name: &str) -> Result<Deployed, DeployError> {
+        let _one = lock(&self.changing);
         let (latest, version) = self.latest(name)?;
         let text = pipeline::rewrite::promoted(&latest.source, version).map_err(|e| match e {
             pipeline::rewrite::RewriteError::NoShadow => DeployError::Conflict(format!(
                 "pipeline {name} version {} has no shadow model to promote: deploy one with `shadow` in [model]",
                 latest.version
             )),
-            other => DeployError::Unavailable(other.to_string()),
+            other => DeployError::Internal(other.to_string()),
         })?;
-        self.deploy(
+        self.deploy_text_held(
             &format!("{name}.toml (promoted v{})", latest.version),
             &text,
         )
@@ -406,6 +435,7 @@ impl App {
     /// Rolls pipeline `name` back: the definition deployed before its latest one is deployed
     /// again as a new version. Rolling back twice returns to where it was.
     pub fn rollback(&self, name: &str) -> Result<Deployed, DeployError> {
+        let _one = lock(&self.changing);
         let (latest, version) = self.latest(name)?;
         let history = self.history(name);
         let Some(previous) = history.len().checked_sub(2).map(|i| history[i].clone()) else {
@@ -415,8 +445,17 @@ impl App {
             )));
         };
         let text = pipeline::rewrite::with_version(&previous.source, version)
-            .map_err(|e| DeployError::Unavailable(e.to_string()))?;
-        self.deploy(&format!("{name}.toml (v{} again)", previous.version), &text)
+            .map_err(|e| DeployError::Internal(e.to_string()))?;
+        self.deploy_text_held(&format!("{name}.toml (v{} again)", previous.version), &text)
+    }
+
+    /// Plans `text` with the registry model it names and deploys it, `changing` held.
+    fn deploy_text_held(&self, file: &str, text: &str) -> Result<Deployed, DeployError> {
+        let plan =
+            pipeline::plan::plan(file, text, &self.registry).map_err(DeployError::Invalid)?;
+        let model = Model::for_plan(&plan, &self.registry)
+            .map_err(|e| DeployError::Unavailable(format!("model: {e}")))?;
+        self.deploy_held(plan, model)
     }
 
     /// The latest deployed definition of a running pipeline, and the version a new one gets:

@@ -37,6 +37,17 @@ use arrow_schema::{DataType, Field, Schema};
 use crate::dataflow::Valued;
 use crate::pipeline::Plan;
 
+/// The archive's own columns: no feature may take one of these names.
+pub const OWN_COLUMNS: [&str; 7] = [
+    "sport",
+    "game_id",
+    "event_time_ms",
+    "event_seq",
+    "value",
+    "model_version",
+    "shadow_value",
+];
+
 /// Rows per record batch.
 pub const BATCH_ROWS: usize = 8_192;
 

@@ -19,6 +19,15 @@ const ENSEMBLE: &str = "nfl_wp_ens/v1";
 /// Scored beside them for the README's table.
 const OTHERS: [&str; 1] = ["nfl_wp_gbt/v1"];
 
+/// README.md's table ("The ensemble on the evaluation seasons"): model, log loss, Brier, ECE,
+/// to 4 decimals. A retrained model or a changed pipeline must update both.
+const README: [(&str, &str, &str, &str); 4] = [
+    ("nfl_wp/v1", "0.4503", "0.1488", "0.0242"),
+    ("nfl_wp_mlp/v1", "0.4498", "0.1488", "0.0238"),
+    ("nfl_wp_ens/v1", "0.4497", "0.1487", "0.0243"),
+    ("nfl_wp_gbt/v1", "0.4517", "0.1494", "0.0284"),
+];
+
 #[test]
 #[ignore = "needs the NFL archive: bash examples/data/fetch_nfl.sh"]
 fn the_ensemble_beats_its_best_member_on_2017_2018() {
@@ -85,6 +94,22 @@ fn the_ensemble_beats_its_best_member_on_2017_2018() {
         best.model,
         best.metrics.log_loss
     );
+    for (model, log_loss, brier, ece) in README {
+        let e = evaluations
+            .iter()
+            .find(|e| e.model == model)
+            .unwrap_or_else(|| panic!("{model} not evaluated"));
+        let got = (
+            format!("{:.4}", e.metrics.log_loss),
+            format!("{:.4}", e.metrics.brier),
+            format!("{:.4}", e.ece),
+        );
+        assert_eq!(
+            got,
+            (log_loss.to_string(), brier.to_string(), ece.to_string()),
+            "{model}: README.md's figures are not what the models score"
+        );
+    }
     for e in &evaluations {
         assert!(
             e.metrics.log_loss < e.metrics.baseline_log_loss,

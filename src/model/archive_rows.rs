@@ -10,8 +10,11 @@
 //! cast to f32 as the engine casts them for the model ([`ModelInputs::pick`]).
 //!
 //! Only files of the pipeline being trained are read (schema metadata `sideline.pipeline`),
-//! and only when they were written by the same pipeline text (`sideline.pipeline_hash`): an
-//! archive of another version of the pipeline holds other features and is refused.
+//! and of those only the ones written by the same pipeline text (`sideline.pipeline_hash`):
+//! files of another version (before a redeploy, a promotion, a rollback) may hold other
+//! features, so they are skipped and counted, and it is an error only when no file matches.
+//! A (game, time) archived twice (rows written again after a restart from a checkpoint) is
+//! taken once.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::BufRead;
@@ -89,6 +92,8 @@ pub fn rows_from_archive(
     let mut rows = Vec::new();
     let mut unfinished = BTreeSet::new();
     let mut read = 0;
+    let mut other_versions = Vec::new();
+    let mut seen = BTreeSet::new();
     for path in &files {
         let file = std::fs::File::open(path).map_err(|source| DataError::Io {
             path: path.clone(),
@@ -102,17 +107,13 @@ pub fn rows_from_archive(
             continue;
         }
         if meta("sideline.pipeline_hash") != hash {
-            return Err(bad(
-                path,
-                format!(
-                    "archived by pipeline `{}` version {} with text hash {}; this run's pipeline \
-                     has hash {hash}: its features may differ, replay the games through this \
-                     version to archive them",
-                    plan.name,
-                    meta("sideline.pipeline_version"),
-                    meta("sideline.pipeline_hash")
-                ),
+            other_versions.push(format!(
+                "{} (version {}, text hash {})",
+                path.display(),
+                meta("sideline.pipeline_version"),
+                meta("sideline.pipeline_hash")
             ));
+            continue;
         }
         read += 1;
         for batch in reader {
@@ -141,7 +142,7 @@ pub fn rows_from_archive(
                     continue;
                 };
                 let time_ms = times.value(i);
-                if time_ms > result.end_ms {
+                if time_ms > result.end_ms || !seen.insert((game_id.to_string(), time_ms)) {
                     continue;
                 }
                 rows.push(LabeledRow {
@@ -156,8 +157,26 @@ pub fn rows_from_archive(
     if read == 0 {
         return Err(bad(
             dir,
-            format!("no archive file of pipeline `{}` here", plan.name),
+            format!(
+                "no archive file of pipeline `{}` with this text (hash {hash}) here{}",
+                plan.name,
+                match other_versions.is_empty() {
+                    true => String::new(),
+                    false => format!(
+                        "; files of other texts of it: {} (train with the pipeline file that \
+                         wrote them, or replay the games through this one)",
+                        other_versions.join(", ")
+                    ),
+                }
+            ),
         ));
+    }
+    if !other_versions.is_empty() {
+        tracing::warn!(
+            skipped = other_versions.len(),
+            files = other_versions.join(", "),
+            "archive files of other texts of the pipeline skipped"
+        );
     }
     let games = rows
         .iter()

@@ -60,8 +60,8 @@ pub struct EvaluateArgs {
     #[arg(long, value_name = "FROM[-TO]")]
     pub seasons: Option<SeasonRange>,
     /// Bins of the reliability table.
-    #[arg(long, default_value_t = 10)]
-    pub bins: usize,
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub bins: u16,
 }
 
 /// A model's figures on a row set.
@@ -117,13 +117,12 @@ pub fn calibration(p: &[f64], rows: &[LabeledRow], bins: usize) -> (Vec<Bin>, f6
     (table, ece)
 }
 
-/// Scores `model` on `rows`, whose inputs are `names` (the model picks its own by name).
-pub fn evaluate_model(
+/// `model`'s inputs out of `rows`, whose inputs are `names`: it picks its own by name.
+pub fn model_rows(
     model: &Predictor,
     names: &[String],
     rows: &[LabeledRow],
-    bins: usize,
-) -> anyhow::Result<Evaluation> {
+) -> anyhow::Result<Vec<Vec<f64>>> {
     let picks = model
         .inputs()
         .iter()
@@ -133,10 +132,33 @@ pub fn evaluate_model(
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let inputs: Vec<Vec<f64>> = rows
+    Ok(rows
         .iter()
         .map(|r| picks.iter().map(|&i| r.inputs[i] as f64).collect())
-        .collect();
+        .collect())
+}
+
+/// Every input any of `models` takes, in first-seen order.
+pub fn union_inputs(models: &[Predictor]) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for m in models {
+        for n in m.inputs() {
+            if !names.contains(n) {
+                names.push(n.clone());
+            }
+        }
+    }
+    names
+}
+
+/// Scores `model` on `rows`, whose inputs are `names` (the model picks its own by name).
+pub fn evaluate_model(
+    model: &Predictor,
+    names: &[String],
+    rows: &[LabeledRow],
+    bins: usize,
+) -> anyhow::Result<Evaluation> {
+    let inputs = model_rows(model, names, rows)?;
     let p = model.score(&inputs)?;
     let (reliability, ece) = calibration(&p, rows, bins);
     Ok(Evaluation {
@@ -212,14 +234,9 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<()> {
         .iter()
         .map(|m| load_model(&args.models, m))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    // The rows hold every input any of the models takes, in first-seen order.
-    let mut names: Vec<String> = Vec::new();
+    // The rows hold every input any of the models takes.
+    let names = union_inputs(&models);
     for m in &models {
-        for n in m.inputs() {
-            if !names.contains(n) {
-                names.push(n.clone());
-            }
-        }
         if m.manifest().pipeline.as_ref() != Some(&PipelineRef::of_plan(&plan)) {
             println!(
                 "note: {} was trained with pipeline {:?}, these rows come from {:?}",
@@ -247,7 +264,7 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<()> {
     anyhow::ensure!(!set.rows.is_empty(), "no rows to evaluate on");
     let evaluations = models
         .iter()
-        .map(|m| evaluate_model(m, &inputs.names, &set.rows, args.bins))
+        .map(|m| evaluate_model(m, &inputs.names, &set.rows, args.bins.into()))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let seasons = set.seasons();
     print!("{}", report(&format!("seasons {seasons:?}"), &evaluations));

@@ -6,11 +6,9 @@
 //!   members were not trained on (for the NFL: members on 2009-2015, the meta-model on 2016,
 //!   via `--seasons`), by the same fit as the logistic regression ([`super::train::fit`]).
 
-use anyhow::Context;
-
 use super::data::{LabeledRow, RowSet};
 use super::ensemble::{EnsembleSpec, MemberRef, Method};
-use super::evaluate::load_model;
+use super::evaluate::{load_model, model_rows};
 use super::predictor::Predictor;
 use super::train::{fit, measure_saved, new_manifest, FitOptions, TrainArgs};
 use super::{PipelineRef, Training};
@@ -29,6 +27,10 @@ pub(super) fn run(
         "--kind {} needs --members NAME/VERSION,...",
         args.kind
     );
+    anyhow::ensure!(
+        args.kind == "weighted_average" || args.weights.is_empty(),
+        "--weights is for --kind weighted_average: stacking fits its own"
+    );
     let members = args
         .members
         .iter()
@@ -40,6 +42,10 @@ pub(super) fn run(
             w if w.len() == members.len() => w.to_vec(),
             w => anyhow::bail!("{} --weights for {} --members", w.len(), members.len()),
         };
+        anyhow::ensure!(
+            weights.iter().all(|w| w.is_finite() && *w > 0.0),
+            "--weights must be finite and positive: {weights:?}"
+        );
         let manifest = super::Manifest {
             ensemble: Some(EnsembleSpec {
                 method: Method::WeightedAverage,
@@ -50,26 +56,27 @@ pub(super) fn run(
         };
         return measure_saved(args, manifest, train, eval);
     }
+    // A meta-model fitted on rows its members were trained on learns to trust them too much.
+    let seasons = train.seasons();
+    for m in &members {
+        let seen: Vec<u32> = m
+            .manifest()
+            .train_seasons
+            .iter()
+            .copied()
+            .filter(|s| seasons.contains(s))
+            .collect();
+        anyhow::ensure!(
+            seen.is_empty(),
+            "member {} was trained on seasons {seen:?} of these rows: fit the meta-model on \
+             seasons its members did not see (--seasons)",
+            m.version()
+        );
+    }
     // Each member's logits on the training rows: the meta-model's inputs.
     let mut logits = Vec::new();
     for m in &members {
-        let picks = m
-            .inputs()
-            .iter()
-            .map(|n| {
-                inputs.iter().position(|i| i == n).with_context(|| {
-                    format!(
-                        "member {} takes `{n}`, which the pipeline's model inputs lack",
-                        m.version()
-                    )
-                })
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let rows: Vec<Vec<f64>> = train
-            .rows
-            .iter()
-            .map(|r| picks.iter().map(|&i| r.inputs[i] as f64).collect())
-            .collect();
+        let rows = model_rows(m, inputs, &train.rows)?;
         logits.push(m.outputs(&rows)?);
     }
     let meta_rows: Vec<LabeledRow> = train

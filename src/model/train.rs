@@ -241,15 +241,12 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let inputs = if !args.inputs.is_empty() {
         ModelInputs::by_name(&plan, &args.inputs)?
     } else if !args.members.is_empty() {
-        let mut names = Vec::new();
-        for m in &args.members {
-            for n in super::evaluate::load_model(&args.models, m)?.inputs() {
-                if !names.contains(n) {
-                    names.push(n.clone());
-                }
-            }
-        }
-        ModelInputs::by_name(&plan, &names)?
+        let members = args
+            .members
+            .iter()
+            .map(|m| super::evaluate::load_model(&args.models, m))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        ModelInputs::by_name(&plan, &super::evaluate::union_inputs(&members))?
     } else {
         ModelInputs::of_plan(&plan)?
     };
@@ -287,6 +284,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     }
     let read_secs = started.elapsed().as_secs_f64();
     anyhow::ensure!(!train.rows.is_empty(), "no training rows");
+    check_out(&args)?;
     match args.kind.as_str() {
         "gbt" => {
             return fit_trees(
@@ -418,6 +416,47 @@ fn fit_trees(
         args.out.display(),
         started.elapsed().as_secs_f64()
     );
+    Ok(())
+}
+
+/// Refuses an `--out` that would overwrite a model of another kind (the default `--out` is the
+/// default model's directory) or, for an ensemble, one of its members.
+fn check_out(args: &TrainArgs) -> anyhow::Result<()> {
+    let ensemble = matches!(args.kind.as_str(), "weighted_average" | "stacking");
+    anyhow::ensure!(
+        ensemble || args.members.is_empty(),
+        "--members is for the ensembles (--kind weighted_average or stacking), not {}",
+        args.kind
+    );
+    let kind = match args.kind.as_str() {
+        "weighted_average" | "stacking" => "ensemble",
+        k => k,
+    };
+    if let Ok(text) = std::fs::read(args.out.join(super::MANIFEST_FILE)) {
+        if let Ok(existing) = serde_json::from_slice::<Manifest>(&text) {
+            anyhow::ensure!(
+                existing.kind == kind,
+                "{} holds the {} model {}/{}: a model of kind {kind} would overwrite it; give \
+                 --out (and --name, --version) of its own",
+                args.out.display(),
+                existing.kind,
+                existing.name,
+                existing.version
+            );
+        }
+    }
+    for m in &args.members {
+        let member = args.models.join(m);
+        let same = match (member.canonicalize(), args.out.canonicalize()) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => false,
+        };
+        anyhow::ensure!(
+            !same && *m != format!("{}/{}", args.name, args.version),
+            "the ensemble would overwrite its member {m}: give --out, --name and --version of \
+             its own"
+        );
+    }
     Ok(())
 }
 

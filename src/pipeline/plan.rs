@@ -853,6 +853,15 @@ impl Planner<'_> {
             );
         } else if expr::Func::names().any(|f| f == n) {
             self.err(name.span(), format!("`{n}` is a function name"));
+        } else if crate::archive::OWN_COLUMNS.contains(&n.as_str()) {
+            self.err_hint(
+                name.span(),
+                format!("`{n}` is a column of the feature archive"),
+                format!(
+                    "the archive names its own columns {}: choose another name",
+                    crate::archive::OWN_COLUMNS.join(", ")
+                ),
+            );
         } else {
             names.insert(n.clone(), name.span());
         }
