@@ -79,6 +79,7 @@ pub mod explain;
 pub mod gbt;
 pub mod matrix;
 pub mod mlp;
+pub mod online;
 pub mod predictor;
 pub mod train;
 
