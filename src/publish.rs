@@ -51,6 +51,8 @@ struct Published {
     names: Arc<Vec<String>>,
     vars: Vec<f64>,
     event_seq: u64,
+    /// An online ensemble's member weights behind `value` (empty for other models).
+    weights: Vec<f64>,
 }
 
 /// One running version of a pipeline and what it has published (or, for a candidate, would
@@ -232,6 +234,7 @@ impl Version {
                         names: self.names.clone(),
                         vars: v.vars.clone(),
                         event_seq: v.event_seq,
+                        weights: v.weights.clone(),
                     },
                 );
                 out.push((v, previous));
@@ -581,6 +584,9 @@ impl Publisher {
                 ingest_ms: 0,
                 event_at: 0,
                 health: [0; 5],
+                result: None,
+                members: Vec::new(),
+                weights: now.weights.clone(),
             };
             let d = delta(p.seq, &c.version, &v, previous, DeltaCause::Version);
             deltas.push((d, None));
@@ -778,6 +784,8 @@ const CONTRIBUTORS: usize = 3;
 
 /// What the model says of the move from `previous` to `v`: the inputs whose attribution moved
 /// most (when both were computed by this version's features), and the ensemble's interval.
+/// An online ensemble explains both rows with the weights `v` was valued with, so the
+/// attributions sum to `v`'s output and a move names the inputs, not the re-weighting.
 fn explain(
     version: &Version,
     v: &Valued,
@@ -789,7 +797,7 @@ fn explain(
         Some(p) => vec![&p.vars, &v.vars],
         None => vec![&v.vars],
     };
-    let Some((scored, inputs)) = version.model.explain(&rows) else {
+    let Some((scored, inputs)) = version.model.explain_with(&rows, &v.weights) else {
         return (Vec::new(), None);
     };
     let now = scored.last().expect("one per row");

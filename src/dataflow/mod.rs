@@ -17,12 +17,14 @@
 pub mod collect;
 pub mod detect;
 pub mod features;
+pub mod reweight;
 pub mod score;
 
 use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 
 use differential_dataflow::input::{Input, InputSession};
+use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::Probe;
 use timely::dataflow::{ProbeHandle, Scope};
 
@@ -31,6 +33,7 @@ use crate::pipeline::Plan;
 
 pub use collect::{CollectAlerts, CollectValues};
 pub use detect::DetectAlerts;
+pub use reweight::{FinishedGame, GameLosses, Reweight};
 pub use score::{Model, ScoreGames, Scorer, Valued};
 
 /// Identifies one deployed pipeline version inside an engine.
@@ -71,9 +74,20 @@ pub fn build(
 ) -> (MemberInput, ProbeHandle<u64>) {
     let (input, members) = scope.new_collection::<(Slot, Member), isize>();
     let probe = ProbeHandle::new();
-    let values = features::aggregate_slots(members, &plan)
+    let online = model
+        .online()
+        .map(|e| (Arc::new(e.clone()), e.online().expect("online").clone()));
+    let mut values = features::aggregate_slots(members, &plan)
         .inner
         .score_games(plan.clone(), model);
+    if let Some((ensemble, spec)) = online {
+        let finished = values
+            .clone()
+            .game_losses(ensemble.weights().len())
+            .broadcast();
+        let start = crate::model::online::OnlineWeights::new(&spec, ensemble.weights());
+        values = values.reweight(finished, ensemble, start, Vec::new());
+    }
     values
         .clone()
         .detect_alerts(plan)

@@ -68,7 +68,10 @@ impl OnlineSpec {
     /// Why the spec cannot be used, if it cannot.
     pub fn check(&self) -> Result<(), String> {
         if !self.eta.is_finite() || self.eta < 0.0 {
-            return Err(format!("online `eta` must be finite and >= 0, not {}", self.eta));
+            return Err(format!(
+                "online `eta` must be finite and >= 0, not {}",
+                self.eta
+            ));
         }
         if !self.half_life_games.is_finite() || self.half_life_games <= 0.0 {
             return Err(format!(
