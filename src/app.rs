@@ -261,8 +261,15 @@ impl App {
         if let Some(cp) = &resumed {
             publisher.resume(&plan.name, cp);
         }
+        // An online ensemble's weights go on: from the checkpoint's finished games, or from
+        // those of the version this one replaces (when it runs the same model).
+        let known_games = match &resumed {
+            Some(cp) => cp.finished_games.clone(),
+            None => publisher.finished_games(&plan.name, &model.version()),
+        };
+        publisher.seed_games(&plan.name, id, known_games.clone());
         self.control
-            .start_resumed(id, plan.clone(), model, partitions, resume);
+            .start_resumed(id, plan.clone(), model, partitions, resume, known_games);
         drop(publisher);
         tracing::info!(
             pipeline = plan.name,

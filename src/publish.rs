@@ -20,7 +20,7 @@ use crate::alert::Alert;
 use crate::checkpoint::{Checkpoint, PartitionCheckpoint, PipelineCheckpoint};
 use crate::config::KafkaConfig;
 use crate::dataflow::detect::AlertChange;
-use crate::dataflow::{Model, RuntimeId, SinkMsg, Valued};
+use crate::dataflow::{FinishedGame, Model, RuntimeId, SinkMsg, Valued};
 use crate::delta::{Delta, DeltaCause, FeatureChange};
 use crate::engine::Control;
 use crate::event::GameKey;
@@ -69,6 +69,8 @@ struct Version {
     finished: bool,
     published: HashMap<GameKey, Published>,
     outputs: VersionOutputs,
+    /// An online ensemble's finished games, by (end time, game): the checkpoint's.
+    games: BTreeMap<(u64, GameKey), Vec<f64>>,
 }
 
 /// A version's own output resources: a Kafka producer when it has Kafka outputs, and its
@@ -202,7 +204,27 @@ impl Version {
             finished: false,
             published: HashMap::new(),
             outputs,
+            games: BTreeMap::new(),
         }
+    }
+
+    fn note_games(&mut self, games: Vec<FinishedGame>) {
+        for g in games {
+            self.games.entry((g.time, g.game)).or_insert(g.losses);
+        }
+    }
+
+    /// The finished games through `done`.
+    fn games_through(&self, done: Option<u64>) -> Vec<FinishedGame> {
+        self.games
+            .iter()
+            .filter(|((t, _), _)| done.is_some_and(|d| *t <= d))
+            .map(|((time, game), losses)| FinishedGame {
+                time: *time,
+                game: game.clone(),
+                losses: losses.clone(),
+            })
+            .collect()
     }
 
     /// Applies one completed time's values: the ones worth publishing, each with what was
@@ -377,6 +399,7 @@ impl Publisher {
         p.seq = p.seq.max(cp.seq);
         p.alert_seq = p.alert_seq.max(cp.alert_seq);
         p.delivered_through = cp.done;
+        p.live.note_games(cp.finished_games.clone());
         p.rebuilding_since = cp.done.map(|_| std::time::Instant::now());
         for o in &p.live.plan.outputs {
             match o {
@@ -384,6 +407,28 @@ impl Publisher {
                 Output::WebSocketAlerts { channel } => self.hub.restore_seq(channel, cp.alert_seq),
                 _ => {}
             }
+        }
+    }
+
+    /// The online ensemble's finished games the live version of `name` knows, for a new
+    /// version that runs the same model (`model_version`) to start from; none otherwise.
+    pub fn finished_games(&self, name: &str, model_version: &str) -> Vec<FinishedGame> {
+        match self.pipelines.get(name) {
+            Some(p) if p.live.model_version == model_version => p.live.games_through(p.live.done),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Hands a new version of `name` (live or warming) the finished games it starts from, so
+    /// that its checkpoints hold them too.
+    pub fn seed_games(&mut self, name: &str, id: RuntimeId, games: Vec<FinishedGame>) {
+        let Some(p) = self.pipelines.get_mut(name) else {
+            return;
+        };
+        if p.live.id == id {
+            p.live.note_games(games);
+        } else if let Some(c) = p.candidate.as_mut().filter(|c| c.version.id == id) {
+            c.version.note_games(games);
         }
     }
 
@@ -424,6 +469,7 @@ impl Publisher {
                         .values()
                         .map(|m| PartitionCheckpoint::from_mark(m, done, retention))
                         .collect(),
+                    finished_games: p.live.games_through(done),
                 },
             );
         }
@@ -469,6 +515,7 @@ impl Publisher {
             SinkMsg::Values { runtime, .. }
             | SinkMsg::Progress { runtime, .. }
             | SinkMsg::Alerts { runtime, .. }
+            | SinkMsg::GamesFinished { runtime, .. }
             | SinkMsg::Finished { runtime } => *runtime,
         };
         let Some(name) = self.owners.get(&runtime).cloned() else {
@@ -517,6 +564,7 @@ impl Publisher {
                     progress(&self.hub, &p.live.plan, time);
                 }
                 SinkMsg::Finished { .. } => p.live.finished = true,
+                SinkMsg::GamesFinished { games, .. } => p.live.note_games(games),
                 SinkMsg::Alerts { alerts, .. } => {
                     let numbered = number_alerts(p, alerts);
                     emit_alerts(&self.hub, &p.live, self.sink.as_mut(), &numbered);
@@ -527,6 +575,7 @@ impl Publisher {
                 SinkMsg::Values { time, values, .. } => c.queue.push_back((time, values)),
                 SinkMsg::Progress { time, .. } => c.version.done = Some(time),
                 SinkMsg::Finished { .. } => c.version.finished = true,
+                SinkMsg::GamesFinished { games, .. } => c.version.note_games(games),
                 // Kept until the swap: those after it are delivered then.
                 SinkMsg::Alerts { time, alerts, .. } => c.alerts.push_back((time, alerts)),
             }

@@ -189,3 +189,76 @@ fn online_weights_follow_realised_loss_identically_on_1_and_2_workers() {
     );
     assert!(moved * 4 > rows.len(), "re-weighting moves the values");
 }
+
+/// The pipeline of [`run`], without the archive.
+fn online_pipeline(topic: &str) -> String {
+    nfl_pipeline(&[topic]).replace(
+        "[model]\nname = \"nfl_wp\"",
+        &format!("[model]\nname = \"{MODEL}\""),
+    )
+}
+
+/// A restart from a checkpoint does not read the games that were over again: their losses
+/// come from the checkpoint, so the weights, and the deltas, go on as in a run that never
+/// stopped. The first week's games are read, the engine stops (its checkpoint written), the
+/// second week is produced and a new engine resumes from the checkpoint.
+#[test]
+fn a_restart_from_a_checkpoint_keeps_the_weights() {
+    let lines = fixture_lines();
+    let week1 = |l: &String| {
+        let ev: GameEvent = serde_json::from_str(l).unwrap();
+        ev.game_id.as_str() < "2018091300"
+    };
+    let (first, rest): (Vec<String>, Vec<String>) = lines.iter().cloned().partition(week1);
+    assert!(!first.is_empty() && !rest.is_empty());
+
+    let clean_topic = "online-clean";
+    let topic = "online-restart";
+    let cluster = Cluster::mock(&[
+        (clean_topic, 4),
+        ("online-clean.dead-letters", 1),
+        (topic, 4),
+        ("online-restart.dead-letters", 1),
+    ]);
+    produce_all(&cluster.brokers, clean_topic, &lines);
+    let mut cfg = config(&cluster.brokers, clean_topic, 2);
+    cfg.engine.models = models().display().to_string();
+    let app = start(&cfg, &[online_pipeline(clean_topic)]);
+    let (_, clean) = run_engine(&app);
+    app.shutdown();
+
+    let checkpoints = tempfile::tempdir().unwrap();
+    let mut cfg = config(&cluster.brokers, topic, 2);
+    cfg.engine.models = models().display().to_string();
+    cfg.engine.checkpoint_dir = checkpoints.path().display().to_string();
+    produce_all(&cluster.brokers, topic, &first);
+    let app = start(&cfg, &[online_pipeline(topic)]);
+    let (_, before) = run_engine(&app);
+    app.shutdown();
+    let store = sideline::checkpoint::Store::open(checkpoints.path()).unwrap();
+    let (cp, _) = store.load().unwrap().unwrap();
+    let kept = cp.pipelines.values().next().unwrap().finished_games.len();
+    assert!(
+        kept >= 10,
+        "the checkpoint keeps the finished games ({kept})"
+    );
+
+    produce_all(&cluster.brokers, topic, &rest);
+    let app = start(&cfg, &[online_pipeline(topic)]);
+    let (_, after) = run_engine(&app);
+    app.shutdown();
+
+    // The deltas of the clean run, with the restarted run's topic in their ids.
+    let renamed = |d: &[sideline::delta::Delta]| {
+        String::from_utf8(log_bytes(d))
+            .unwrap()
+            .replace(clean_topic, topic)
+    };
+    let restarted: Vec<sideline::delta::Delta> = before.into_iter().chain(after).collect();
+    assert!(clean.len() > 100);
+    assert_eq!(
+        renamed(&restarted),
+        renamed(&clean),
+        "stopped and restarted from the checkpoint, the deltas are the clean run's"
+    );
+}

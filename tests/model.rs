@@ -322,7 +322,14 @@ fn engine_values(plan: &Plan, events: &[GameEvent]) -> Vec<Valued> {
     let (tx, rx) = std::sync::mpsc::sync_channel(1 << 20);
     timely::execute_directly(move |worker| {
         let (mut input, probe) = worker.dataflow::<u64, _, _>(|scope| {
-            sideline::dataflow::build(scope, plan.clone(), model.clone(), 0, Some(tx.clone()))
+            sideline::dataflow::build(
+                scope,
+                plan.clone(),
+                model.clone(),
+                0,
+                Some(tx.clone()),
+                Vec::new(),
+            )
         });
         let mut games: HashMap<GameKey, GameAssigner> = HashMap::new();
         let mut updates = Vec::new();

@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use differential_dataflow::input::{Input, InputSession};
 use timely::dataflow::operators::vec::Broadcast;
-use timely::dataflow::operators::Probe;
+use timely::dataflow::operators::{Inspect, Probe};
 use timely::dataflow::{ProbeHandle, Scope};
 
 use crate::pipeline::window::{Member, Slot};
@@ -58,19 +58,28 @@ pub enum SinkMsg {
         time: u64,
         alerts: Vec<detect::AlertChange>,
     },
+    /// An online ensemble's finished games (their per-member losses), sent before the
+    /// [`SinkMsg::Progress`] of their times: what a checkpoint keeps of the weights.
+    GamesFinished {
+        runtime: RuntimeId,
+        games: Vec<FinishedGame>,
+    },
 }
 
 /// The input handle a worker feeds.
 pub type MemberInput = InputSession<u64, (Slot, Member), isize>;
 
 /// Builds a pipeline version's dataflow in `scope`. Every worker builds it; values and progress
-/// are sent from worker 0 alone, the only one that passes a `sink`.
+/// are sent from worker 0 alone, the only one that passes a `sink`. `known` are an online
+/// ensemble's games finished before a restart (from a checkpoint), or before a new version
+/// took over (from the version it replaces): see [`reweight`].
 pub fn build(
     scope: Scope<'_, u64>,
     plan: Arc<Plan>,
     model: Arc<Model>,
     runtime: RuntimeId,
     sink: Option<SyncSender<SinkMsg>>,
+    known: Vec<FinishedGame>,
 ) -> (MemberInput, ProbeHandle<u64>) {
     let (input, members) = scope.new_collection::<(Slot, Member), isize>();
     let probe = ProbeHandle::new();
@@ -81,12 +90,32 @@ pub fn build(
         .inner
         .score_games(plan.clone(), model);
     if let Some((ensemble, spec)) = online {
+        let members = ensemble.weights().len();
+        // Every worker builds the same operators (timely matches them by position); only
+        // worker 0 has a sink. It sees every finished game (broadcast) before its reweight,
+        // and so its collect, can pass their time: the sink gets them before that time's
+        // progress.
+        let games_sink = sink.clone();
         let finished = values
             .clone()
-            .game_losses(ensemble.weights().len())
-            .broadcast();
+            .game_losses(members)
+            .broadcast()
+            .inspect_core(move |event| {
+                if let (Some(sink), Ok((_, games))) = (&games_sink, event) {
+                    if !games.is_empty() {
+                        let _ = sink.send(SinkMsg::GamesFinished {
+                            runtime,
+                            games: games.clone(),
+                        });
+                    }
+                }
+            });
+        let known = known
+            .into_iter()
+            .filter(|g| g.losses.len() == members)
+            .collect();
         let start = crate::model::online::OnlineWeights::new(&spec, ensemble.weights());
-        values = values.reweight(finished, ensemble, start, Vec::new());
+        values = values.reweight(finished, ensemble, start, known);
     }
     values
         .clone()

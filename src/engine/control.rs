@@ -27,6 +27,9 @@ pub struct Deployment {
     pub owners: Arc<GameOwners>,
     /// Where each partition takes up again after a restart (empty on a fresh start).
     pub resume: BTreeMap<(String, i32), Resume>,
+    /// An online ensemble's games finished before this version started (a checkpoint's, or
+    /// the replaced version's): they weigh its members from the start.
+    pub known_games: Vec<crate::dataflow::FinishedGame>,
     /// Each partition's read position and games, posted by the worker reading it, for
     /// checkpoints.
     pub marks: Mutex<BTreeMap<(String, i32), PartitionMark>>,
@@ -79,7 +82,7 @@ impl Control {
         model: Arc<Model>,
         partitions: Vec<(String, i32)>,
     ) -> Arc<Deployment> {
-        self.start_resumed(id, plan, model, partitions, BTreeMap::new())
+        self.start_resumed(id, plan, model, partitions, BTreeMap::new(), Vec::new())
     }
 
     /// Starts a pipeline version that takes its partitions up where a checkpoint left them.
@@ -90,6 +93,7 @@ impl Control {
         model: Arc<Model>,
         partitions: Vec<(String, i32)>,
         resume: BTreeMap<(String, i32), Resume>,
+        known_games: Vec<crate::dataflow::FinishedGame>,
     ) -> Arc<Deployment> {
         let d = Arc::new(Deployment {
             id,
@@ -99,6 +103,7 @@ impl Control {
             board: Arc::new(FrontierBoard::new(self.workers)),
             owners: Arc::default(),
             resume,
+            known_games,
             marks: Mutex::default(),
         });
         lock(&self.running).insert(d.id, d.clone());

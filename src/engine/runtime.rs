@@ -80,8 +80,10 @@ impl Runtime {
             .collect();
         // Built first, so that every worker has it even if this one fails next.
         let (plan, model, id) = (d.plan.clone(), d.model.clone(), d.id);
-        let (input, probe) = worker
-            .dataflow::<u64, _, _>(move |scope| dataflow::build(scope, plan, model, id, sink));
+        let known = d.known_games.clone();
+        let (input, probe) = worker.dataflow::<u64, _, _>(move |scope| {
+            dataflow::build(scope, plan, model, id, sink, known)
+        });
         let starts = owned
             .iter()
             .filter_map(|k| d.resume.get(k).map(|r| (k.clone(), r.start())))
