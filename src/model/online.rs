@@ -40,10 +40,13 @@
 //! The order games are applied in is (end time, game): see [`crate::dataflow::reweight`],
 //! which makes every worker apply the same games in that order before scoring each time.
 
+use std::collections::{BTreeMap, HashMap};
+
 use serde::{Deserialize, Serialize};
 
+use super::data::LabeledRow;
 use super::explain::sigmoid;
-use super::round_probability;
+use super::{round_probability, ModelError, Predictor};
 
 /// How realised accuracy turns into weights.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -256,6 +259,90 @@ pub fn weights_from_scratch(spec: &OnlineSpec, prior: &[f64], games: &[Vec<f64>]
         })
         .collect();
     weights_of(&prior, spec.eta, &mean)
+}
+
+/// What [`replay`] measures: each row's probability from the ensemble with its manifest's
+/// weights and re-weighted online, each member's, and the weights at the end.
+#[derive(Clone, Debug)]
+pub struct Replay {
+    /// Per row, in the input's order.
+    pub fixed: Vec<f64>,
+    pub online: Vec<f64>,
+    /// `[member][row]`.
+    pub members: Vec<Vec<f64>>,
+    pub games: u64,
+    pub final_weights: Vec<f64>,
+}
+
+/// Scores labelled rows (a game's rows in time order, as the trainer writes them) with an
+/// ensemble re-weighted online by `spec` the way the engine does ([`crate::dataflow::reweight`]),
+/// offline: rows in (time, game) order; a game ends at its last row, whose label is its
+/// result; its loss counts its rows before that one, and it is applied, in (end time, game)
+/// order, before the rows of any later time. The same [`GameLoss`], [`OnlineWeights`] and
+/// ensemble combination as the engine; the rows are the trainer's (one per event) where the
+/// engine also scores window expiries.
+pub fn replay(
+    model: &Predictor,
+    spec: &OnlineSpec,
+    rows: &[LabeledRow],
+) -> Result<Replay, ModelError> {
+    let ensemble = model
+        .ensemble()
+        .ok_or_else(|| ModelError::Members(format!("{} is not an ensemble", model.version())))?;
+    let inputs: Vec<Vec<f64>> = rows
+        .iter()
+        .map(|r| r.inputs.iter().map(|x| f64::from(*x)).collect())
+        .collect();
+    let logits = model
+        .member_logits(&inputs)?
+        .expect("an ensemble has member logits");
+    let prior = ensemble.weights();
+    let z = |i: usize| -> Vec<f64> { logits.iter().map(|m| m[i]).collect() };
+    let mut ends: HashMap<&str, u64> = HashMap::new();
+    for r in rows {
+        let e = ends.entry(r.game_id.as_str()).or_insert(r.time_ms);
+        *e = (*e).max(r.time_ms);
+    }
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    order.sort_by(|a, b| {
+        (rows[*a].time_ms, &rows[*a].game_id).cmp(&(rows[*b].time_ms, &rows[*b].game_id))
+    });
+    let mut state = OnlineWeights::new(spec, prior.clone());
+    let mut open: HashMap<&str, GameLoss> = HashMap::new();
+    let mut finished: BTreeMap<(u64, &str), Vec<f64>> = BTreeMap::new();
+    let mut online = vec![0.0; rows.len()];
+    for i in order {
+        let r = &rows[i];
+        while let Some(g) = finished.first_entry() {
+            if g.key().0 >= r.time_ms {
+                break;
+            }
+            state.update(&g.remove());
+        }
+        let zi = z(i);
+        online[i] = ensemble.value_with(state.weights(), &zi);
+        let end = ends[r.game_id.as_str()];
+        let game = open
+            .entry(r.game_id.as_str())
+            .or_insert_with(|| GameLoss::new(prior.len()));
+        if r.time_ms < end {
+            game.add(&zi);
+        } else if let Some(losses) = game.finish(r.label) {
+            finished.insert((end, r.game_id.as_str()), losses);
+        }
+    }
+    Ok(Replay {
+        fixed: (0..rows.len())
+            .map(|i| ensemble.value_with(&prior, &z(i)))
+            .collect(),
+        online,
+        members: logits
+            .iter()
+            .map(|m| m.iter().map(|z| round_probability(sigmoid(*z))).collect())
+            .collect(),
+        games: state.games(),
+        final_weights: state.weights().to_vec(),
+    })
 }
 
 #[cfg(test)]

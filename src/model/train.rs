@@ -33,7 +33,10 @@ use candle_core::{DType, Device, Tensor, Var};
 
 use super::boost::{fit_gbt, save_trees, BoostOptions};
 use super::data::{rows_from_jsonl, LabeledRow, ModelInputs, RowSet};
+use super::ensemble::Method;
 use super::matrix::{read_matrix, write_matrix};
+use super::online::{OnlineMethod, OnlineSpec};
+use super::Predictor;
 use super::{
     standardised_logits, Manifest, ManifestMetrics, Metrics, ModelError, PipelineRef, Training,
     Weights, WinProbModel, KIND,
@@ -77,8 +80,19 @@ pub struct TrainArgs {
     pub eval_features_out: Option<PathBuf>,
     /// Fit nothing: score the model in DIR on the rows given (`--train`/`--features` and
     /// `--eval`/`--eval-features`), its inputs computed by the pipeline, and print its figures.
+    /// Any kind of model; an ensemble's members come from `--models`. An ensemble with an
+    /// `online` object (or `--online-eta`) is also replayed in game-time order, re-weighted
+    /// as games finish, beside its fixed weights and each member.
     #[arg(long, value_name = "DIR", conflicts_with = "out")]
     pub evaluate_only: Option<PathBuf>,
+    /// With `--evaluate-only` of a weighted_average or soft_voting ensemble: replay it
+    /// re-weighted online (`exp_log_loss`) with this `eta` in place of its manifest's.
+    #[arg(long, requires = "evaluate_only")]
+    pub online_eta: Option<f64>,
+    /// With `--evaluate-only`: the online re-weighting's half-life in games, in place of the
+    /// manifest's (default 50 when the manifest has none).
+    #[arg(long, requires = "evaluate_only")]
+    pub online_half_life: Option<f64>,
     /// Output directory for `manifest.json` and `model.safetensors`.
     #[arg(long, value_name = "DIR", default_value = "models/nfl_wp/v1")]
     pub out: PathBuf,
@@ -198,7 +212,8 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let pipeline = PipelineRef::of_plan(&plan);
     let evaluated = match &args.evaluate_only {
         Some(dir) => Some(
-            WinProbModel::load(dir).with_context(|| format!("loading model {}", dir.display()))?,
+            Predictor::load_dir(dir, Some(&args.models))
+                .with_context(|| format!("loading model {}", dir.display()))?,
         ),
         None => None,
     };
@@ -249,9 +264,13 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             );
         }
         let scoring = Instant::now();
+        let online = online_spec(&args, &model)?;
         for (set, rows) in [("train", &train), ("eval", &eval)] {
             if let Some(rows) = rows {
-                print_metrics(set, &evaluate(&model, &rows.rows)?);
+                print_metrics(set, &evaluate_predictor(&model, &rows.rows)?);
+                if let Some(spec) = &online {
+                    print_online(set, &model, spec, &rows.rows)?;
+                }
             }
         }
         println!(
@@ -451,6 +470,79 @@ pub fn evaluate(model: &WinProbModel, rows: &[LabeledRow]) -> Result<Metrics, Mo
     let flat: Vec<f32> = rows.iter().flat_map(|r| r.inputs.iter().copied()).collect();
     let p = model.score_inputs(flat, rows.len())?;
     Ok(metrics_of(&p, rows))
+}
+
+/// [`evaluate`] for a model of any kind.
+pub fn evaluate_predictor(model: &Predictor, rows: &[LabeledRow]) -> Result<Metrics, ModelError> {
+    let inputs: Vec<Vec<f64>> = rows
+        .iter()
+        .map(|r| r.inputs.iter().map(|x| f64::from(*x)).collect())
+        .collect();
+    Ok(metrics_of(&model.score(&inputs)?, rows))
+}
+
+/// The online re-weighting to replay: the manifest's, with the flags in place of its values.
+fn online_spec(args: &TrainArgs, model: &Predictor) -> anyhow::Result<Option<OnlineSpec>> {
+    let manifest = model.ensemble().and_then(|e| e.online()).cloned();
+    if manifest.is_none() && args.online_eta.is_none() && args.online_half_life.is_none() {
+        return Ok(None);
+    }
+    let ensemble = model
+        .ensemble()
+        .context("--online-eta and --online-half-life are for an ensemble")?;
+    anyhow::ensure!(
+        matches!(
+            ensemble.method(),
+            Method::WeightedAverage | Method::SoftVoting
+        ),
+        "online re-weighting is for weighted_average and soft_voting ensembles"
+    );
+    let spec = OnlineSpec {
+        method: OnlineMethod::ExpLogLoss,
+        eta: args
+            .online_eta
+            .or(manifest.as_ref().map(|s| s.eta))
+            .unwrap_or(1.0),
+        half_life_games: args
+            .online_half_life
+            .or(manifest.as_ref().map(|s| s.half_life_games))
+            .unwrap_or(50.0),
+    };
+    spec.check().map_err(anyhow::Error::msg)?;
+    Ok(Some(spec))
+}
+
+/// Replays `rows` through the ensemble re-weighted online and prints each member's figures,
+/// the fixed weights' and the online ones'.
+fn print_online(
+    set: &str,
+    model: &Predictor,
+    spec: &OnlineSpec,
+    rows: &[LabeledRow],
+) -> anyhow::Result<()> {
+    let ensemble = model.ensemble().context("an ensemble")?;
+    let r = super::online::replay(model, spec, rows)?;
+    println!(
+        "{set}, online re-weighting {:?} eta {} half-life {} games, in game-time order:",
+        spec.method, spec.eta, spec.half_life_games
+    );
+    for (name, p) in ensemble.members().zip(&r.members) {
+        print_metrics(&format!("  member {name}"), &metrics_of(p, rows));
+    }
+    print_metrics(
+        &format!("  fixed weights {:?}", ensemble.weights()),
+        &metrics_of(&r.fixed, rows),
+    );
+    print_metrics("  online", &metrics_of(&r.online, rows));
+    println!(
+        "  online: {} games applied, final weights {:?}",
+        r.games,
+        r.final_weights
+            .iter()
+            .map(|w| (w * 1e4).round() / 1e4)
+            .collect::<Vec<_>>()
+    );
+    Ok(())
 }
 
 /// Log loss and Brier score of probabilities `p` against the rows' labels, beside the
