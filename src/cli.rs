@@ -38,7 +38,7 @@ pub enum Command {
     /// Push a GameEvent JSON-lines feed into a Kafka topic, keyed by game.
     Produce(crate::produce::ProduceArgs),
     /// Fit the win-probability model.
-    Train(crate::model::train::TrainArgs),
+    Train(Box<crate::model::train::TrainArgs>),
     /// Print or write the JSON Schemas generated from the Rust types.
     Schema(SchemaArgs),
     /// Simulate seeded, deterministic NBA, NHL or MLB game feeds as GameEvent JSON lines.
@@ -146,7 +146,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Import(ImportCommand::Betfair(args)) => crate::import::betfair::run(args),
         Command::Produce(args) => crate::produce::run(args),
         Command::Simulate(args) => crate::simulate::run(args),
-        Command::Train(args) => crate::model::train::run(args),
+        Command::Train(args) => crate::model::train::run(*args),
         Command::Validate(args) => crate::deploy_cli::validate(args, &load()?),
         Command::Deploy(args) => crate::deploy_cli::deploy(args, &load()?),
         Command::Pipelines(args) => crate::deploy_cli::list(args, &load()?),

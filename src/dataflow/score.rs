@@ -268,6 +268,9 @@ fn variables_of<'r>(
 
 type Input = ((Slot, F64), u64, isize);
 
+/// A game whose row changed at a time: its variables, bookkeeping values and result.
+type Changed = (u64, GameKey, Vec<f64>, [u64; 8], Option<f64>);
+
 /// A worker's rows: per game, its slots' current values.
 type Rows = HashMap<GameKey, BTreeMap<(Entity, u32), F64>>;
 
@@ -313,8 +316,7 @@ impl<'scope> ScoreGames<'scope> for Stream<'scope, u64, Vec<Input>> {
                         return;
                     }
                     let mut caps = Vec::with_capacity(ready.len());
-                    let mut changed: Vec<(u64, GameKey, Vec<f64>, [u64; 8], Option<f64>)> =
-                        Vec::new();
+                    let mut changed: Vec<Changed> = Vec::new();
                     for t in ready {
                         let Some((cap, mut updates)) = pending.remove(&t) else {
                             continue;
