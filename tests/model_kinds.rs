@@ -388,6 +388,37 @@ fn bad_model_directories_are_refused() {
         &manifest("ghost", "ensemble", &INPUTS, Some(spec(&["nobody"]))),
     );
     assert_eq!(code("ghost"), "model_io");
+    // Online re-weighting: only for the averaging methods, with a usable eta and half-life.
+    let online = |method: Method, eta: f64, half_life_games: f64| EnsembleSpec {
+        method,
+        online: Some(sideline::model::online::OnlineSpec {
+            method: sideline::model::online::OnlineMethod::ExpLogLoss,
+            eta,
+            half_life_games,
+        }),
+        ..spec(&["ref_lr", "ref_mlp"])
+    };
+    for (name, s, ok) in [
+        ("online_soft", online(Method::SoftVoting, 1.0, 50.0), true),
+        (
+            "online_avg",
+            online(Method::WeightedAverage, 0.0, 0.5),
+            true,
+        ),
+        ("online_hard", online(Method::HardVoting, 1.0, 50.0), false),
+        ("online_stack", online(Method::Stacking, 1.0, 50.0), false),
+        ("online_eta", online(Method::SoftVoting, -1.0, 50.0), false),
+        ("online_half", online(Method::SoftVoting, 1.0, 0.0), false),
+    ] {
+        write_manifest(reg.path(), &manifest(name, "ensemble", &INPUTS, Some(s)));
+        match ok {
+            true => assert!(
+                Predictor::load(Some(reg.path()), name, "v1").is_ok(),
+                "{name}"
+            ),
+            false => assert_eq!(code(name), "model_members_invalid", "{name}"),
+        }
+    }
     // Rows of the wrong width.
     let mlp = Predictor::load(Some(reg.path()), "ref_mlp", "v1").unwrap();
     assert_eq!(

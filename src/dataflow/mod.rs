@@ -7,6 +7,9 @@
 //!        └─ score_games                     exchanged by game: each game's row of values,
 //!             │                             derived features, one batched model pass over
 //!             │                             every game that changed at the completed times
+//!             ├─ (online ensembles only)    game_losses → broadcast → reweight: the rows valued
+//!             │                             with the weights after every game ended before
+//!             │                             their time, the same on every worker ([`reweight`])
 //!             └─ collect_values             on worker 0: per completed time, sorted by game,
 //!                                           to the sink; progress; finished
 //! ```
