@@ -61,7 +61,8 @@ pub enum OnlineMethod {
 #[serde(deny_unknown_fields)]
 pub struct OnlineSpec {
     pub method: OnlineMethod,
-    /// Learning rate: how many nats of mean loss per row divide a weight by `e`. At least 0.
+    /// Learning rate: a member whose running loss is `1 / eta` nats per row above another's
+    /// has `1 / e` of the weight, relative to their manifest weights. At least 0 (0: fixed).
     pub eta: f64,
     /// After this many more finished games, a game's loss counts half. Above 0.
     pub half_life_games: f64,
