@@ -2,7 +2,7 @@
 //! inline on the NFL fixture. Members: `nfl_wp/v1` and a deliberately bad logistic regression
 //! (`tests/models/nfl_wp_contrarian`: the leader loses). The engine's values are checked
 //! against a from-scratch recomputation of the definition (`sideline::model::online`) over the
-//! archived rows; the delta logs of 1 and 2 workers are byte-identical; the bad member loses
+//! archived rows; the delta logs of 1, 2 and 4 workers are byte-identical; the bad member loses
 //! weight and the values move away from the static ensemble's.
 
 mod common;
@@ -85,14 +85,16 @@ fn run(cluster: &Cluster, topic: &str, workers: usize) -> (Vec<u8>, usize, Vec<R
 }
 
 #[test]
-fn online_weights_follow_realised_loss_identically_on_1_and_2_workers() {
+fn online_weights_follow_realised_loss_identically_on_1_2_and_4_workers() {
     let topic = "online";
     let cluster = Cluster::mock(&[(topic, 4), ("online.dead-letters", 1)]);
     let lines = fixture_lines();
     produce_all(&cluster.brokers, topic, &lines);
     let (one, _, _) = run(&cluster, topic, 1);
     let (two, explained, rows) = run(&cluster, topic, 2);
+    let (four, _, _) = run(&cluster, topic, 4);
     assert!(one == two, "1 and 2 workers give the same delta bytes");
+    assert!(one == four, "1 and 4 workers give the same delta bytes");
     assert!(explained > 100, "re-weighted deltas name contributors");
 
     // Each game's result and the seq of its game_end, from the fixture.
