@@ -331,8 +331,24 @@ impl App {
         if let Some(cp) = &resumed {
             publisher.resume(&plan.name, cp);
         }
-        self.control
-            .start_resumed(id, plan.clone(), model, shadow, partitions, resume);
+        // An online ensemble's weights go on: from the checkpoint's finished games, or from
+        // those of the version this one replaces (when it runs the same model).
+        let known_games = match &resumed {
+            Some(cp) => cp.finished_games.clone(),
+            None => publisher.finished_games(&plan.name, &model.version()),
+        };
+        publisher.seed_games(&plan.name, id, known_games.clone());
+        self.control.start_resumed(
+            id,
+            plan.clone(),
+            model,
+            shadow,
+            partitions,
+            crate::engine::control::Resumed {
+                partitions: resume,
+                known_games,
+            },
+        );
         let mut history = lock(&self.history);
         let deployed = history.entry(plan.name.clone()).or_default();
         if live {

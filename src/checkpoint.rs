@@ -55,6 +55,12 @@ pub struct PipelineCheckpoint {
     /// its version is higher (a version deployed while running: promote, rollback, deploy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub definition: Option<String>,
+    /// An online ensemble's finished games through `done`, with their per-member losses
+    /// ([`crate::dataflow::reweight`]): a restart does not read the games that were over
+    /// again, so their part in the member weights is kept here (a game's loss is a few
+    /// numbers; all of them are kept, so the weights at any recomputed time are exact).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub finished_games: Vec<crate::dataflow::FinishedGame>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -275,9 +281,29 @@ mod tests {
                     caught_up_ms: None,
                 }],
                 definition: None,
+                finished_games: vec![crate::dataflow::FinishedGame {
+                    time: 800,
+                    game: GameKey {
+                        sport: crate::event::Sport::Nfl,
+                        game_id: "2018090600".into(),
+                    },
+                    // Written and read back bit for bit: restarted weights are the same.
+                    losses: vec![0.1 + 0.2, std::f64::consts::PI / 7.0],
+                }],
             },
         );
         cp
+    }
+
+    #[test]
+    fn a_checkpoint_without_finished_games_still_loads() {
+        let mut text = serde_json::to_value(sample(1)).unwrap();
+        text["pipelines"]["p"]
+            .as_object_mut()
+            .unwrap()
+            .remove("finished_games");
+        let cp: Checkpoint = serde_json::from_value(text).unwrap();
+        assert!(cp.pipelines["p"].finished_games.is_empty());
     }
 
     #[test]

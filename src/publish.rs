@@ -20,7 +20,7 @@ use crate::alert::Alert;
 use crate::checkpoint::{Checkpoint, PartitionCheckpoint, PipelineCheckpoint};
 use crate::config::KafkaConfig;
 use crate::dataflow::detect::AlertChange;
-use crate::dataflow::{Model, RuntimeId, SinkMsg, Valued};
+use crate::dataflow::{FinishedGame, Model, RuntimeId, SinkMsg, Valued};
 use crate::delta::{Delta, DeltaCause, FeatureChange};
 use crate::engine::Control;
 use crate::event::GameKey;
@@ -51,6 +51,8 @@ struct Published {
     names: Arc<Vec<String>>,
     vars: Vec<f64>,
     event_seq: u64,
+    /// An online ensemble's member weights behind `value` (empty for other models).
+    weights: Vec<f64>,
 }
 
 /// One running version of a pipeline and what it has published (or, for a candidate, would
@@ -67,6 +69,8 @@ struct Version {
     finished: bool,
     published: HashMap<GameKey, Published>,
     outputs: VersionOutputs,
+    /// An online ensemble's finished games, by (end time, game): the checkpoint's.
+    games: BTreeMap<(u64, GameKey), Vec<f64>>,
 }
 
 /// A version's own output resources: a Kafka producer when it has Kafka outputs, and its
@@ -200,7 +204,27 @@ impl Version {
             finished: false,
             published: HashMap::new(),
             outputs,
+            games: BTreeMap::new(),
         }
+    }
+
+    fn note_games(&mut self, games: Vec<FinishedGame>) {
+        for g in games {
+            self.games.entry((g.time, g.game)).or_insert(g.losses);
+        }
+    }
+
+    /// The finished games through `done`.
+    fn games_through(&self, done: Option<u64>) -> Vec<FinishedGame> {
+        self.games
+            .iter()
+            .filter(|((t, _), _)| done.is_some_and(|d| *t <= d))
+            .map(|((time, game), losses)| FinishedGame {
+                time: *time,
+                game: game.clone(),
+                losses: losses.clone(),
+            })
+            .collect()
     }
 
     /// Applies one completed time's values: the ones worth publishing, each with what was
@@ -232,6 +256,7 @@ impl Version {
                         names: self.names.clone(),
                         vars: v.vars.clone(),
                         event_seq: v.event_seq,
+                        weights: v.weights.clone(),
                     },
                 );
                 out.push((v, previous));
@@ -374,6 +399,7 @@ impl Publisher {
         p.seq = p.seq.max(cp.seq);
         p.alert_seq = p.alert_seq.max(cp.alert_seq);
         p.delivered_through = cp.done;
+        p.live.note_games(cp.finished_games.clone());
         p.rebuilding_since = cp.done.map(|_| std::time::Instant::now());
         for o in &p.live.plan.outputs {
             match o {
@@ -381,6 +407,28 @@ impl Publisher {
                 Output::WebSocketAlerts { channel } => self.hub.restore_seq(channel, cp.alert_seq),
                 _ => {}
             }
+        }
+    }
+
+    /// The online ensemble's finished games the live version of `name` knows, for a new
+    /// version that runs the same model (`model_version`) to start from; none otherwise.
+    pub fn finished_games(&self, name: &str, model_version: &str) -> Vec<FinishedGame> {
+        match self.pipelines.get(name) {
+            Some(p) if p.live.model_version == model_version => p.live.games_through(p.live.done),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Hands a new version of `name` (live or warming) the finished games it starts from, so
+    /// that its checkpoints hold them too.
+    pub fn seed_games(&mut self, name: &str, id: RuntimeId, games: Vec<FinishedGame>) {
+        let Some(p) = self.pipelines.get_mut(name) else {
+            return;
+        };
+        if p.live.id == id {
+            p.live.note_games(games);
+        } else if let Some(c) = p.candidate.as_mut().filter(|c| c.version.id == id) {
+            c.version.note_games(games);
         }
     }
 
@@ -422,6 +470,7 @@ impl Publisher {
                         .map(|m| PartitionCheckpoint::from_mark(m, done, retention))
                         .collect(),
                     definition: Some(p.live.plan.source.clone()),
+                    finished_games: p.live.games_through(done),
                 },
             );
         }
@@ -467,6 +516,7 @@ impl Publisher {
             SinkMsg::Values { runtime, .. }
             | SinkMsg::Progress { runtime, .. }
             | SinkMsg::Alerts { runtime, .. }
+            | SinkMsg::GamesFinished { runtime, .. }
             | SinkMsg::Finished { runtime } => *runtime,
         };
         let Some(name) = self.owners.get(&runtime).cloned() else {
@@ -515,6 +565,7 @@ impl Publisher {
                     progress(&self.hub, &p.live.plan, time);
                 }
                 SinkMsg::Finished { .. } => p.live.finished = true,
+                SinkMsg::GamesFinished { games, .. } => p.live.note_games(games),
                 SinkMsg::Alerts { alerts, .. } => {
                     let numbered = number_alerts(p, alerts);
                     emit_alerts(&self.hub, &p.live, self.sink.as_mut(), &numbered);
@@ -525,6 +576,7 @@ impl Publisher {
                 SinkMsg::Values { time, values, .. } => c.queue.push_back((time, values)),
                 SinkMsg::Progress { time, .. } => c.version.done = Some(time),
                 SinkMsg::Finished { .. } => c.version.finished = true,
+                SinkMsg::GamesFinished { games, .. } => c.version.note_games(games),
                 // Kept until the swap: those after it are delivered then.
                 SinkMsg::Alerts { time, alerts, .. } => c.alerts.push_back((time, alerts)),
             }
@@ -583,6 +635,9 @@ impl Publisher {
                 ingest_ms: 0,
                 event_at: 0,
                 health: [0; 5],
+                result: None,
+                members: Vec::new(),
+                weights: now.weights.clone(),
             };
             let d = delta(p.seq, &c.version, &v, previous, DeltaCause::Version);
             deltas.push((d, None));
@@ -784,6 +839,8 @@ const CONTRIBUTORS: usize = 3;
 
 /// What the model says of the move from `previous` to `v`: the inputs whose attribution moved
 /// most (when both were computed by this version's features), and the ensemble's interval.
+/// An online ensemble explains both rows with the weights `v` was valued with, so the
+/// attributions sum to `v`'s output and a move names the inputs, not the re-weighting.
 fn explain(
     version: &Version,
     v: &Valued,
@@ -795,7 +852,7 @@ fn explain(
         Some(p) => vec![&p.vars, &v.vars],
         None => vec![&v.vars],
     };
-    let Some((scored, inputs)) = version.model.explain(&rows) else {
+    let Some((scored, inputs)) = version.model.explain_with(&rows, &v.weights) else {
         return (Vec::new(), None);
     };
     let now = scored.last().expect("one per row");

@@ -329,6 +329,7 @@ fn engine_values(plan: &Plan, events: &[GameEvent]) -> Vec<Valued> {
                 None,
                 0,
                 Some(tx.clone()),
+                Vec::new(),
             )
         });
         let mut games: HashMap<GameKey, GameAssigner> = HashMap::new();

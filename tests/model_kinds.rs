@@ -109,6 +109,7 @@ fn registry() -> tempfile::TempDir {
                 ),
             ],
             bias: (method == Method::Stacking).then_some(0.2),
+            online: None,
         };
         write_manifest(
             dir.path(),
@@ -182,6 +183,45 @@ proptest! {
                     prop_assert_eq!(e.interval, (e.value, e.value));
                     prop_assert_eq!(e.space, Space::Logit);
                 }
+            }
+        }
+    }
+
+    /// Issue 4 item 6: with other weights in place of the manifest's (an online ensemble's
+    /// current ones), the attributions of the averaging ensembles still sum to output minus
+    /// baseline, and the value is the one the engine combines from the member logits.
+    #[test]
+    fn reweighted_attributions_are_complete(
+        rows in rows(8),
+        raw in prop::collection::vec(0.001f64..1.0, 3),
+    ) {
+        let reg = registry();
+        let total: f64 = raw.iter().sum();
+        let weights: Vec<f64> = raw.iter().map(|w| w / total).collect();
+        for model in all_models(reg.path()) {
+            let Some(ens) = model.ensemble() else { continue };
+            if !matches!(ens.method(), Method::WeightedAverage | Method::SoftVoting) {
+                continue;
+            }
+            let rows = fit(&model, &rows);
+            let explained = model.score_explained_with(&rows, &weights).unwrap();
+            let logits = model.member_logits(&rows).unwrap().unwrap();
+            for (r, e) in explained.iter().enumerate() {
+                let z: Vec<f64> = logits.iter().map(|m| m[r]).collect();
+                prop_assert_eq!(e.value.to_bits(), ens.value_with(&weights, &z).to_bits());
+                let sum: f64 = e.attributions.iter().sum();
+                let delta = e.output - e.baseline;
+                prop_assert!(
+                    (sum - delta).abs() <= 1e-9 * (1.0 + delta.abs()),
+                    "{}: attributions sum to {sum}, output - baseline = {delta}",
+                    model.version()
+                );
+            }
+            // The manifest's own weights give exactly `score`'s values.
+            let values = model.score(&rows).unwrap();
+            for (r, v) in values.iter().enumerate() {
+                let z: Vec<f64> = logits.iter().map(|m| m[r]).collect();
+                prop_assert_eq!(v.to_bits(), ens.value_with(&ens.weights(), &z).to_bits());
             }
         }
     }
@@ -326,6 +366,7 @@ fn bad_model_directories_are_refused() {
             })
             .collect(),
         bias: None,
+        online: None,
     };
     write_manifest(
         reg.path(),
@@ -347,6 +388,37 @@ fn bad_model_directories_are_refused() {
         &manifest("ghost", "ensemble", &INPUTS, Some(spec(&["nobody"]))),
     );
     assert_eq!(code("ghost"), "model_io");
+    // Online re-weighting: only for the averaging methods, with a usable eta and half-life.
+    let online = |method: Method, eta: f64, half_life_games: f64| EnsembleSpec {
+        method,
+        online: Some(sideline::model::online::OnlineSpec {
+            method: sideline::model::online::OnlineMethod::ExpLogLoss,
+            eta,
+            half_life_games,
+        }),
+        ..spec(&["ref_lr", "ref_mlp"])
+    };
+    for (name, s, ok) in [
+        ("online_soft", online(Method::SoftVoting, 1.0, 50.0), true),
+        (
+            "online_avg",
+            online(Method::WeightedAverage, 0.0, 0.5),
+            true,
+        ),
+        ("online_hard", online(Method::HardVoting, 1.0, 50.0), false),
+        ("online_stack", online(Method::Stacking, 1.0, 50.0), false),
+        ("online_eta", online(Method::SoftVoting, -1.0, 50.0), false),
+        ("online_half", online(Method::SoftVoting, 1.0, 0.0), false),
+    ] {
+        write_manifest(reg.path(), &manifest(name, "ensemble", &INPUTS, Some(s)));
+        match ok {
+            true => assert!(
+                Predictor::load(Some(reg.path()), name, "v1").is_ok(),
+                "{name}"
+            ),
+            false => assert_eq!(code(name), "model_members_invalid", "{name}"),
+        }
+    }
     // Rows of the wrong width.
     let mlp = Predictor::load(Some(reg.path()), "ref_mlp", "v1").unwrap();
     assert_eq!(

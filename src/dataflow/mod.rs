@@ -7,6 +7,9 @@
 //!        └─ score_games                     exchanged by game: each game's row of values,
 //!             │                             derived features, one batched model pass over
 //!             │                             every game that changed at the completed times
+//!             ├─ (online ensembles only)    game_losses → broadcast → reweight: the rows valued
+//!             │                             with the weights after every game ended before
+//!             │                             their time, the same on every worker ([`reweight`])
 //!             └─ collect_values             on worker 0: per completed time, sorted by game,
 //!                                           to the sink; progress; finished
 //! ```
@@ -17,13 +20,15 @@
 pub mod collect;
 pub mod detect;
 pub mod features;
+pub mod reweight;
 pub mod score;
 
 use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 
 use differential_dataflow::input::{Input, InputSession};
-use timely::dataflow::operators::Probe;
+use timely::dataflow::operators::vec::Broadcast;
+use timely::dataflow::operators::{Inspect, Probe};
 use timely::dataflow::{ProbeHandle, Scope};
 
 use crate::pipeline::window::{Member, Slot};
@@ -31,6 +36,7 @@ use crate::pipeline::Plan;
 
 pub use collect::{CollectAlerts, CollectValues};
 pub use detect::DetectAlerts;
+pub use reweight::{FinishedGame, GameLosses, Reweight};
 pub use score::{Model, ScoreGames, Scorer, Valued};
 
 /// Identifies one deployed pipeline version inside an engine.
@@ -55,6 +61,12 @@ pub enum SinkMsg {
         time: u64,
         alerts: Vec<detect::AlertChange>,
     },
+    /// An online ensemble's finished games (their per-member losses), sent before the
+    /// [`SinkMsg::Progress`] of their times: what a checkpoint keeps of the weights.
+    GamesFinished {
+        runtime: RuntimeId,
+        games: Vec<FinishedGame>,
+    },
 }
 
 /// The input handle a worker feeds.
@@ -62,7 +74,9 @@ pub type MemberInput = InputSession<u64, (Slot, Member), isize>;
 
 /// Builds a pipeline version's dataflow in `scope`. Every worker builds it; values and progress
 /// are sent from worker 0 alone, the only one that passes a `sink`. `shadow` is scored beside
-/// `model` on every row (its values ride in [`Valued::shadow`]).
+/// `model` on every row (its values ride in [`Valued::shadow`]). `known` are an online
+/// ensemble's games finished before a restart (from a checkpoint), or before a new version
+/// took over (from the version it replaces): see [`reweight`].
 pub fn build(
     scope: Scope<'_, u64>,
     plan: Arc<Plan>,
@@ -70,13 +84,45 @@ pub fn build(
     shadow: Option<Arc<Model>>,
     runtime: RuntimeId,
     sink: Option<SyncSender<SinkMsg>>,
+    known: Vec<FinishedGame>,
 ) -> (MemberInput, ProbeHandle<u64>) {
     let (input, members) = scope.new_collection::<(Slot, Member), isize>();
     let probe = ProbeHandle::new();
-    let values =
+    let online = model
+        .online()
+        .map(|e| (Arc::new(e.clone()), e.online().expect("online").clone()));
+    let mut values =
         features::aggregate_slots(members, &plan)
             .inner
             .score_games(plan.clone(), model, shadow);
+    if let Some((ensemble, spec)) = online {
+        let members = ensemble.weights().len();
+        // Every worker builds the same operators (timely matches them by position); only
+        // worker 0 has a sink. It sees every finished game (broadcast) before its reweight,
+        // and so its collect, can pass their time: the sink gets them before that time's
+        // progress.
+        let games_sink = sink.clone();
+        let finished = values
+            .clone()
+            .game_losses(members)
+            .broadcast()
+            .inspect_core(move |event| {
+                if let (Some(sink), Ok((_, games))) = (&games_sink, event) {
+                    if !games.is_empty() {
+                        let _ = sink.send(SinkMsg::GamesFinished {
+                            runtime,
+                            games: games.clone(),
+                        });
+                    }
+                }
+            });
+        let known = known
+            .into_iter()
+            .filter(|g| g.losses.len() == members)
+            .collect();
+        let start = crate::model::online::OnlineWeights::new(&spec, ensemble.weights());
+        values = values.reweight(finished, ensemble, start, known);
+    }
     values
         .clone()
         .detect_alerts(plan)

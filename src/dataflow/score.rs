@@ -24,7 +24,7 @@ use crate::pipeline::plan::{ModelPlan, Plan};
 use crate::pipeline::spec::GroupBy;
 use crate::pipeline::window::{
     Entity, Slot, F64, META_AT, META_BELOW, META_CORRECTIONS, META_DROPS, META_DUPS, META_GAPS,
-    META_INGEST, META_SEQ,
+    META_INGEST, META_RESULT, META_SEQ,
 };
 
 /// A game's feature values: `(entity, feature, value)`, sorted.
@@ -52,6 +52,18 @@ pub struct Valued {
     /// Feed health, game to date: seq numbers skipped, duplicate records, score decreases;
     /// whether a score is below its high since the last correction (0/1); corrections.
     pub health: [u64; 5],
+    /// The game's result from home's side (1 win, 0 loss, 0.5 tie) once its `game_end` has
+    /// been seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<f64>,
+    /// An online ensemble's member logits of the row, in member order, between scoring and
+    /// re-weighting ([`super::reweight`]); empty otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<f64>,
+    /// The member weights an online ensemble combined `value` with, in member order; empty
+    /// for any other model.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub weights: Vec<f64>,
 }
 
 /// What turns variables into the value deltas carry.
@@ -111,6 +123,70 @@ impl Model {
             .map(|r| inputs.iter().map(|i| r[*i]).collect())
             .collect();
         match model.score_explained(&picked) {
+            Ok(scored) => Some((scored, model.inputs())),
+            Err(e) => {
+                tracing::warn!(error = %e, "explaining a prediction failed");
+                None
+            }
+        }
+    }
+
+    /// The ensemble, when the model is one that re-weights its members online.
+    pub fn online(&self) -> Option<&crate::model::ensemble::Ensemble> {
+        match self {
+            Model::Registry { model, .. } => model.ensemble().filter(|e| e.online().is_some()),
+            _ => None,
+        }
+    }
+
+    /// An online ensemble's values of `rows` with its manifest's weights, and each row's
+    /// member logits (`[row][member]`), in one pass per member.
+    fn score_members<R: AsRef<[f64]>>(
+        &self,
+        ensemble: &crate::model::ensemble::Ensemble,
+        rows: &[R],
+    ) -> Result<(Vec<f64>, Vec<Vec<f64>>), String> {
+        let Model::Registry { model, inputs } = self else {
+            return Err("only a registry model re-weights online".into());
+        };
+        let mut flat = Vec::with_capacity(rows.len() * inputs.len());
+        for r in rows {
+            flat.extend(inputs.iter().map(|i| r.as_ref()[*i]));
+        }
+        let picked: Vec<&[f64]> = flat.chunks_exact(inputs.len().max(1)).collect();
+        let logits = model
+            .member_logits(&picked)
+            .map_err(|e| e.to_string())?
+            .ok_or("not an ensemble")?;
+        let weights = ensemble.weights();
+        let per_row: Vec<Vec<f64>> = (0..rows.len())
+            .map(|r| logits.iter().map(|m| m[r]).collect())
+            .collect();
+        let values = per_row
+            .iter()
+            .map(|z| ensemble.value_with(&weights, z))
+            .collect();
+        Ok((values, per_row))
+    }
+
+    /// The registry model's explanation of each row, as [`Self::explain`], with an online
+    /// ensemble's members combined with `weights` (those the row was valued with).
+    pub fn explain_with(
+        &self,
+        rows: &[&[f64]],
+        weights: &[f64],
+    ) -> Option<(Vec<crate::model::Scored>, &[String])> {
+        if weights.is_empty() {
+            return self.explain(rows);
+        }
+        let Model::Registry { model, inputs } = self else {
+            return None;
+        };
+        let picked: Vec<Vec<f64>> = rows
+            .iter()
+            .map(|r| inputs.iter().map(|i| r[*i]).collect())
+            .collect();
+        match model.score_explained_with(&picked, weights) {
             Ok(scored) => Some((scored, model.inputs())),
             Err(e) => {
                 tracing::warn!(error = %e, "explaining a prediction failed");
@@ -218,6 +294,9 @@ fn variables_of<'r>(
 
 type Input = ((Slot, F64), u64, isize);
 
+/// A game whose row changed at a time: its variables, bookkeeping values and result.
+type Changed = (u64, GameKey, Vec<f64>, [u64; 8], Option<f64>);
+
 /// A worker's rows: per game, its slots' current values.
 type Rows = HashMap<GameKey, BTreeMap<(Entity, u32), F64>>;
 
@@ -274,7 +353,7 @@ impl<'scope> ScoreGames<'scope> for Stream<'scope, u64, Vec<Input>> {
                         return;
                     }
                     let mut caps = Vec::with_capacity(ready.len());
-                    let mut changed: Vec<(u64, GameKey, Vec<f64>, [u64; 8])> = Vec::new();
+                    let mut changed: Vec<Changed> = Vec::new();
                     for t in ready {
                         let Some((cap, mut updates)) = pending.remove(&t) else {
                             continue;
@@ -300,14 +379,23 @@ impl<'scope> ScoreGames<'scope> for Stream<'scope, u64, Vec<Input>> {
                             }
                             let (vars, meta) =
                                 variables_of(&plan, row.iter().map(|((e, f), v)| (e, *f, *v)));
-                            changed.push((t, game, vars, meta));
+                            let result = row.get(&(Entity::Game, META_RESULT)).map(|v| v.0);
+                            changed.push((t, game, vars, meta, result));
                         }
                         caps.push(cap);
                     }
                     let batch: Vec<&[f64]> = changed.iter().map(|c| c.2.as_slice()).collect();
-                    let values = match model.score(&batch) {
-                        Ok(v) if v.len() == batch.len() => v,
-                        Ok(v) => {
+                    let scored = match model.online() {
+                        Some(ensemble) => model
+                            .score_members(ensemble, &batch)
+                            .map(|(v, m)| (v, Some(m))),
+                        None => model.score(&batch).map(|v| (v, None)),
+                    };
+                    let (values, mut members) = match scored {
+                        Ok((v, m)) if v.len() == batch.len() => {
+                            (v, m.map(Vec::into_iter))
+                        }
+                        Ok((v, _)) => {
                             tracing::error!(rows = batch.len(), values = v.len(), "the model returned a value count that differs from the row count; these updates publish nothing");
                             metrics::counter!("sideline_scoring_errors_total").increment(1);
                             return;
@@ -331,7 +419,7 @@ impl<'scope> ScoreGames<'scope> for Stream<'scope, u64, Vec<Input>> {
                         }
                     };
                     let mut c = 0;
-                    for (i, ((t, game, vars, meta), value)) in
+                    for (i, ((t, game, vars, meta, result), value)) in
                         changed.into_iter().zip(values).enumerate()
                     {
                         while *caps[c].time() < t {
@@ -347,6 +435,12 @@ impl<'scope> ScoreGames<'scope> for Stream<'scope, u64, Vec<Input>> {
                             ingest_ms: meta[1],
                             event_at: meta[2],
                             health: [meta[3], meta[4], meta[5], meta[6], meta[7]],
+                            result,
+                            members: members
+                                .as_mut()
+                                .and_then(Iterator::next)
+                                .unwrap_or_default(),
+                            weights: Vec::new(),
                         });
                     }
                 }

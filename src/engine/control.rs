@@ -15,6 +15,14 @@ use crate::pipeline::Plan;
 use crate::source::frontier::FrontierBoard;
 use crate::source::ingest::{GameOwners, PartitionMark, Resume};
 
+/// Where a version starts from: per partition, where a checkpoint left it (absent: from the
+/// beginning), and an online ensemble's games finished before (see [`crate::dataflow::reweight`]).
+#[derive(Debug, Default)]
+pub struct Resumed {
+    pub partitions: BTreeMap<(String, i32), Resume>,
+    pub known_games: Vec<crate::dataflow::FinishedGame>,
+}
+
 /// One pipeline version to run: the plan, its model (and shadow model), and what its workers
 /// share.
 pub struct Deployment {
@@ -30,6 +38,9 @@ pub struct Deployment {
     pub owners: Arc<GameOwners>,
     /// Where each partition takes up again after a restart (empty on a fresh start).
     pub resume: BTreeMap<(String, i32), Resume>,
+    /// An online ensemble's games finished before this version started (a checkpoint's, or
+    /// the replaced version's): they weigh its members from the start.
+    pub known_games: Vec<crate::dataflow::FinishedGame>,
     /// Each partition's read position and games, posted by the worker reading it, for
     /// checkpoints.
     pub marks: Mutex<BTreeMap<(String, i32), PartitionMark>>,
@@ -82,11 +93,11 @@ impl Control {
         model: Arc<Model>,
         partitions: Vec<(String, i32)>,
     ) -> Arc<Deployment> {
-        self.start_resumed(id, plan, model, None, partitions, BTreeMap::new())
+        self.start_resumed(id, plan, model, None, partitions, Resumed::default())
     }
 
     /// Starts a pipeline version, scoring `shadow` beside `model`, that takes its partitions up
-    /// where a checkpoint left them (`resume` empty: from the beginning).
+    /// where a checkpoint left them (nothing resumed: from the beginning).
     pub fn start_resumed(
         &self,
         id: RuntimeId,
@@ -94,8 +105,12 @@ impl Control {
         model: Arc<Model>,
         shadow: Option<Arc<Model>>,
         partitions: Vec<(String, i32)>,
-        resume: BTreeMap<(String, i32), Resume>,
+        resumed: Resumed,
     ) -> Arc<Deployment> {
+        let Resumed {
+            partitions: resume,
+            known_games,
+        } = resumed;
         let d = Arc::new(Deployment {
             id,
             plan,
@@ -105,6 +120,7 @@ impl Control {
             board: Arc::new(FrontierBoard::new(self.workers)),
             owners: Arc::default(),
             resume,
+            known_games,
             marks: Mutex::default(),
         });
         lock(&self.running).insert(d.id, d.clone());

@@ -80,8 +80,9 @@ impl Runtime {
             .collect();
         // Built first, so that every worker has it even if this one fails next.
         let (plan, model, shadow, id) = (d.plan.clone(), d.model.clone(), d.shadow.clone(), d.id);
+        let known = d.known_games.clone();
         let (input, probe) = worker.dataflow::<u64, _, _>(move |scope| {
-            dataflow::build(scope, plan, model, shadow, id, sink)
+            dataflow::build(scope, plan, model, shadow, id, sink, known)
         });
         let starts = owned
             .iter()

@@ -15,6 +15,10 @@
 //! }
 //! ```
 //!
+//! `weighted_average` and `soft_voting` ensembles may also carry an `online` object, which
+//! re-weights the members as games finish by their realised log loss, starting from the
+//! manifest's weights: [`super::online`] defines it.
+//!
 //! Members are looked up in the same registry (`<registry>/<name>/<version>/`) and must be
 //! single models (logistic regression, MLP, trees), not ensembles: one level keeps loading
 //! free of cycles and every combination below exact. Each member's inputs must be among the
@@ -54,6 +58,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::explain::{sigmoid, LogitExplanation, Scored, Space};
+use super::online::OnlineSpec;
 use super::predictor::Single;
 use super::{round_probability, ModelError};
 
@@ -86,6 +91,10 @@ pub struct EnsembleSpec {
     /// Stacking's intercept (logit space); absent means 0. Only for `stacking`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bias: Option<f64>,
+    /// Online re-weighting by realised accuracy ([`super::online`]); absent means the weights
+    /// stay as given. Only for `weighted_average` and `soft_voting`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub online: Option<OnlineSpec>,
 }
 
 /// A loaded member.
@@ -106,6 +115,7 @@ pub struct Ensemble {
     members: Vec<Member>,
     bias: f64,
     inputs: usize,
+    online: Option<OnlineSpec>,
 }
 
 impl Ensemble {
@@ -126,6 +136,15 @@ impl Ensemble {
                 "`bias` is for stacking, not {:?}",
                 spec.method
             )));
+        }
+        if let Some(online) = &spec.online {
+            if !matches!(spec.method, Method::WeightedAverage | Method::SoftVoting) {
+                return Err(bad(format!(
+                    "`online` re-weighting is for weighted_average and soft_voting, not {:?}",
+                    spec.method
+                )));
+            }
+            online.check().map_err(bad)?;
         }
         let bias = spec.bias.unwrap_or(0.0);
         let weights: Vec<f64> = spec.members.iter().map(|m| m.weight).collect();
@@ -169,11 +188,29 @@ impl Ensemble {
             members,
             bias,
             inputs: inputs.len(),
+            online: spec.online.clone(),
         })
     }
 
     pub fn method(&self) -> Method {
         self.method
+    }
+
+    /// The online re-weighting, when the manifest asks for it.
+    pub fn online(&self) -> Option<&OnlineSpec> {
+        self.online.as_ref()
+    }
+
+    /// The members' weights as loaded (normalised, except stacking's), in manifest order:
+    /// what every row is combined with unless other weights are given.
+    pub fn weights(&self) -> Vec<f64> {
+        self.members.iter().map(|m| m.weight).collect()
+    }
+
+    /// The value of one row from its member logits (in member order), combined with
+    /// `weights` (one per member, in member order) in place of the manifest's.
+    pub fn value_with(&self, weights: &[f64], logits: &[f64]) -> f64 {
+        self.value(self.combine_with(weights, logits.iter().copied()))
     }
 
     /// `name/version` of each member, in manifest order.
@@ -191,9 +228,9 @@ impl Ensemble {
         flat
     }
 
-    /// The combination of one row's member logits, in the method's space.
-    fn combine(&self, z: impl Iterator<Item = f64>) -> f64 {
-        let w = self.members.iter().map(|m| m.weight);
+    /// The combination of one row's member logits with `weights`, in the method's space.
+    fn combine_with(&self, weights: &[f64], z: impl Iterator<Item = f64>) -> f64 {
+        let w = weights.iter().copied();
         match self.method {
             Method::WeightedAverage => w.zip(z).map(|(w, z)| w * z).sum(),
             Method::Stacking => self.bias + w.zip(z).map(|(w, z)| w * z).sum::<f64>(),
@@ -220,7 +257,7 @@ impl Ensemble {
     }
 
     /// Member logits, `[member][row]`.
-    fn logits<R: AsRef<[f64]>>(&self, rows: &[R]) -> Result<Vec<Vec<f64>>, ModelError> {
+    pub(crate) fn logits<R: AsRef<[f64]>>(&self, rows: &[R]) -> Result<Vec<Vec<f64>>, ModelError> {
         self.members
             .iter()
             .map(|m| {
@@ -237,8 +274,9 @@ impl Ensemble {
         rows: &[R],
     ) -> Result<(Vec<f64>, Vec<Vec<f64>>), ModelError> {
         let z = self.logits(rows)?;
+        let w = self.weights();
         let out = (0..rows.len())
-            .map(|r| self.combine(z.iter().map(|m| m[r])))
+            .map(|r| self.combine_with(&w, z.iter().map(|m| m[r])))
             .collect();
         Ok((out, z))
     }
@@ -249,11 +287,23 @@ impl Ensemble {
         Ok(out.into_iter().map(|o| self.value(o)).collect())
     }
 
-    /// Values, envelopes and combined attributions of `rows`.
+    /// Values, envelopes and combined attributions of `rows`, with `weights` (one per member,
+    /// in member order) in place of the manifest's when given: an online ensemble's current
+    /// weights, with which the attributions still sum to the output minus the baseline.
     pub(crate) fn score_explained<R: AsRef<[f64]>>(
         &self,
         rows: &[R],
+        weights: Option<&[f64]>,
     ) -> Result<Vec<Scored>, ModelError> {
+        let loaded = self.weights();
+        let weights = weights.unwrap_or(&loaded);
+        if weights.len() != self.members.len() {
+            return Err(ModelError::Members(format!(
+                "{} weights for {} members",
+                weights.len(),
+                self.members.len()
+            )));
+        }
         let explained: Vec<Vec<LogitExplanation>> = self
             .members
             .iter()
@@ -265,7 +315,7 @@ impl Ensemble {
             .collect::<Result<_, _>>()?;
         Ok((0..rows.len())
             .map(|r| {
-                let output = self.combine(explained.iter().map(|m| m[r].logit));
+                let output = self.combine_with(weights, explained.iter().map(|m| m[r].logit));
                 let value = self.value(output);
                 let mut baseline = if self.method == Method::Stacking {
                     self.bias
@@ -274,7 +324,7 @@ impl Ensemble {
                 };
                 let mut attributions = vec![0.0; self.inputs];
                 let (mut lo, mut hi) = (value, value);
-                for (m, e) in self.members.iter().zip(&explained) {
+                for ((m, e), w) in self.members.iter().zip(&explained).zip(weights) {
                     let e = &e[r];
                     let p = round_probability(sigmoid(e.logit));
                     lo = lo.min(p);
@@ -295,9 +345,9 @@ impl Ensemble {
                             rescale(e.logit, e.baseline, vote, |_| 0.0),
                         ),
                     };
-                    baseline += m.weight * base;
+                    baseline += w * base;
                     for (j, phi) in m.picks.iter().zip(&e.attributions) {
-                        attributions[*j] += m.weight * slope * phi;
+                        attributions[*j] += w * slope * phi;
                     }
                 }
                 Scored {

@@ -22,8 +22,10 @@ use std::time::Instant;
 use anyhow::Context;
 
 use super::data::{LabeledRow, ModelInputs, RowSet, SeasonRange};
+use super::ensemble::Method;
+use super::online::{OnlineMethod, OnlineSpec};
 use super::predictor::Predictor;
-use super::train::{load_rows, metrics_of, plan_pipeline};
+use super::train::{load_rows, metrics_of, plan_pipeline, print_metrics};
 use super::{Metrics, PipelineRef};
 use crate::pipeline::Registry;
 
@@ -59,6 +61,15 @@ pub struct EvaluateArgs {
     /// Keep only the rows of these seasons, e.g. `2017-2018` or `2016`.
     #[arg(long, value_name = "FROM[-TO]")]
     pub seasons: Option<SeasonRange>,
+    /// Replay every weighted_average or soft_voting ensemble re-weighted online
+    /// (`exp_log_loss`) with this `eta`, in place of its manifest's `online` (an ensemble that
+    /// has one is replayed anyway).
+    #[arg(long)]
+    pub online_eta: Option<f64>,
+    /// The online re-weighting's half-life in games, in place of the manifest's (default 50
+    /// when it has none).
+    #[arg(long)]
+    pub online_half_life: Option<f64>,
     /// Bins of the reliability table.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=1000))]
     pub bins: u16,
@@ -135,6 +146,22 @@ pub fn model_rows(
     Ok(rows
         .iter()
         .map(|r| picks.iter().map(|&i| r.inputs[i] as f64).collect())
+        .collect())
+}
+
+/// `rows` with `model`'s inputs only, in its order.
+fn labeled_rows(
+    model: &Predictor,
+    names: &[String],
+    rows: &[LabeledRow],
+) -> anyhow::Result<Vec<LabeledRow>> {
+    Ok(model_rows(model, names, rows)?
+        .into_iter()
+        .zip(rows)
+        .map(|(inputs, r)| LabeledRow {
+            inputs: inputs.into_iter().map(|x| x as f32).collect(),
+            ..r.clone()
+        })
         .collect())
 }
 
@@ -268,7 +295,74 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<()> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let seasons = set.seasons();
     print!("{}", report(&format!("seasons {seasons:?}"), &evaluations));
+    for m in &models {
+        if let Some(spec) = online_spec(&args, m)? {
+            let rows = labeled_rows(m, &inputs.names, &set.rows)?;
+            print_online(m, &spec, &rows)?;
+        }
+    }
     println!("\n(evaluated in {:.1}s)", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// The online re-weighting to replay: the manifest's, with the flags in place of its values.
+fn online_spec(args: &EvaluateArgs, model: &Predictor) -> anyhow::Result<Option<OnlineSpec>> {
+    let manifest = model.ensemble().and_then(|e| e.online()).cloned();
+    if manifest.is_none() && args.online_eta.is_none() && args.online_half_life.is_none() {
+        return Ok(None);
+    }
+    let Some(ensemble) = model.ensemble() else {
+        return Ok(None);
+    };
+    if !matches!(
+        ensemble.method(),
+        Method::WeightedAverage | Method::SoftVoting
+    ) {
+        return Ok(None);
+    }
+    let spec = OnlineSpec {
+        method: OnlineMethod::ExpLogLoss,
+        eta: args
+            .online_eta
+            .or(manifest.as_ref().map(|s| s.eta))
+            .unwrap_or(1.0),
+        half_life_games: args
+            .online_half_life
+            .or(manifest.as_ref().map(|s| s.half_life_games))
+            .unwrap_or(50.0),
+    };
+    spec.check().map_err(anyhow::Error::msg)?;
+    Ok(Some(spec))
+}
+
+/// Replays `rows` through the ensemble re-weighted online and prints each member's figures,
+/// the fixed weights' and the online ones'.
+fn print_online(model: &Predictor, spec: &OnlineSpec, rows: &[LabeledRow]) -> anyhow::Result<()> {
+    let ensemble = model.ensemble().context("an ensemble")?;
+    let r = super::online::replay(model, spec, rows)?;
+    println!(
+        "\n{}, re-weighted online: {:?} eta {} half-life {} games, in game-time order:",
+        model.version(),
+        spec.method,
+        spec.eta,
+        spec.half_life_games
+    );
+    for (name, p) in ensemble.members().zip(&r.members) {
+        print_metrics(&format!("  member {name}"), &metrics_of(p, rows));
+    }
+    print_metrics(
+        &format!("  fixed weights {:?}", ensemble.weights()),
+        &metrics_of(&r.fixed, rows),
+    );
+    print_metrics("  online", &metrics_of(&r.online, rows));
+    println!(
+        "  online: {} games applied, final weights {:?}",
+        r.games,
+        r.final_weights
+            .iter()
+            .map(|w| (w * 1e4).round() / 1e4)
+            .collect::<Vec<_>>()
+    );
     Ok(())
 }
 

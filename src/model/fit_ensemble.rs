@@ -9,6 +9,7 @@
 use super::data::{LabeledRow, RowSet};
 use super::ensemble::{EnsembleSpec, MemberRef, Method};
 use super::evaluate::{load_model, model_rows};
+use super::online::{OnlineMethod, OnlineSpec};
 use super::predictor::Predictor;
 use super::train::{fit, measure_saved, new_manifest, FitOptions, TrainArgs};
 use super::{PipelineRef, Training};
@@ -31,6 +32,10 @@ pub(super) fn run(
         args.kind == "weighted_average" || args.weights.is_empty(),
         "--weights is for --kind weighted_average: stacking fits its own"
     );
+    anyhow::ensure!(
+        args.kind == "weighted_average" || (args.online_eta, args.online_half_life) == (None, None),
+        "--online-eta and --online-half-life are for --kind weighted_average"
+    );
     let members = args
         .members
         .iter()
@@ -51,6 +56,7 @@ pub(super) fn run(
                 method: Method::WeightedAverage,
                 members: refs(&members, &weights),
                 bias: None,
+                online: online_of(args)?,
             }),
             ..new_manifest(args, "ensemble", pipeline, inputs, train, eval)
         };
@@ -107,6 +113,7 @@ pub(super) fn run(
         method: Method::Stacking,
         members: refs(&members, &coefficients),
         bias: Some(bias),
+        online: None,
     };
     println!(
         "meta-model: bias {bias:.4}, {}",
@@ -143,4 +150,19 @@ fn refs(members: &[Predictor], weights: &[f64]) -> Vec<MemberRef> {
             weight: *w,
         })
         .collect()
+}
+
+/// The `online` re-weighting `--online-eta` / `--online-half-life` ask for (either one gives
+/// the other its default: eta 1, half-life 50 games).
+fn online_of(args: &TrainArgs) -> anyhow::Result<Option<OnlineSpec>> {
+    if (args.online_eta, args.online_half_life) == (None, None) {
+        return Ok(None);
+    }
+    let spec = OnlineSpec {
+        method: OnlineMethod::ExpLogLoss,
+        eta: args.online_eta.unwrap_or(1.0),
+        half_life_games: args.online_half_life.unwrap_or(50.0),
+    };
+    spec.check().map_err(anyhow::Error::msg)?;
+    Ok(Some(spec))
 }

@@ -83,6 +83,7 @@ pub mod fit_mlp;
 pub mod gbt;
 pub mod matrix;
 pub mod mlp;
+pub mod online;
 pub mod predictor;
 pub mod train;
 

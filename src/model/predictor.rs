@@ -276,7 +276,40 @@ impl Predictor {
                     .map(|(e, v)| e.into_scored(v))
                     .collect())
             }
-            Body::Ensemble(e) => e.score_explained(rows),
+            Body::Ensemble(e) => e.score_explained(rows, None),
+        }
+    }
+
+    /// [`Self::score_explained`] of an ensemble whose members are combined with `weights`
+    /// (one per member, in manifest order) in place of the manifest's: what an online
+    /// ensemble published with its weights at the time. A single model ignores `weights`.
+    pub fn score_explained_with<R: AsRef<[f64]>>(
+        &self,
+        rows: &[R],
+        weights: &[f64],
+    ) -> Result<Vec<Scored>, ModelError> {
+        match &self.body {
+            Body::Ensemble(e) => {
+                check_rows(rows, self.manifest.inputs.len())?;
+                if rows.is_empty() {
+                    return Ok(Vec::new());
+                }
+                e.score_explained(rows, Some(weights))
+            }
+            Body::Single(_) => self.score_explained(rows),
+        }
+    }
+
+    /// Each member's unrounded logit of `rows`, `[member][row]`, for an ensemble; none for a
+    /// single model. What an online ensemble is combined from and re-weighted by.
+    pub fn member_logits<R: AsRef<[f64]>>(
+        &self,
+        rows: &[R],
+    ) -> Result<Option<Vec<Vec<f64>>>, ModelError> {
+        check_rows(rows, self.manifest.inputs.len())?;
+        match &self.body {
+            Body::Ensemble(e) => e.logits(rows).map(Some),
+            Body::Single(_) => Ok(None),
         }
     }
 

@@ -137,6 +137,13 @@ pub struct TrainArgs {
     /// ensemble's inputs are the union of theirs.
     #[arg(long, value_delimiter = ',', value_name = "NAME/VERSION,...")]
     pub members: Vec<String>,
+    /// Re-weight the members online as games finish (`--kind weighted_average`): the
+    /// `exp_log_loss` learning rate [default with --online-half-life: 1].
+    #[arg(long)]
+    pub online_eta: Option<f64>,
+    /// The online re-weighting's half-life in finished games [default with --online-eta: 50].
+    #[arg(long)]
+    pub online_half_life: Option<f64>,
     /// Member weights (`--kind weighted_average`) [default: equal].
     #[arg(long, value_delimiter = ',', requires = "members")]
     pub weights: Vec<f64>,

@@ -84,8 +84,11 @@ pub const META_DROPS: u32 = u32::MAX - 5;
 /// 1 while a score is below its highest since the last correction, and the corrections seen.
 pub const META_BELOW: u32 = u32::MAX - 6;
 pub const META_CORRECTIONS: u32 = u32::MAX - 7;
+/// The game's result from home's side, set at its first `game_end` from the final score:
+/// 1 home win, 0 loss, 0.5 tie (what online ensemble re-weighting scores members against).
+pub const META_RESULT: u32 = u32::MAX - 8;
 /// The lowest bookkeeping id: features are numbered below it.
-pub const META_MIN: u32 = META_CORRECTIONS;
+pub const META_MIN: u32 = META_RESULT;
 
 /// One aggregate's key.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -295,6 +298,8 @@ pub struct GameAssigner {
     health: [u64; 5],
     /// The highest scores since the last correction.
     high: (u32, u32),
+    /// Whether the game's first `game_end` (and so its result) has been seen.
+    ended: bool,
     slots: HashMap<(u32, Entity), SlotState>,
     vars: EventVars,
 }
@@ -316,6 +321,7 @@ impl GameAssigner {
             last_seq: None,
             health: [0; 5],
             high: (0, 0),
+            ended: false,
             slots: HashMap::new(),
             vars: EventVars::new(plan),
         }
@@ -557,6 +563,19 @@ impl GameAssigner {
             out.push((slot, meta[k], t, 1));
         }
         self.meta = Some(meta);
+        if ev.kind == crate::event::EventKind::GameEnd && !self.ended {
+            self.ended = true;
+            let result = match ev.home_score.cmp(&ev.away_score) {
+                std::cmp::Ordering::Greater => 1.0,
+                std::cmp::Ordering::Less => 0.0,
+                std::cmp::Ordering::Equal => 0.5,
+            };
+            let m = Member::Value {
+                order: ev.seq,
+                value: F64::new(result),
+            };
+            out.push((self.slot(META_RESULT, Entity::Game), m, t, 1));
+        }
         if skipped > 0 {
             let gaps = self.health[0] + skipped;
             self.health(0, gaps, ev.seq, t, out);

@@ -1,0 +1,266 @@
+//! Issue 4 item 6: an ensemble re-weighted online by its members' realised log loss, run
+//! inline on the NFL fixture. Members: `nfl_wp/v1` and a deliberately bad logistic regression
+//! (`tests/models/nfl_wp_contrarian`: the leader loses). The engine's values are checked
+//! against a from-scratch recomputation of the definition (`sideline::model::online`) over the
+//! archived rows; the delta logs of 1, 2 and 4 workers are byte-identical; the bad member loses
+//! weight and the values move away from the static ensemble's.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float64Type, UInt64Type};
+use common::*;
+use sideline::event::{EventKind, GameEvent};
+use sideline::model::online::{game_loss_from_scratch, weights_from_scratch};
+use sideline::model::Predictor;
+
+const MODEL: &str = "nfl_wp_online";
+
+fn models() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/models")
+}
+
+/// An archived row: game, time, event seq, model inputs, value.
+struct Row {
+    game: String,
+    time: u64,
+    seq: u64,
+    inputs: Vec<f64>,
+    value: f64,
+}
+
+fn run(cluster: &Cluster, topic: &str, workers: usize) -> (Vec<u8>, usize, Vec<Row>) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&cluster.brokers, topic, workers);
+    cfg.engine.models = models().display().to_string();
+    let text = nfl_pipeline(&[topic]).replace(
+        "[model]\nname = \"nfl_wp\"",
+        &format!("[model]\nname = \"{MODEL}\""),
+    );
+    let text = format!(
+        "{text}\n[[output]]\nkind = \"archive\"\ndir = \"{}\"\n",
+        dir.path().display()
+    );
+    let app = start(&cfg, &[text]);
+    let (_, log) = run_engine(&app);
+    app.shutdown();
+    let explained = log.iter().filter(|d| !d.contributors.is_empty()).count();
+    let model = Predictor::load(Some(&models()), MODEL, "v1").unwrap();
+    let batches = sideline::archive::read(&sideline::archive::files(dir.path()).unwrap()).unwrap();
+    let mut rows = Vec::new();
+    for b in &batches {
+        let inputs: Vec<_> = model
+            .inputs()
+            .iter()
+            .map(|n| b.column_by_name(n).unwrap().as_primitive::<Float64Type>())
+            .collect();
+        let game = b.column_by_name("game_id").unwrap().as_string::<i32>();
+        let time = b
+            .column_by_name("event_time_ms")
+            .unwrap()
+            .as_primitive::<UInt64Type>();
+        let seq = b
+            .column_by_name("event_seq")
+            .unwrap()
+            .as_primitive::<UInt64Type>();
+        let value = b
+            .column_by_name("value")
+            .unwrap()
+            .as_primitive::<Float64Type>();
+        for i in 0..b.num_rows() {
+            rows.push(Row {
+                game: game.value(i).to_string(),
+                time: time.value(i),
+                seq: seq.value(i),
+                inputs: inputs.iter().map(|c| c.value(i)).collect(),
+                value: value.value(i),
+            });
+        }
+    }
+    assert!(log.len() > 100, "the games move the ensemble");
+    (log_bytes(&log), explained, rows)
+}
+
+#[test]
+fn online_weights_follow_realised_loss_identically_on_1_2_and_4_workers() {
+    let topic = "online";
+    let cluster = Cluster::mock(&[(topic, 4), ("online.dead-letters", 1)]);
+    let lines = fixture_lines();
+    produce_all(&cluster.brokers, topic, &lines);
+    let (one, _, _) = run(&cluster, topic, 1);
+    let (two, explained, rows) = run(&cluster, topic, 2);
+    let (four, _, _) = run(&cluster, topic, 4);
+    assert!(one == two, "1 and 2 workers give the same delta bytes");
+    assert!(one == four, "1 and 4 workers give the same delta bytes");
+    assert!(explained > 100, "re-weighted deltas name contributors");
+
+    // Each game's result and the seq of its game_end, from the fixture.
+    let mut ends: HashMap<String, (u64, f64)> = HashMap::new();
+    for l in &lines {
+        let ev: GameEvent = serde_json::from_str(l).unwrap();
+        if ev.kind == EventKind::GameEnd {
+            let result = match ev.home_score.cmp(&ev.away_score) {
+                std::cmp::Ordering::Greater => 1.0,
+                std::cmp::Ordering::Less => 0.0,
+                std::cmp::Ordering::Equal => 0.5,
+            };
+            ends.entry(ev.game_id.clone()).or_insert((ev.seq, result));
+        }
+    }
+    // From scratch: each game's member logits at its rows before the game_end, its loss, and
+    // the order games finish in.
+    let ensemble_model = Predictor::load(Some(&models()), MODEL, "v1").unwrap();
+    let ensemble = ensemble_model.ensemble().unwrap();
+    let spec = ensemble.online().unwrap().clone();
+    let prior = ensemble.weights();
+    let members: Vec<Predictor> = ["nfl_wp", "nfl_wp_contrarian"]
+        .iter()
+        .map(|n| Predictor::load(Some(&models()), n, "v1").unwrap())
+        .collect();
+    let inputs = ensemble_model.inputs();
+    let logits_of = |r: &Row| -> Vec<f64> {
+        members
+            .iter()
+            .map(|m| {
+                let row: Vec<f64> = m
+                    .inputs()
+                    .iter()
+                    .map(|n| r.inputs[inputs.iter().position(|i| i == n).unwrap()])
+                    .collect();
+                m.outputs(&[row]).unwrap()[0]
+            })
+            .collect()
+    };
+    let mut by_game: BTreeMap<&str, Vec<&Row>> = BTreeMap::new();
+    for r in &rows {
+        by_game.entry(&r.game).or_default().push(r);
+    }
+    let mut finished: Vec<(u64, String, Vec<f64>)> = Vec::new();
+    for (game, game_rows) in &by_game {
+        let (end_seq, result) = ends[*game];
+        let Some(end) = game_rows.iter().find(|r| r.seq >= end_seq).map(|r| r.time) else {
+            continue;
+        };
+        let before: Vec<Vec<f64>> = game_rows
+            .iter()
+            .filter(|r| r.time < end)
+            .map(|r| logits_of(r))
+            .collect();
+        if let Some(loss) = game_loss_from_scratch(&before, result) {
+            finished.push((end, game.to_string(), loss));
+        }
+    }
+    finished.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    assert!(finished.len() > 20, "{} games finished", finished.len());
+
+    let mut moved = 0;
+    for r in &rows {
+        let applied: Vec<Vec<f64>> = finished
+            .iter()
+            .filter(|g| g.0 < r.time)
+            .map(|g| g.2.clone())
+            .collect();
+        let weights = weights_from_scratch(&spec, &prior, &applied);
+        let z = logits_of(r);
+        let expect = ensemble.value_with(&weights, &z);
+        assert!(
+            (r.value - expect).abs() <= 2e-6,
+            "{} at {}: engine {} vs from scratch {} (weights {weights:?})",
+            r.game,
+            r.time,
+            r.value,
+            expect
+        );
+        if (r.value - ensemble.value_with(&prior, &z)).abs() > 0.01 {
+            moved += 1;
+        }
+    }
+    let all: Vec<Vec<f64>> = finished.iter().map(|g| g.2.clone()).collect();
+    let last = weights_from_scratch(&spec, &prior, &all);
+    println!(
+        "{} rows, {} games finished, final weights {last:?}, {moved} values moved by > 0.01",
+        rows.len(),
+        finished.len()
+    );
+    assert!(
+        last[1] < 0.2,
+        "the contrarian member loses weight: {last:?}"
+    );
+    assert!(moved * 4 > rows.len(), "re-weighting moves the values");
+}
+
+/// The pipeline of [`run`], without the archive.
+fn online_pipeline(topic: &str) -> String {
+    nfl_pipeline(&[topic]).replace(
+        "[model]\nname = \"nfl_wp\"",
+        &format!("[model]\nname = \"{MODEL}\""),
+    )
+}
+
+/// A restart from a checkpoint does not read the games that were over again: their losses
+/// come from the checkpoint, so the weights, and the deltas, go on as in a run that never
+/// stopped. The first week's games are read, the engine stops (its checkpoint written), the
+/// second week is produced and a new engine resumes from the checkpoint.
+#[test]
+fn a_restart_from_a_checkpoint_keeps_the_weights() {
+    let lines = fixture_lines();
+    let week1 = |l: &String| {
+        let ev: GameEvent = serde_json::from_str(l).unwrap();
+        ev.game_id.as_str() < "2018091300"
+    };
+    let (first, rest): (Vec<String>, Vec<String>) = lines.iter().cloned().partition(week1);
+    assert!(!first.is_empty() && !rest.is_empty());
+
+    let clean_topic = "online-clean";
+    let topic = "online-restart";
+    let cluster = Cluster::mock(&[
+        (clean_topic, 4),
+        ("online-clean.dead-letters", 1),
+        (topic, 4),
+        ("online-restart.dead-letters", 1),
+    ]);
+    produce_all(&cluster.brokers, clean_topic, &lines);
+    let mut cfg = config(&cluster.brokers, clean_topic, 2);
+    cfg.engine.models = models().display().to_string();
+    let app = start(&cfg, &[online_pipeline(clean_topic)]);
+    let (_, clean) = run_engine(&app);
+    app.shutdown();
+
+    let checkpoints = tempfile::tempdir().unwrap();
+    let mut cfg = config(&cluster.brokers, topic, 2);
+    cfg.engine.models = models().display().to_string();
+    cfg.engine.checkpoint_dir = checkpoints.path().display().to_string();
+    produce_all(&cluster.brokers, topic, &first);
+    let app = start(&cfg, &[online_pipeline(topic)]);
+    let (_, before) = run_engine(&app);
+    app.shutdown();
+    let store = sideline::checkpoint::Store::open(checkpoints.path()).unwrap();
+    let (cp, _) = store.load().unwrap().unwrap();
+    let kept = cp.pipelines.values().next().unwrap().finished_games.len();
+    assert!(
+        kept >= 10,
+        "the checkpoint keeps the finished games ({kept})"
+    );
+
+    produce_all(&cluster.brokers, topic, &rest);
+    let app = start(&cfg, &[online_pipeline(topic)]);
+    let (_, after) = run_engine(&app);
+    app.shutdown();
+
+    // The deltas of the clean run, with the restarted run's topic in their ids.
+    let renamed = |d: &[sideline::delta::Delta]| {
+        String::from_utf8(log_bytes(d))
+            .unwrap()
+            .replace(clean_topic, topic)
+    };
+    let restarted: Vec<sideline::delta::Delta> = before.into_iter().chain(after).collect();
+    assert!(clean.len() > 100);
+    assert_eq!(
+        renamed(&restarted),
+        renamed(&clean),
+        "stopped and restarted from the checkpoint, the deltas are the clean run's"
+    );
+}
