@@ -87,18 +87,30 @@ pub trait Scorer: Send + Sync + 'static {
     fn score(&self, rows: &[Vec<f64>]) -> Result<Vec<f64>, String>;
 }
 
+/// The model's inputs (`inputs`, variable indices) of every row, row-major in one buffer.
+fn pick<R: AsRef<[f64]>>(inputs: &[usize], rows: &[R]) -> Vec<f64> {
+    let mut flat = Vec::with_capacity(rows.len() * inputs.len());
+    for r in rows {
+        flat.extend(inputs.iter().map(|i| r.as_ref()[*i]));
+    }
+    flat
+}
+
+/// [`pick`]'s buffer as rows.
+fn chunks<'a>(flat: &'a [f64], inputs: &[usize]) -> Vec<&'a [f64]> {
+    flat.chunks_exact(inputs.len().max(1)).collect()
+}
+
 impl Model {
     /// Values of `rows` (each a full variable vector), in one pass. A registry model's inputs
     /// are picked into one buffer: no allocation per row (a custom scorer gets owned rows).
     pub fn score<R: AsRef<[f64]>>(&self, rows: &[R]) -> Result<Vec<f64>, String> {
         match self {
             Model::Registry { model, inputs } => {
-                let mut flat = Vec::with_capacity(rows.len() * inputs.len());
-                for r in rows {
-                    flat.extend(inputs.iter().map(|i| r.as_ref()[*i]));
-                }
-                let picked: Vec<&[f64]> = flat.chunks_exact(inputs.len().max(1)).collect();
-                model.score(&picked).map_err(|e| e.to_string())
+                let flat = pick(inputs, rows);
+                model
+                    .score(&chunks(&flat, inputs))
+                    .map_err(|e| e.to_string())
             }
             Model::Formula(e) => Ok(rows
                 .iter()
@@ -118,11 +130,8 @@ impl Model {
         let Model::Registry { model, inputs } = self else {
             return None;
         };
-        let picked: Vec<Vec<f64>> = rows
-            .iter()
-            .map(|r| inputs.iter().map(|i| r[*i]).collect())
-            .collect();
-        match model.score_explained(&picked) {
+        let flat = pick(inputs, rows);
+        match model.score_explained(&chunks(&flat, inputs)) {
             Ok(scored) => Some((scored, model.inputs())),
             Err(e) => {
                 tracing::warn!(error = %e, "explaining a prediction failed");
@@ -149,11 +158,8 @@ impl Model {
         let Model::Registry { model, inputs } = self else {
             return Err("only a registry model re-weights online".into());
         };
-        let mut flat = Vec::with_capacity(rows.len() * inputs.len());
-        for r in rows {
-            flat.extend(inputs.iter().map(|i| r.as_ref()[*i]));
-        }
-        let picked: Vec<&[f64]> = flat.chunks_exact(inputs.len().max(1)).collect();
+        let flat = pick(inputs, rows);
+        let picked = chunks(&flat, inputs);
         let logits = model
             .member_logits(&picked)
             .map_err(|e| e.to_string())?
@@ -182,11 +188,8 @@ impl Model {
         let Model::Registry { model, inputs } = self else {
             return None;
         };
-        let picked: Vec<Vec<f64>> = rows
-            .iter()
-            .map(|r| inputs.iter().map(|i| r[*i]).collect())
-            .collect();
-        match model.score_explained_with(&picked, weights) {
+        let flat = pick(inputs, rows);
+        match model.score_explained_with(&chunks(&flat, inputs), weights) {
             Ok(scored) => Some((scored, model.inputs())),
             Err(e) => {
                 tracing::warn!(error = %e, "explaining a prediction failed");

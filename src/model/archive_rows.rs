@@ -178,16 +178,7 @@ pub fn rows_from_archive(
             "archive files of other texts of the pipeline skipped"
         );
     }
-    let games = rows
-        .iter()
-        .map(|r| r.game_id.as_str())
-        .collect::<BTreeSet<_>>()
-        .len();
-    Ok(RowSet {
-        rows,
-        games,
-        skipped_games: unfinished.len(),
-    })
+    Ok(RowSet::new(rows, unfinished.len()))
 }
 
 /// [`rows_from_archive`] labelled by the results of the events in `results`.

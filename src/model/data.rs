@@ -316,7 +316,14 @@ impl RowSet {
     /// The rows of the games of `range`'s seasons.
     pub fn only(self, range: &SeasonRange) -> RowSet {
         let keep = |r: &LabeledRow| season_of(&r.game_id).is_some_and(|s| range.contains(s));
-        let rows: Vec<LabeledRow> = self.rows.into_iter().filter(keep).collect();
+        RowSet::new(
+            self.rows.into_iter().filter(keep).collect(),
+            self.skipped_games,
+        )
+    }
+
+    /// `rows`, counting their games.
+    pub fn new(rows: Vec<LabeledRow>, skipped_games: usize) -> RowSet {
         let games = rows
             .iter()
             .map(|r| r.game_id.as_str())
@@ -325,7 +332,7 @@ impl RowSet {
         RowSet {
             rows,
             games,
-            skipped_games: self.skipped_games,
+            skipped_games,
         }
     }
 

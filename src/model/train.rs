@@ -208,16 +208,7 @@ pub(super) fn load_rows(
         (None, Some(path)) => {
             let rows = read_matrix(path, &key, &inputs.names)
                 .with_context(|| format!("reading matrix {}", path.display()))?;
-            let games = rows
-                .iter()
-                .map(|r| r.game_id.as_str())
-                .collect::<BTreeSet<_>>()
-                .len();
-            RowSet {
-                rows,
-                games,
-                skipped_games: 0,
-            }
+            RowSet::new(rows, 0)
         }
         (None, None) => return Ok(None),
     };
