@@ -181,16 +181,15 @@ fn write_config(dir: &Path, brokers: &str, topic: &str) -> std::path::PathBuf {
     let file = format!("{pipeline}\n[[output]]\nkind = \"kafka\"\ntopic = \"{topic}.deltas\"\n");
     std::fs::write(pipelines.join("nfl.toml"), file).unwrap();
     let config = dir.join("sideline.toml");
-    // One worker: with two, about one run in four recomputes some open games after a restart
-    // with other values (no delta lost or repeated, no record dead-lettered; the first
-    // difference is the first delta after a plain restart). A known bug, not yet found: the
-    // same test with one worker passed 7 of 7 runs where two workers failed 3 of 12. The
-    // diagnostics below (which restart, which games, dead letters) are what to start from.
+    // Two workers: the restarts race each worker's consumer start against the other's
+    // marks. (This test caught records fetched between a consumer's `assign` and its
+    // partition queues' split being dropped; the diagnostics below, on a difference, say
+    // which restart it follows, which games differ and what was dead-lettered.)
     std::fs::write(
         &config,
         format!(
             r#"[engine]
-workers = 1
+workers = 2
 pipelines = "{}"
 checkpoint-dir = "{}"
 checkpoint-interval-ms = 100

@@ -219,6 +219,10 @@ impl Runtime {
                         tracing::debug!(pipeline = name, topic = rec.topic, partition = rec.partition, offset = rec.offset, %reject, "rejected");
                         if replay == Replay::Fresh {
                             dead.send(name, &rec, &reject);
+                        } else {
+                            // Its first reading was accepted or dead-lettered; refused now,
+                            // the game's rebuilt state lacks it.
+                            tracing::warn!(pipeline = name, topic = rec.topic, partition = rec.partition, offset = rec.offset, %reject, "a record read again for the rebuild was refused");
                         }
                     }
                 }

@@ -203,10 +203,55 @@ impl KafkaReader {
             .collect()
     }
 
-    /// Hands up to `max` records per partition to `f`, then serves librdkafka's events. Returns
+    /// Hands up to `max` records per partition to `f`, and serves librdkafka's events. Returns
     /// how many records it handed over.
+    ///
+    /// Records fetched between `assign` and `split_partition_queue` stay on the consumer's
+    /// main queue (rdkafka's docs say so). All of them are there before the first poll, and
+    /// each precedes every record of its partition on the partition's own queue, so the main
+    /// queue is drained first: they are handed over in their partition's order, never lost.
     pub fn poll(&self, max: usize, mut f: impl FnMut(Polled<'_>)) -> usize {
         let mut n = 0;
+        while let Some(event) = self.consumer.poll(Duration::ZERO) {
+            match event {
+                Ok(m) => {
+                    let Some((topic, partition)) = self
+                        .queues
+                        .iter()
+                        .find(|(t, p, _)| t == m.topic() && *p == m.partition())
+                        .map(|(t, p, _)| (t.as_str(), *p))
+                    else {
+                        tracing::error!(
+                            topic = m.topic(),
+                            partition = m.partition(),
+                            offset = m.offset(),
+                            "record of a partition this reader does not own: not processed"
+                        );
+                        continue;
+                    };
+                    n += 1;
+                    f(Polled::Record(Record {
+                        topic,
+                        partition,
+                        offset: m.offset(),
+                        timestamp_ms: m.timestamp().to_millis(),
+                        key: m.key(),
+                        payload: m.payload().unwrap_or(&[]),
+                    }));
+                }
+                Err(KafkaError::PartitionEOF(p)) => {
+                    // Only the partition number: unambiguous when one topic has it.
+                    let mut owners = self.queues.iter().filter(|(_, q, _)| *q == p);
+                    if let (Some((topic, partition, _)), None) = (owners.next(), owners.next()) {
+                        f(Polled::End {
+                            topic,
+                            partition: *partition,
+                        });
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "kafka consumer error"),
+            }
+        }
         for (topic, partition, queue) in &self.queues {
             for _ in 0..max {
                 match queue.poll(Duration::ZERO) {
@@ -235,18 +280,6 @@ impl KafkaReader {
                     }
                 }
             }
-        }
-        // Serves statistics and errors; records all go to the partition queues, which are split
-        // before the first poll.
-        match self.consumer.poll(Duration::ZERO) {
-            Some(Ok(m)) => tracing::error!(
-                topic = m.topic(),
-                partition = m.partition(),
-                offset = m.offset(),
-                "record on the main queue, not its partition's: not processed"
-            ),
-            Some(Err(e)) => tracing::warn!(error = %e, "kafka consumer error"),
-            None => {}
         }
         n
     }
