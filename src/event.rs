@@ -137,6 +137,16 @@ pub struct GameKey {
 }
 
 impl GameEvent {
+    /// The game's result from the home team's side by this event's score: 1 ahead, 0
+    /// behind, 0.5 level (a game's label, from its `game_end`).
+    pub fn home_result(&self) -> f64 {
+        match self.home_score.cmp(&self.away_score) {
+            std::cmp::Ordering::Greater => 1.0,
+            std::cmp::Ordering::Less => 0.0,
+            std::cmp::Ordering::Equal => 0.5,
+        }
+    }
+
     pub fn key(&self) -> GameKey {
         GameKey {
             sport: self.sport,

@@ -57,11 +57,7 @@ pub fn results_from_jsonl(path: &Path) -> Result<BTreeMap<String, GameResult>, D
             continue;
         }
         guard_season(&ev.game_id)?;
-        let label = match ev.home_score.cmp(&ev.away_score) {
-            std::cmp::Ordering::Greater => 1.0,
-            std::cmp::Ordering::Less => 0.0,
-            std::cmp::Ordering::Equal => 0.5,
-        };
+        let label = ev.home_result();
         results.insert(
             ev.game_id,
             GameResult {

@@ -249,11 +249,7 @@ pub fn game_rows(
     let Some(end) = events.iter().find(|e| e.kind == EventKind::GameEnd) else {
         return Ok(None);
     };
-    let label = match end.home_score.cmp(&end.away_score) {
-        std::cmp::Ordering::Greater => 1.0,
-        std::cmp::Ordering::Less => 0.0,
-        std::cmp::Ordering::Equal => 0.5,
-    };
+    let label = end.home_result();
     let upto: Vec<GameEvent> = events
         .iter()
         .take_while(|e| e.seq <= end.seq)

@@ -565,11 +565,7 @@ impl GameAssigner {
         self.meta = Some(meta);
         if ev.kind == crate::event::EventKind::GameEnd && !self.ended {
             self.ended = true;
-            let result = match ev.home_score.cmp(&ev.away_score) {
-                std::cmp::Ordering::Greater => 1.0,
-                std::cmp::Ordering::Less => 0.0,
-                std::cmp::Ordering::Equal => 0.5,
-            };
+            let result = ev.home_result();
             let m = Member::Value {
                 order: ev.seq,
                 value: F64::new(result),
