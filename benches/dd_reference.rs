@@ -43,10 +43,12 @@ use std::time::{Duration, Instant};
 
 use differential_dataflow::input::{Input, InputSession};
 use differential_dataflow::operators::CountTotal;
-use sideline::dataflow::features::aggregate_slots;
+use sideline::dataflow::features::slot_values;
 use sideline::event::{EventKind, GameEvent};
 use sideline::pipeline::plan::Plan;
-use sideline::pipeline::window::{seconds_remaining, Entity, GameAssigner, Member, Slot};
+use sideline::pipeline::window::{
+    game_id, seconds_remaining, Entity, Fact, GameAssigner, Slot, Updates,
+};
 use timely::dataflow::operators::{Inspect, Probe};
 use timely::dataflow::ProbeHandle;
 
@@ -257,16 +259,17 @@ fn engine(
         let collect = finals.is_some();
         let plan2 = Arc::clone(&plan);
         let mut input = worker.dataflow::<u64, _, _>(|scope| {
-            let (input, members) = scope.new_collection::<(Slot, Member), isize>();
-            let slots = aggregate_slots(members, &plan2);
+            let (input, slots) = slot_values(scope, &plan2);
             if collect {
                 let o = Rc::clone(&out);
                 slots
                     .inner
-                    .inspect(move |((slot, v), _, d)| {
-                        *o.borrow_mut()
-                            .entry((slot.clone(), v.0.to_bits()))
-                            .or_insert(0) += d;
+                    .inspect(move |(fact, _, d)| {
+                        if let Fact::Value(slot, v) = fact {
+                            *o.borrow_mut()
+                                .entry((slot.clone(), v.0.to_bits()))
+                                .or_insert(0) += d;
+                        }
                     })
                     .probe_with(&probe);
             } else {
@@ -275,7 +278,7 @@ fn engine(
             input
         });
         let mut games: HashMap<u32, GameAssigner> = HashMap::new();
-        let mut updates = Vec::new();
+        let mut updates = Updates::default();
         let mut fed = 0usize;
         let mut fed_updates = 0usize;
         for (g, ev) in events.iter() {
@@ -285,10 +288,8 @@ fn engine(
                     .entry(*g)
                     .or_insert_with(|| GameAssigner::new(&plan, ev.key()))
                     .apply(&plan, ev, t, t, &mut updates);
-                fed_updates += updates.len();
-                for (slot, member, time, diff) in updates.drain(..) {
-                    input.update_at((slot, member), time, diff);
-                }
+                fed_updates += updates.members.len() + updates.facts.len();
+                input.feed(&mut updates);
             }
             fed += 1;
             if fed.is_multiple_of(BATCH) {
@@ -342,7 +343,7 @@ fn compare(
         let value = |name: &str| {
             engine
                 .get(&Slot {
-                    game: key.clone(),
+                    game: game_id(&key),
                     entity: Entity::Game,
                     feature: feature(name),
                 })

@@ -9,11 +9,10 @@ use std::time::{Duration, Instant};
 
 use std::collections::HashMap;
 
-use differential_dataflow::input::Input;
 use sideline::config::LatePolicy;
-use sideline::dataflow::features::aggregate_slots;
+use sideline::dataflow::features::slot_values;
 use sideline::event::{EventKind, GameEvent, Sport};
-use sideline::pipeline::window::{GameAssigner, Member, Slot};
+use sideline::pipeline::window::{GameAssigner, Updates};
 use sideline::source::ingest::{Ingest, Record};
 use timely::dataflow::operators::Probe;
 
@@ -83,9 +82,9 @@ fn main() {
     timely::execute(timely::Config::thread(), move |worker| {
         let plan2 = plan.clone();
         let (mut input, probe) = worker.dataflow::<u64, _, _>(move |scope| {
-            let (input, members) = scope.new_collection::<(Slot, Member), isize>();
+            let (input, values) = slot_values(scope, &plan2);
             let probe = timely::dataflow::ProbeHandle::new();
-            aggregate_slots(members, &plan2).inner.probe_with(&probe);
+            values.inner.probe_with(&probe);
             (input, probe)
         });
         let mut games_state: HashMap<sideline::event::GameKey, GameAssigner> = HashMap::new();
@@ -95,7 +94,7 @@ fn main() {
             Duration::from_secs(1),
             LatePolicy::DeadLetter,
         );
-        let mut updates = Vec::new();
+        let mut updates = Updates::default();
         let mut decode = Duration::ZERO;
         let start = Instant::now();
         for (i, payload) in records.iter().enumerate() {
@@ -115,9 +114,7 @@ fn main() {
                 .or_insert_with(|| GameAssigner::new(&plan, key))
                 .apply(&plan, &a.event, a.time, a.ingest_ms, &mut updates);
             decode += d0.elapsed();
-            for (slot, member, t, diff) in updates.drain(..) {
-                input.update_at((slot, member), t, diff);
-            }
+            input.feed(&mut updates);
             // Advance once per round of plays: every game changed at that time is one batch.
             if (i + 1) % games == 0 {
                 let t = 1_000_000 + ((i + 1) / games) as u64 * 20_000;

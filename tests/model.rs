@@ -23,7 +23,7 @@ use sideline::model::matrix::{read_matrix, write_matrix};
 use sideline::model::train::{evaluate, fit, FitOptions};
 use sideline::model::{Manifest, ModelError, PipelineRef, WinProbModel};
 use sideline::pipeline::plan::Plan;
-use sideline::pipeline::window::{Entity, GameAssigner, F64};
+use sideline::pipeline::window::{Entity, GameAssigner, Updates, F64};
 use sideline::pipeline::{Registry, DEFAULT_PIPELINE};
 
 /// The importer's committed fixture (24 real 2018 games).
@@ -333,7 +333,7 @@ fn engine_values(plan: &Plan, events: &[GameEvent]) -> Vec<Valued> {
             )
         });
         let mut games: HashMap<GameKey, GameAssigner> = HashMap::new();
-        let mut updates = Vec::new();
+        let mut updates = Updates::default();
         for ev in &events {
             if *input.time() < ev.event_time_ms {
                 input.advance_to(ev.event_time_ms);
@@ -342,9 +342,7 @@ fn engine_values(plan: &Plan, events: &[GameEvent]) -> Vec<Valued> {
                 .entry(ev.key())
                 .or_insert_with(|| GameAssigner::new(&plan, ev.key()))
                 .apply(&plan, ev, ev.event_time_ms, 0, &mut updates);
-            for (slot, member, time, diff) in updates.drain(..) {
-                input.update_at((slot, member), time, diff);
-            }
+            input.feed(&mut updates);
         }
         input.close();
         while !probe.done() {

@@ -3,7 +3,8 @@
 //!
 //! The incremental side is the production chain: one `GameAssigner` per game (effective time =
 //! event time) feeding a differential input, games interleaved in event-time order with the
-//! input advanced as time goes, aggregated by `aggregate_slots`, on 1 and 2 workers. Each slot's
+//! input advanced as time goes, into `slot_values` (the facts the assigner keeps, and the windows
+//! aggregated by the dataflow's `reduce`), on 1 and 2 workers. Each slot's
 //! output is accumulated as of every time at which the reference or the output can change, and
 //! compared there, to the bit: the engine sums a window in member (seq) order and the reference
 //! sums in the same order with the same formulas, so no tolerance is needed.
@@ -11,18 +12,18 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
-use differential_dataflow::input::Input;
 use proptest::prelude::*;
-use sideline::dataflow::features::aggregate_slots;
+use sideline::dataflow::features::slot_values;
 use sideline::event::{EventKind, GameEvent, Sport};
 use sideline::pipeline::plan::{plan, ModelCatalog, Plan, Window};
 use sideline::pipeline::reference::Evaluated;
 use sideline::pipeline::window::{
-    Entity, GameAssigner, Slot, F64, META_AT, META_DROPS, META_GAPS, META_INGEST, META_SEQ,
+    game_id, Entity, Fact, GameAssigner, GameId, Slot, Updates, F64, META_AT, META_DROPS,
+    META_GAPS, META_INGEST, META_SEQ,
 };
 
-/// One `aggregate_slots` output record.
-type Out = ((Slot, F64), u64, isize);
+/// One `slot_values` output record.
+type Out = (Fact, u64, isize);
 
 const WINDOWS: [&str; 8] = [
     "tumbling",
@@ -308,7 +309,7 @@ fn ingest_ms(ev: &GameEvent) -> u64 {
     ev.seq * 10 + 7
 }
 
-/// The incremental path on `workers` workers: every `aggregate_slots` output record.
+/// The incremental path on `workers` workers: every `slot_values` output record.
 fn incremental(plan: &Plan, games: &[Vec<GameEvent>], workers: usize) -> Vec<Out> {
     let out: Arc<Mutex<Vec<Out>>> = Arc::default();
     let plan = Arc::new(plan.clone());
@@ -326,10 +327,10 @@ fn incremental(plan: &Plan, games: &[Vec<GameEvent>], workers: usize) -> Vec<Out
         let out = out2.clone();
         let plan = plan.clone();
         let (mut input, probe) = worker.dataflow::<u64, _, _>(|scope| {
-            let (input, members) = scope.new_collection::<(Slot, _), isize>();
+            let (input, values) = slot_values(scope, &plan);
             let probe = timely::dataflow::ProbeHandle::new();
             use timely::dataflow::operators::Probe;
-            aggregate_slots(members, &plan)
+            values
                 .inspect(move |x| out.lock().unwrap().push(x.clone()))
                 .inner
                 .probe_with(&probe);
@@ -337,7 +338,7 @@ fn incremental(plan: &Plan, games: &[Vec<GameEvent>], workers: usize) -> Vec<Out
         });
         if worker.index() == 0 {
             let mut assigners: Vec<Option<GameAssigner>> = vec![None; n_games];
-            let mut updates = Vec::new();
+            let mut updates = Updates::default();
             for (g, ev) in feed.iter() {
                 let t = ev.event_time_ms;
                 if t > *input.time() {
@@ -346,9 +347,7 @@ fn incremental(plan: &Plan, games: &[Vec<GameEvent>], workers: usize) -> Vec<Out
                 assigners[*g]
                     .get_or_insert_with(|| GameAssigner::new(&plan, ev.key()))
                     .apply(&plan, ev, t, ingest_ms(ev), &mut updates);
-                for (slot, member, time, diff) in updates.drain(..) {
-                    input.update_at((slot, member), time, diff);
-                }
+                input.feed(&mut updates);
                 input.flush();
                 worker.step();
             }
@@ -396,13 +395,30 @@ fn check(
     known_bug: bool,
 ) -> Result<(), String> {
     let mut by_slot: HashMap<Slot, Vec<(u64, F64, isize)>> = HashMap::new();
-    for ((slot, v), t, d) in out {
-        by_slot.entry(slot.clone()).or_default().push((*t, *v, *d));
+    let mut keys: HashMap<GameId, Vec<(String, isize)>> = HashMap::new();
+    for (fact, t, d) in out {
+        match fact {
+            Fact::Value(slot, v) => by_slot.entry(slot.clone()).or_default().push((*t, *v, *d)),
+            Fact::Game(id, key) => keys.entry(*id).or_default().push((key.game_id.clone(), *d)),
+        }
+    }
+    // Every game's key, once, under its id.
+    for evs in &case.games {
+        let Some(first) = evs.first() else { continue };
+        let id = game_id(&first.key());
+        let want = vec![(first.game_id.clone(), 1)];
+        if keys.remove(&id).as_ref() != Some(&want) {
+            return Err(format!("game {}: its key came not once", first.game_id));
+        }
+    }
+    if let Some(k) = keys.keys().next() {
+        return Err(format!("a key no game has: {k}"));
     }
     let mut checked: BTreeSet<Slot> = BTreeSet::new();
     for evs in &case.games {
         let Some(first) = evs.first() else { continue };
         let key = first.key();
+        let id = game_id(&key);
         let timed: Vec<(GameEvent, u64)> =
             evs.iter().map(|e| (e.clone(), e.event_time_ms)).collect();
         let reference = Evaluated::new(plan, &timed);
@@ -411,13 +427,13 @@ fn check(
             entities.extend(
                 by_slot
                     .keys()
-                    .filter(|s| s.game == key && s.feature == f as u32)
+                    .filter(|s| s.game == id && s.feature == f as u32)
                     .map(|s| s.entity.clone()),
             );
             let base = reference.feature_times(f);
             for entity in entities {
                 let slot = Slot {
-                    game: key.clone(),
+                    game: id,
                     entity: entity.clone(),
                     feature: f as u32,
                 };
@@ -446,11 +462,11 @@ fn check(
             }
         }
         // Bookkeeping: the game's latest event up to each time.
-        for (id, what) in [(META_SEQ, 0), (META_INGEST, 1), (META_AT, 2)] {
+        for (meta, what) in [(META_SEQ, 0), (META_INGEST, 1), (META_AT, 2)] {
             let slot = Slot {
-                game: key.clone(),
+                game: id,
                 entity: Entity::Game,
-                feature: id,
+                feature: meta,
             };
             let updates = by_slot.get(&slot).map_or(&[][..], Vec::as_slice);
             let mut times: Vec<u64> = evs.iter().map(|e| e.event_time_ms).collect();
@@ -472,11 +488,11 @@ fn check(
             checked.insert(slot);
         }
         // Feed health, game to date: seq numbers skipped and score decreases (absent while 0).
-        for (id, which) in [(META_GAPS, 0), (META_DROPS, 2)] {
+        for (meta, which) in [(META_GAPS, 0), (META_DROPS, 2)] {
             let slot = Slot {
-                game: key.clone(),
+                game: id,
                 entity: Entity::Game,
-                feature: id,
+                feature: meta,
             };
             let updates = by_slot.get(&slot).map_or(&[][..], Vec::as_slice);
             let mut times: Vec<u64> = evs.iter().map(|e| e.event_time_ms).collect();

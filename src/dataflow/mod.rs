@@ -1,9 +1,10 @@
 //! The dataflow of one pipeline version: window members in, evaluated rows out.
 //!
 //! ```text
-//! input (slot, member) ±1 at times          one InputSession per worker, times = event ms
-//!   └─ aggregate_slots                      reduce per (game, entity, feature): the window's
-//!        │                                  aggregate, emitted at the times it changed
+//! inputs: members, facts ±1 at times       two InputSessions per worker, times = event ms
+//!   └─ slot_values                          members: reduce per (game, entity, feature), the
+//!        │                                  window's aggregate at the times it changed; facts
+//!        │                                  (keys, latest values) pass as they are
 //!        └─ score_games                     exchanged by game: each game's row of values,
 //!             │                             derived features, one batched model pass over
 //!             │                             every game that changed at the completed times
@@ -26,12 +27,10 @@ pub mod score;
 use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 
-use differential_dataflow::input::{Input, InputSession};
 use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::{Inspect, Probe};
 use timely::dataflow::{ProbeHandle, Scope};
 
-use crate::pipeline::window::{Member, Slot};
 use crate::pipeline::Plan;
 
 pub use collect::{CollectAlerts, CollectValues};
@@ -69,8 +68,7 @@ pub enum SinkMsg {
     },
 }
 
-/// The input handle a worker feeds.
-pub type MemberInput = InputSession<u64, (Slot, Member), isize>;
+pub use features::FeatureInput;
 
 /// Builds a pipeline version's dataflow in `scope`. Every worker builds it; values and progress
 /// are sent from worker 0 alone, the only one that passes a `sink`. `shadow` is scored beside
@@ -85,16 +83,13 @@ pub fn build(
     runtime: RuntimeId,
     sink: Option<SyncSender<SinkMsg>>,
     known: Vec<FinishedGame>,
-) -> (MemberInput, ProbeHandle<u64>) {
-    let (input, members) = scope.new_collection::<(Slot, Member), isize>();
+) -> (FeatureInput, ProbeHandle<u64>) {
+    let (input, facts) = features::slot_values(scope, &plan);
     let probe = ProbeHandle::new();
     let online = model
         .online()
         .map(|e| (Arc::new(e.clone()), e.online().expect("online").clone()));
-    let mut values =
-        features::aggregate_slots(members, &plan)
-            .inner
-            .score_games(plan.clone(), model, shadow);
+    let mut values = facts.inner.score_games(plan.clone(), model, shadow);
     if let Some((ensemble, spec)) = online {
         let members = ensemble.weights().len();
         // Every worker builds the same operators (timely matches them by position); only

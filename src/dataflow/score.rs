@@ -9,8 +9,9 @@
 //! model together, and through the shadow model (`[model] shadow`) when there is one: its
 //! value rides along in [`Valued::shadow`] for the archive. Players' slots stay out of the row.
 
-use std::collections::{BTreeMap, HashMap};
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap;
 use std::sync::Arc;
 
 use timely::container::CapacityContainerBuilder;
@@ -23,8 +24,8 @@ use crate::model::Predictor;
 use crate::pipeline::plan::{ModelPlan, Plan};
 use crate::pipeline::spec::GroupBy;
 use crate::pipeline::window::{
-    Entity, Slot, F64, META_AT, META_BELOW, META_CORRECTIONS, META_DROPS, META_DUPS, META_GAPS,
-    META_INGEST, META_RESULT, META_SEQ,
+    Entity, Fact, GameId, F64, META_AT, META_BELOW, META_CORRECTIONS, META_DROPS, META_DUPS,
+    META_GAPS, META_INGEST, META_RESULT, META_SEQ,
 };
 
 /// A game's feature values: `(entity, feature, value)`, sorted.
@@ -295,18 +296,17 @@ fn variables_of<'r>(
     (vars, meta)
 }
 
-type Input = ((Slot, F64), u64, isize);
+type Input = (Fact, u64, isize);
 
 /// A game whose row changed at a time: its variables, bookkeeping values and result.
 type Changed = (u64, GameKey, Vec<f64>, [u64; 8], Option<f64>);
 
-/// A worker's rows: per game, its slots' current values.
-type Rows = HashMap<GameKey, BTreeMap<(Entity, u32), F64>>;
-
-fn game_hash(game: &GameKey) -> u64 {
-    let mut h = DefaultHasher::new();
-    game.hash(&mut h);
-    h.finish()
+/// One game's state on the worker that scores it: its key (once its [`Fact::Game`] came) and
+/// its slots' current values.
+#[derive(Default)]
+struct GameRow {
+    key: Option<GameKey>,
+    slots: BTreeMap<(Entity, u32), F64>,
 }
 
 pub trait ScoreGames<'scope> {
@@ -327,16 +327,17 @@ impl<'scope> ScoreGames<'scope> for Stream<'scope, u64, Vec<Input>> {
         shadow: Option<Arc<Model>>,
     ) -> Stream<'scope, u64, Vec<Valued>> {
         self.unary_frontier::<CapacityContainerBuilder<Vec<Valued>>, _, _, _>(
-            Exchange::new(|((slot, _), _, _): &Input| game_hash(&slot.game)),
+            Exchange::new(|(fact, _, _): &Input| fact.game()),
             "ScoreGames",
             move |_, _| {
                 let mut pending: BTreeMap<u64, (Capability<u64>, Vec<Input>)> = BTreeMap::new();
-                let mut rows: Rows = HashMap::new();
+                let mut rows: FxHashMap<GameId, GameRow> = FxHashMap::default();
                 move |(input, frontier), output| {
                     let port = output.output_index();
                     input.for_each(|cap, data| {
                         for u in data.drain(..) {
-                            if matches!(u.0 .0.entity, Entity::Player(_)) {
+                            if matches!(&u.0, Fact::Value(slot, _) if matches!(slot.entity, Entity::Player(_)))
+                            {
                                 continue;
                             }
                             let t = u.1;
@@ -363,26 +364,43 @@ impl<'scope> ScoreGames<'scope> for Stream<'scope, u64, Vec<Input>> {
                         };
                         // Retractions before insertions: a slot's old value leaves, its new
                         // one arrives. Then each touched game, in order.
-                        updates.sort_by(|a, b| (&a.0 .0.game, a.2).cmp(&(&b.0 .0.game, b.2)));
+                        updates.sort_by_key(|(fact, _, diff)| (fact.game(), *diff));
                         let mut i = 0;
                         while i < updates.len() {
-                            let game = updates[i].0 .0.game.clone();
-                            let row = rows.entry(game.clone()).or_default();
-                            while i < updates.len() && updates[i].0 .0.game == game {
-                                let ((slot, value), _, diff) = &updates[i];
-                                let key = (slot.entity.clone(), slot.feature);
-                                if *diff < 0 {
-                                    if row.get(&key) == Some(value) {
-                                        row.remove(&key);
+                            let id = updates[i].0.game();
+                            let row = rows.entry(id).or_default();
+                            while i < updates.len() && updates[i].0.game() == id {
+                                match &updates[i] {
+                                    (Fact::Value(slot, value), _, diff) => {
+                                        let key = (slot.entity.clone(), slot.feature);
+                                        if *diff < 0 {
+                                            if row.slots.get(&key) == Some(value) {
+                                                row.slots.remove(&key);
+                                            }
+                                        } else {
+                                            row.slots.insert(key, *value);
+                                        }
                                     }
-                                } else {
-                                    row.insert(key, *value);
+                                    (Fact::Game(_, key), _, diff) if *diff > 0 => match &row.key {
+                                        Some(k) if k != key => {
+                                            tracing::error!(game = ?k, other = ?key, id, "two games share a dataflow id; the second one's values mix with the first's");
+                                            metrics::counter!("sideline_game_id_collisions_total").increment(1);
+                                        }
+                                        _ => row.key = Some(key.clone()),
+                                    },
+                                    (Fact::Game(..), _, _) => {}
                                 }
                                 i += 1;
                             }
-                            let (vars, meta) =
-                                variables_of(&plan, row.iter().map(|((e, f), v)| (e, *f, *v)));
-                            let result = row.get(&(Entity::Game, META_RESULT)).map(|v| v.0);
+                            let Some(game) = row.key.clone() else {
+                                tracing::error!(id, "values of a game whose key never came; not scored");
+                                continue;
+                            };
+                            let (vars, meta) = variables_of(
+                                &plan,
+                                row.slots.iter().map(|((e, f), v)| (e, *f, *v)),
+                            );
+                            let result = row.slots.get(&(Entity::Game, META_RESULT)).map(|v| v.0);
                             changed.push((t, game, vars, meta, result));
                         }
                         caps.push(cap);

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
-use crate::dataflow::{self, MemberInput, SinkMsg};
+use crate::dataflow::{self, FeatureInput, SinkMsg};
 use crate::event::GameKey;
 use crate::format::RejectCode;
-use crate::pipeline::window::{GameAssigner, Update};
+use crate::pipeline::window::{GameAssigner, Updates};
 use crate::source::ingest::{Ingest, Replay};
 use crate::source::kafka::{DeadLetters, KafkaReader, Polled};
 use timely::dataflow::ProbeHandle;
@@ -22,12 +22,12 @@ const POLL_BATCH: usize = 512;
 
 pub struct Runtime {
     pub deployment: Arc<Deployment>,
-    input: MemberInput,
+    input: FeatureInput,
     pub probe: ProbeHandle<u64>,
     reader: KafkaReader,
     ingest: Ingest,
     games: HashMap<GameKey, GameAssigner>,
-    updates: Vec<Update>,
+    updates: Updates,
     /// Where the partitions ended when a drain began.
     drain_targets: Option<HashMap<(String, i32), i64>>,
     /// Wall-clock staleness: the plan's `staleness` detectors, each game's last event, and
@@ -109,7 +109,7 @@ impl Runtime {
             reader,
             ingest,
             games: HashMap::new(),
-            updates: Vec::new(),
+            updates: Updates::default(),
             drain_targets: None,
             staleness: d
                 .plan
@@ -199,7 +199,7 @@ impl Runtime {
                         if matches!(reject.code, RejectCode::Duplicate | RejectCode::Conflict) {
                             if let Ok(ev) = crate::format::json::decode(rec.payload, usize::MAX) {
                                 if let Some(g) = games.get_mut(&ev.key()) {
-                                    g.note_duplicate(ev.seq, ev.event_time_ms.max(frontier), updates);
+                                    g.note_duplicate(ev.event_time_ms.max(frontier), updates);
                                 }
                             }
                         }
@@ -246,9 +246,7 @@ impl Runtime {
             }
         }
         self.emit_staleness(stale_changes, now);
-        for (slot, member, time, diff) in self.updates.drain(..) {
-            self.input.update_at((slot, member), time, diff);
-        }
+        self.input.feed(&mut self.updates);
         if let Some(f) = self
             .deployment
             .board

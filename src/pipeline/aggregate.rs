@@ -1,5 +1,6 @@
-//! Aggregates over a slot's window members, as the dataflow's `reduce` sees them: sorted by
-//! member (liveness markers first, then values by event seq), each with its multiplicity.
+//! Aggregates over a slot's window members, sorted by member (liveness markers first, then
+//! values by event seq), each with its multiplicity: as the dataflow's `reduce` sees them, and
+//! as the assigner holds the members of windows that change only at events.
 
 use super::plan::Agg;
 use super::window::Member;
@@ -7,10 +8,13 @@ use super::window::Member;
 /// The aggregate of `members`, or `None` when the window is empty, or, for a `session`
 /// window, when no liveness marker is left (the session closed; its members are retracted
 /// only when the next one starts): the feature then takes its default.
-pub fn aggregate(agg: Agg, session: bool, members: &[(&Member, isize)]) -> Option<f64> {
+pub fn aggregate<'m, I>(agg: Agg, session: bool, members: I) -> Option<f64>
+where
+    I: DoubleEndedIterator<Item = (&'m Member, isize)> + Clone,
+{
     let mut alive = 0isize;
     let mut n = 0isize;
-    for (m, c) in members {
+    for (m, c) in members.clone() {
         match m {
             Member::Alive => alive += c,
             Member::Value { .. } => n += c,
@@ -20,8 +24,8 @@ pub fn aggregate(agg: Agg, session: bool, members: &[(&Member, isize)]) -> Optio
         return None;
     }
     // Values in event order, each repeated by its multiplicity.
-    let values = members.iter().filter_map(|(m, c)| match m {
-        Member::Value { value, .. } => Some((value.0, (*c).max(0) as usize)),
+    let values = members.filter_map(|(m, c)| match m {
+        Member::Value { value, .. } => Some((value.0, c.max(0) as usize)),
         Member::Alive => None,
     });
     let count = n as f64;

@@ -23,7 +23,9 @@
 //! that depend on later events (`events`, `possessions`, `game-clock`, sessions) happen at the
 //! time of the event that causes them; time-based ones are scheduled when the member enters.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -90,10 +92,24 @@ pub const META_RESULT: u32 = u32::MAX - 8;
 /// The lowest bookkeeping id: features are numbered below it.
 pub const META_MIN: u32 = META_RESULT;
 
+/// A game inside the dataflow: a 64-bit hash of its [`GameKey`] ([`game_id`]), so that keys
+/// are copied, compared and exchanged as one word. The key itself travels once per game
+/// ([`Fact::Game`]) to the scoring stage, which labels its output with it and reports two keys
+/// that share an id.
+pub type GameId = u64;
+
+/// The dataflow's id of `key`: the same in every worker and run of a build.
+pub fn game_id(key: &GameKey) -> GameId {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut h = DefaultHasher::new();
+    key.hash(&mut h);
+    h.finish()
+}
+
 /// One aggregate's key.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Slot {
-    pub game: GameKey,
+    pub game: GameId,
     pub entity: Entity,
     /// Index into the plan's features, or a `META_*` id.
     pub feature: u32,
@@ -109,6 +125,39 @@ pub enum Member {
 
 /// A change to the window members.
 pub type Update = (Slot, Member, u64, isize);
+
+/// What reaches the scoring stage besides the aggregated windows, straight from the assigner:
+/// values it knows without a window's history, and game keys.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Fact {
+    /// A game's key, present from its first event on.
+    Game(GameId, GameKey),
+    /// A slot's value: a bookkeeping slot; a window that changes only at the game's events
+    /// (`events`, `possessions`, `game-clock`, `game`), aggregated by the assigner; or, after
+    /// the dataflow's `reduce`, a window that also changes with time (`tumbling`, `hopping`,
+    /// `sliding`, `session`).
+    Value(Slot, F64),
+}
+
+impl Fact {
+    pub fn game(&self) -> GameId {
+        match self {
+            Fact::Game(id, _) => *id,
+            Fact::Value(slot, _) => slot.game,
+        }
+    }
+}
+
+/// A change to the facts.
+pub type FactUpdate = (Fact, u64, isize);
+
+/// What an assigner appends to: window members for the dataflow's `reduce`, facts for the
+/// scoring stage.
+#[derive(Clone, Debug, Default)]
+pub struct Updates {
+    pub members: Vec<Update>,
+    pub facts: Vec<FactUpdate>,
+}
 
 /// Regulation periods and their length in seconds, per sport (for `seconds_remaining`).
 pub fn regulation(sport: Sport) -> (u32, u64) {
@@ -270,7 +319,9 @@ fn kind_str(ev: &GameEvent) -> &'static str {
     }
 }
 
-/// Per-slot state of the windows whose expiry depends on later events.
+/// Per-slot state of the windows whose expiry depends on later events. The assigner
+/// aggregates the fact windows' members itself (all but sessions); sessions' members are kept
+/// to retract them when the next session starts.
 #[derive(Clone, Debug)]
 enum SlotState {
     /// `events`: the latest members, oldest first.
@@ -279,20 +330,43 @@ enum SlotState {
     Possessions(VecDeque<(u64, Member)>),
     /// `game-clock`: members with the game clock (ms played) they came at.
     GameClock(VecDeque<(u64, Member)>),
+    /// `game`: every member.
+    Game(Vec<Member>),
     /// `session`: the current session's members and its latest time.
     Session { last: u64, members: Vec<Member> },
+}
+
+impl SlotState {
+    fn push(&mut self, at: u64, m: Member) {
+        if let SlotState::Possessions(q) | SlotState::GameClock(q) = self {
+            q.push_back((at, m));
+        }
+    }
+
+    /// A fact window's aggregate over its members (in seq order), `None` while it is empty.
+    fn aggregate(&self, agg: super::plan::Agg) -> Option<f64> {
+        use super::aggregate::aggregate;
+        match self {
+            SlotState::Events(q) => aggregate(agg, false, q.iter().map(|m| (m, 1))),
+            SlotState::Possessions(q) | SlotState::GameClock(q) => {
+                aggregate(agg, false, q.iter().map(|(_, m)| (m, 1)))
+            }
+            SlotState::Game(members) => aggregate(agg, false, members.iter().map(|m| (m, 1))),
+            SlotState::Session { .. } => None,
+        }
+    }
 }
 
 /// One game's window state for one pipeline.
 #[derive(Clone, Debug)]
 pub struct GameAssigner {
     key: GameKey,
+    id: GameId,
     home_score: u32,
     away_score: u32,
     possession: u64,
     last_team: Option<String>,
     clock_ms: u64,
-    meta: Option<[Member; 3]>,
     last_seq: Option<u64>,
     /// Seq numbers skipped, duplicates, score decreases, below the high (0/1), corrections.
     health: [u64; 5],
@@ -300,7 +374,13 @@ pub struct GameAssigner {
     high: (u32, u32),
     /// Whether the game's first `game_end` (and so its result) has been seen.
     ended: bool,
-    slots: HashMap<(u32, Entity), SlotState>,
+    /// Whether the game's key has been sent ([`Fact::Game`]).
+    named: bool,
+    slots: FxHashMap<(u32, Entity), SlotState>,
+    /// The current value of every fact slot that has one.
+    facts: FxHashMap<(u32, Entity), F64>,
+    /// Scratch: the fact windows an event changed.
+    touched: Vec<(u32, Entity)>,
     vars: EventVars,
 }
 
@@ -311,71 +391,75 @@ fn retract(out: &mut Vec<Update>, slot: &Slot, m: Member, t: u64) {
 impl GameAssigner {
     pub fn new(plan: &Plan, key: GameKey) -> Self {
         GameAssigner {
+            id: game_id(&key),
             key,
             home_score: 0,
             away_score: 0,
             possession: 0,
             last_team: None,
             clock_ms: 0,
-            meta: None,
             last_seq: None,
             health: [0; 5],
             high: (0, 0),
             ended: false,
-            slots: HashMap::new(),
+            named: false,
+            slots: FxHashMap::default(),
+            facts: FxHashMap::default(),
+            touched: Vec::new(),
             vars: EventVars::new(plan),
         }
     }
 
     fn slot(&self, feature: u32, entity: Entity) -> Slot {
         Slot {
-            game: self.key.clone(),
+            game: self.id,
             entity,
             feature,
         }
     }
 
-    /// Moves a feed-health counter to `value` at `t` (the slot is absent while 0).
-    fn health(&mut self, k: usize, value: u64, order: u64, t: u64, out: &mut Vec<Update>) {
-        let old = self.health[k];
+    /// Sets a fact slot to `value` at `t` (`None`: no value, the feature's default applies):
+    /// its old value retracted, the new one inserted; nothing when it is unchanged.
+    fn set(&mut self, feature: u32, entity: Entity, value: Option<f64>, t: u64, out: &mut Updates) {
+        let value = value.map(F64::new);
+        let key = (feature, entity);
+        let old = match value {
+            Some(v) => self.facts.insert(key.clone(), v),
+            None => self.facts.remove(&key),
+        };
         if old == value {
             return;
         }
-        let slot = self.slot(
-            [
-                META_GAPS,
-                META_DUPS,
-                META_DROPS,
-                META_BELOW,
-                META_CORRECTIONS,
-            ][k],
-            Entity::Game,
-        );
-        if old > 0 {
-            let m = Member::Value {
-                order: 0,
-                value: F64::new(old as f64),
-            };
-            retract(out, &slot, m, t);
+        let slot = self.slot(key.0, key.1);
+        if let Some(old) = old {
+            out.facts.push((Fact::Value(slot.clone(), old), t, -1));
         }
-        let _ = order;
-        out.push((
-            slot,
-            Member::Value {
-                order: 0,
-                value: F64::new(value as f64),
-            },
-            t,
-            1,
-        ));
+        if let Some(v) = value {
+            out.facts.push((Fact::Value(slot, v), t, 1));
+        }
+    }
+
+    /// Moves a feed-health counter to `value` at `t` (the slot is absent while 0).
+    fn health(&mut self, k: usize, value: u64, t: u64, out: &mut Updates) {
+        if self.health[k] == value {
+            return;
+        }
+        let feature = [
+            META_GAPS,
+            META_DUPS,
+            META_DROPS,
+            META_BELOW,
+            META_CORRECTIONS,
+        ][k];
+        self.set(feature, Entity::Game, Some(value as f64), t, out);
         self.health[k] = value;
     }
 
     /// A record repeated a seq already accepted (it was rejected as a duplicate): counted at
     /// `t` for the feed-health detectors.
-    pub fn note_duplicate(&mut self, seq: u64, t: u64, out: &mut Vec<Update>) {
+    pub fn note_duplicate(&mut self, t: u64, out: &mut Updates) {
         let dups = self.health[1] + 1;
-        self.health(1, dups, seq, t, out);
+        self.health(1, dups, t, out);
     }
 
     /// Applies an accepted event at effective time `t`, appending its updates to `out`.
@@ -385,8 +469,13 @@ impl GameAssigner {
         ev: &GameEvent,
         t: u64,
         ingest_ms: u64,
-        out: &mut Vec<Update>,
+        out: &mut Updates,
     ) {
+        if !self.named {
+            self.named = true;
+            out.facts
+                .push((Fact::Game(self.id, self.key.clone()), t, 1));
+        }
         let strs = self.vars.fill(plan, ev, (self.home_score, self.away_score));
         let correction = ev.kind == crate::event::EventKind::Correction;
         let dropped =
@@ -417,30 +506,24 @@ impl GameAssigner {
         let clock = game_clock_ms(ev.sport, ev.period, ev.clock_ms);
         self.clock_ms = self.clock_ms.max(clock);
         let (possession, now_clock) = (self.possession, self.clock_ms);
-        let key = self.key.clone();
+        // Fact windows whose members changed at this event: their aggregates are set after.
+        let mut touched = std::mem::take(&mut self.touched);
         for ((f, entity), state) in self.slots.iter_mut() {
-            let slot = Slot {
-                game: key.clone(),
-                entity: entity.clone(),
-                feature: *f,
-            };
-            match (state, plan.features[*f as usize].window) {
+            let expired = match (state, plan.features[*f as usize].window) {
                 (SlotState::Possessions(q), Window::Possessions { count }) => {
-                    while q
-                        .front()
-                        .is_some_and(|(p, _)| p + (count as u64) <= possession)
-                    {
-                        let (_, m) = q.pop_front().expect("front checked");
-                        retract(out, &slot, m, t);
-                    }
+                    let before = q.len();
+                    q.retain(|(p, _)| p + (count as u64) > possession);
+                    q.len() != before
                 }
                 (SlotState::GameClock(q), Window::GameClock { size }) => {
-                    while q.front().is_some_and(|(e, _)| e + size <= now_clock) {
-                        let (_, m) = q.pop_front().expect("front checked");
-                        retract(out, &slot, m, t);
-                    }
+                    let before = q.len();
+                    q.retain(|(e, _)| e + size > now_clock);
+                    q.len() != before
                 }
-                _ => {}
+                _ => false,
+            };
+            if expired {
+                touched.push((*f, entity.clone()));
             }
         }
 
@@ -468,6 +551,7 @@ impl GameAssigner {
                 value,
             };
             let slot = self.slot(i as u32, entity.clone());
+            let out = &mut out.members;
             match f.window {
                 Window::Tumbling { size } => {
                     out.push((slot.clone(), m, t, 1));
@@ -481,41 +565,6 @@ impl GameAssigner {
                 Window::Sliding { size } => {
                     out.push((slot.clone(), m, t, 1));
                     retract(out, &slot, m, t.saturating_add(size));
-                }
-                Window::Game => out.push((slot, m, t, 1)),
-                Window::Events { count } => {
-                    let state = self
-                        .slots
-                        .entry((i as u32, entity))
-                        .or_insert_with(|| SlotState::Events(VecDeque::new()));
-                    if let SlotState::Events(q) = state {
-                        out.push((slot.clone(), m, t, 1));
-                        q.push_back(m);
-                        while q.len() > count as usize {
-                            let old = q.pop_front().expect("non-empty");
-                            retract(out, &slot, old, t);
-                        }
-                    }
-                }
-                Window::Possessions { .. } => {
-                    let state = self
-                        .slots
-                        .entry((i as u32, entity))
-                        .or_insert_with(|| SlotState::Possessions(VecDeque::new()));
-                    if let SlotState::Possessions(q) = state {
-                        out.push((slot, m, t, 1));
-                        q.push_back((possession, m));
-                    }
-                }
-                Window::GameClock { .. } => {
-                    let state = self
-                        .slots
-                        .entry((i as u32, entity))
-                        .or_insert_with(|| SlotState::GameClock(VecDeque::new()));
-                    if let SlotState::GameClock(q) = state {
-                        out.push((slot, m, t, 1));
-                        q.push_back((now_clock, m));
-                    }
                 }
                 Window::Session { gap } => {
                     let state = self.slots.entry((i as u32, entity)).or_insert_with(|| {
@@ -537,53 +586,77 @@ impl GameAssigner {
                         retract(out, &slot, Member::Alive, t.saturating_add(gap));
                     }
                 }
+                Window::Events { count } => {
+                    let state = self
+                        .slots
+                        .entry((i as u32, entity.clone()))
+                        .or_insert_with(|| SlotState::Events(VecDeque::new()));
+                    if let SlotState::Events(q) = state {
+                        q.push_back(m);
+                        while q.len() > count as usize {
+                            q.pop_front();
+                        }
+                    }
+                    touched.push((i as u32, entity));
+                }
+                Window::Possessions { .. } => {
+                    self.slots
+                        .entry((i as u32, entity.clone()))
+                        .or_insert_with(|| SlotState::Possessions(VecDeque::new()))
+                        .push(possession, m);
+                    touched.push((i as u32, entity));
+                }
+                Window::GameClock { .. } => {
+                    self.slots
+                        .entry((i as u32, entity.clone()))
+                        .or_insert_with(|| SlotState::GameClock(VecDeque::new()))
+                        .push(now_clock, m);
+                    touched.push((i as u32, entity));
+                }
+                Window::Game => {
+                    let state = self
+                        .slots
+                        .entry((i as u32, entity.clone()))
+                        .or_insert_with(|| SlotState::Game(Vec::new()));
+                    if let SlotState::Game(members) = state {
+                        members.push(m);
+                    }
+                    touched.push((i as u32, entity));
+                }
             }
         }
+        touched.sort_unstable();
+        touched.dedup();
+        for (f, entity) in touched.drain(..) {
+            let agg = plan.features[f as usize].aggregate;
+            let value = self
+                .slots
+                .get(&(f, entity.clone()))
+                .and_then(|state| state.aggregate(agg));
+            self.set(f, entity, value, t, out);
+        }
+        self.touched = touched;
 
         // Bookkeeping: the game's latest event.
-        let meta = [
-            Member::Value {
-                order: ev.seq,
-                value: F64::new(ev.seq as f64),
-            },
-            Member::Value {
-                order: ev.seq,
-                value: F64::new(ingest_ms as f64),
-            },
-            Member::Value {
-                order: ev.seq,
-                value: F64::new(t as f64),
-            },
-        ];
-        for (k, id) in [META_SEQ, META_INGEST, META_AT].into_iter().enumerate() {
-            let slot = self.slot(id, Entity::Game);
-            if let Some(old) = self.meta {
-                retract(out, &slot, old[k], t);
-            }
-            out.push((slot, meta[k], t, 1));
-        }
-        self.meta = Some(meta);
+        self.set(META_SEQ, Entity::Game, Some(ev.seq as f64), t, out);
+        self.set(META_INGEST, Entity::Game, Some(ingest_ms as f64), t, out);
+        self.set(META_AT, Entity::Game, Some(t as f64), t, out);
         if ev.kind == crate::event::EventKind::GameEnd && !self.ended {
             self.ended = true;
-            let result = ev.home_result();
-            let m = Member::Value {
-                order: ev.seq,
-                value: F64::new(result),
-            };
-            out.push((self.slot(META_RESULT, Entity::Game), m, t, 1));
+            self.set(META_RESULT, Entity::Game, Some(ev.home_result()), t, out);
         }
         if skipped > 0 {
             let gaps = self.health[0] + skipped;
-            self.health(0, gaps, ev.seq, t, out);
+            self.health(0, gaps, t, out);
         }
         if dropped {
             let drops = self.health[2] + 1;
-            self.health(2, drops, ev.seq, t, out);
+            self.health(2, drops, t, out);
         }
-        self.health(3, below, ev.seq, t, out);
+        self.health(3, below, t, out);
         if correction {
             let corrections = self.health[4] + 1;
-            self.health(4, corrections, ev.seq, t, out);
+            self.health(4, corrections, t, out);
         }
     }
 }
