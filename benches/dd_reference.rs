@@ -19,18 +19,20 @@
 //!   difference type (insert at t, retract at t + 5 min or when the 11th play arrives) and are
 //!   kept by `count_total`: O(1) per update. Games are interned to a `u32`.
 //! - **Engine**: sideline's own path, `GameAssigner` (window assignment from the compiled
-//!   plan: expressions interpreted, filters evaluated) and `aggregate_slots` (one differential
-//!   `reduce` over `(Slot, Member)`), exactly as `src/engine` runs them.
+//!   plan: expressions interpreted, filters evaluated; windows that change only at events
+//!   aggregated in place and sent as facts) and `slot_values` (a differential `reduce` over
+//!   `(Slot, Member)` for the windows that also change with time, here the two sliding sums),
+//!   exactly as `src/engine` runs them.
 //!
-//! What differs, honestly: the engine's keys are `Slot { GameKey { sport, game_id: String },
-//! Entity, feature }` (string clones and compares, bigger records to exchange and sort), the
-//! reference's are `(u32, u8)`; the engine keeps one slot per feature (10 features, plus three
-//! bookkeeping slots per game: latest seq, Kafka time, effective time, and feed-health slots)
-//! where the reference keeps one record per game for the latest values and one `(count, sum)`
-//! per window; the engine's `reduce` revisits a slot's members (up to 10 here) and handles any
-//! aggregate (mean, stddev, distinct, ...) where the reference can only count and sum; the
-//! engine evaluates its filters and value expressions through an interpreter. Both compute the
-//! same numbers: a final check compares every game's windowed and latest values.
+//! What differs, honestly: the engine's keys are `Slot { game: u64, Entity, feature }`, the
+//! reference's `(u32, u8)`; the engine sends one fact per changed value (each latest value, the
+//! game's latest seq, Kafka time and effective time: about 14 updates per event) where the
+//! reference sends one record per game; the engine's `reduce` revisits a slot's members and
+//! handles any aggregate (mean, stddev, distinct, ...) where the reference can only count and
+//! sum; the engine computes the `events` window's count and sum from the members it holds
+//! (the reference: `count_total`); the engine evaluates its filters and value expressions
+//! through an interpreter. Both compute the same numbers: a final check compares every game's
+//! windowed and latest values.
 //!
 //! Run with: cargo bench --bench dd_reference [-- COPIES]   (default 20 copies = 117k events)
 

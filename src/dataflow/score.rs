@@ -1,8 +1,10 @@
 //! Stage: keep each game's row of feature values, and evaluate every game whose row changed,
 //! in one model pass per frontier advance.
 //!
-//! In: `aggregate_slots`' output, `((slot, value), time, ±1)`, exchanged by game so that a
-//! game's slots meet on one worker.
+//! In: `slot_values`' facts (game keys, and slot values: the assigner's and the aggregated
+//! windows'), `(fact, time, ±1)`, exchanged by game so that a game's slots meet on one worker.
+//! A game whose key is retracted (released, `retention` after its end) is forgotten without
+//! output.
 //! Out: at each time a game's row changed, a [`Valued`]: the model's value and every
 //! feature-context variable (window features, then derived ones). Times are processed in
 //! order once the input frontier has passed them; rows of all ready times go through the
@@ -388,12 +390,21 @@ impl<'scope> ScoreGames<'scope> for Stream<'scope, u64, Vec<Input>> {
                                         }
                                         _ => row.key = Some(key.clone()),
                                     },
-                                    (Fact::Game(..), _, _) => {}
+                                    (Fact::Game(_, key), _, _) => {
+                                        if row.key.as_ref() == Some(key) {
+                                            row.key = None;
+                                        }
+                                    }
                                 }
                                 i += 1;
                             }
                             let Some(game) = row.key.clone() else {
-                                tracing::error!(id, "values of a game whose key never came; not scored");
+                                // Closed (its key and values retracted together): forgotten,
+                                // nothing published.
+                                if !row.slots.is_empty() {
+                                    tracing::error!(id, "values of a game whose key is not here; not scored");
+                                }
+                                rows.remove(&id);
                                 continue;
                             };
                             let (vars, meta) = variables_of(

@@ -4,6 +4,7 @@
 //! runs ([`control`]).
 
 pub mod control;
+pub mod games;
 pub mod runtime;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -38,6 +39,8 @@ pub struct EngineStats {
     pub late: u64,
     /// Re-sends of accepted events (same id, same bytes), skipped.
     pub redelivered: u64,
+    /// Games whose state was released, `retention` after their end.
+    pub games_closed: u64,
 }
 
 /// When the engine stops.
@@ -213,6 +216,7 @@ pub fn run(
                 total.rejected += s.rejected;
                 total.late += s.late;
                 total.redelivered += s.redelivered;
+                total.games_closed += s.games_closed;
             }
             Err(e) => failures.push(e),
         }

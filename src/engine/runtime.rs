@@ -9,12 +9,13 @@ use crate::config::Config;
 use crate::dataflow::{self, FeatureInput, SinkMsg};
 use crate::event::GameKey;
 use crate::format::RejectCode;
-use crate::pipeline::window::{GameAssigner, Updates};
+use crate::pipeline::window::Updates;
 use crate::source::ingest::{Ingest, Replay};
 use crate::source::kafka::{DeadLetters, KafkaReader, Polled};
 use timely::dataflow::ProbeHandle;
 
 use super::control::Deployment;
+use super::games::Games;
 use super::EngineStats;
 
 /// Records polled per partition per round: small enough to keep the frontier moving.
@@ -26,7 +27,7 @@ pub struct Runtime {
     pub probe: ProbeHandle<u64>,
     reader: KafkaReader,
     ingest: Ingest,
-    games: HashMap<GameKey, GameAssigner>,
+    games: Games,
     updates: Updates,
     /// Where the partitions ended when a drain began.
     drain_targets: Option<HashMap<(String, i32), i64>>,
@@ -108,7 +109,7 @@ impl Runtime {
             probe,
             reader,
             ingest,
-            games: HashMap::new(),
+            games: Games::new(&d.plan),
             updates: Updates::default(),
             drain_targets: None,
             staleness: d
@@ -188,19 +189,14 @@ impl Runtime {
                                     }
                                 }
                             }
-                            games
-                                .entry(key.clone())
-                                .or_insert_with(|| GameAssigner::new(plan, key))
-                                .apply(plan, &a.event, a.time, a.ingest_ms, updates);
+                            games.apply(plan, key, &a.event, a.time, a.ingest_ms, updates);
                         }
                     }
                     Err(reject) => {
                         // A repeated record is feed-health news for the game's detectors.
                         if matches!(reject.code, RejectCode::Duplicate | RejectCode::Conflict) {
                             if let Ok(ev) = crate::format::json::decode(rec.payload, usize::MAX) {
-                                if let Some(g) = games.get_mut(&ev.key()) {
-                                    g.note_duplicate(ev.event_time_ms.max(frontier), updates);
-                                }
+                                games.note_duplicate(&ev.key(), ev.event_time_ms.max(frontier), updates);
                             }
                         }
                         if reject.code == RejectCode::Late {
@@ -254,6 +250,8 @@ impl Runtime {
         {
             if f > *self.input.time() {
                 self.input.advance_to(f);
+                self.close_games(stats);
+                self.input.feed(&mut self.updates);
             }
         }
         self.input.flush();
@@ -273,6 +271,23 @@ impl Runtime {
             }
         }
         polled
+    }
+
+    /// Releases the state of every game whose [`GameAssigner::closes_at`] the input has
+    /// passed: its windows' and facts' updates are retracted at the input's time, its ingest
+    /// order is dropped (later records of it are refused as `game_closed`), and it leaves the
+    /// staleness watch. Nothing is published for it: what the engine holds is bounded by the
+    /// games within `retention` of their end, not by how long it has run.
+    fn close_games(&mut self, stats: &mut EngineStats) {
+        for key in self
+            .games
+            .close_until(*self.input.time(), &mut self.updates)
+        {
+            self.ingest.close_game(&key);
+            self.live.remove(&key);
+            stats.games_closed += 1;
+            metrics::counter!("sideline_games_closed_total", "pipeline" => self.deployment.plan.name.clone()).increment(1);
+        }
     }
 
     /// Whether every partition is read to its end; while `draining`, to the end it had when

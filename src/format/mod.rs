@@ -34,6 +34,8 @@ pub enum RejectCode {
     Late,
     /// The game's events arrive on more than one partition.
     PartitionConflict,
+    /// The game ended more than the pipeline's `retention` ago and its state was released.
+    GameClosed,
 }
 
 impl RejectCode {
@@ -51,6 +53,7 @@ impl RejectCode {
             RejectCode::TimeRegressed => "time_regressed",
             RejectCode::Late => "late",
             RejectCode::PartitionConflict => "partition_conflict",
+            RejectCode::GameClosed => "game_closed",
         }
     }
 }

@@ -1,12 +1,20 @@
-//! From one game's events to window members: the window assigner of a pipeline.
+//! From one game's events to window members and facts: the window assigner of a pipeline.
 //!
 //! In: a game's accepted events in `seq` order, each with its effective time `t` (event time,
-//! or the frontier for a late event folded in). Out: updates `(slot, member, time, ±1)` to the
-//! collection of window members, where a slot is (game, entity, feature). Summing the updates
-//! at times `<= T` gives every slot's window content as of `T`; the dataflow then aggregates
-//! each slot with a `reduce`. Semantics, per window (an event is a member of a feature's
-//! slot when it passes the feature's filter and has the feature's group: `team` needs the
-//! event's team to be the home or away team, `player` needs a player):
+//! or the frontier for a late event folded in). Out ([`Updates`]):
+//!
+//! - for windows that also change with time (`tumbling`, `hopping`, `sliding`, `session`),
+//!   updates `(slot, member, time, ±1)` to the collection of window members, where a slot is
+//!   (game, entity, feature), scheduled when the member enters; summing them at times `<= T`
+//!   gives the slot's window content as of `T`, which the dataflow aggregates with a `reduce`;
+//! - for windows that change only at the game's events (`events`, `possessions`, `game-clock`,
+//!   `game`), whose members the assigner holds anyway, the aggregate itself, as a [`Fact`]
+//!   retracted and re-inserted when it changes; likewise the bookkeeping slots (latest seq,
+//!   times, feed health, result) and the game's key, once.
+//!
+//! Semantics, per window (an event is a member of a feature's slot when it passes the
+//! feature's filter and has the feature's group: `team` needs the event's team to be the home
+//! or away team, `player` needs a player):
 //!
 //! | window | member at time T when |
 //! |---|---|
@@ -22,6 +30,9 @@
 //! A possession starts whenever an event names a team other than the last one named. Expiries
 //! that depend on later events (`events`, `possessions`, `game-clock`, sessions) happen at the
 //! time of the event that causes them; time-based ones are scheduled when the member enters.
+//!
+//! An ended game's state is released `retention` after its last event
+//! ([`GameAssigner::closes_at`], [`GameAssigner::close`]).
 
 use std::collections::VecDeque;
 
@@ -376,6 +387,10 @@ pub struct GameAssigner {
     ended: bool,
     /// Whether the game's key has been sent ([`Fact::Game`]).
     named: bool,
+    /// Effective time of the latest event, and the latest time a member is scheduled to leave
+    /// its window at: the game's state can change until then.
+    last_time: u64,
+    horizon: u64,
     slots: FxHashMap<(u32, Entity), SlotState>,
     /// The current value of every fact slot that has one.
     facts: FxHashMap<(u32, Entity), F64>,
@@ -403,6 +418,8 @@ impl GameAssigner {
             high: (0, 0),
             ended: false,
             named: false,
+            last_time: 0,
+            horizon: 0,
             slots: FxHashMap::default(),
             facts: FxHashMap::default(),
             touched: Vec::new(),
@@ -455,6 +472,49 @@ impl GameAssigner {
         self.health[k] = value;
     }
 
+    /// When the game's state can be released: once it has ended, `retention` after its latest
+    /// event, and not before its last scheduled window change. `None` while it is on.
+    pub fn closes_at(&self, retention_ms: u64) -> Option<u64> {
+        self.ended.then(|| {
+            self.last_time
+                .saturating_add(retention_ms)
+                .max(self.horizon)
+        })
+    }
+
+    /// Releases the game's state at `t` (at or after [`Self::closes_at`]): every fact and
+    /// window member it still holds in the dataflow is retracted, its key last, so the scoring
+    /// stage forgets the game without publishing anything for it.
+    pub fn close(self, t: u64, out: &mut Updates) {
+        let mut facts: Vec<_> = self.facts.into_iter().collect();
+        facts.sort_unstable();
+        for ((feature, entity), value) in facts {
+            let slot = Slot {
+                game: self.id,
+                entity,
+                feature,
+            };
+            out.facts.push((Fact::Value(slot, value), t, -1));
+        }
+        // Sessions' members leave only when the next session starts; time-driven windows'
+        // members have left by the horizon.
+        for ((feature, entity), state) in self.slots {
+            if let SlotState::Session { members, .. } = state {
+                let slot = Slot {
+                    game: self.id,
+                    entity,
+                    feature,
+                };
+                for m in members {
+                    retract(&mut out.members, &slot, m, t);
+                }
+            }
+        }
+        if self.named {
+            out.facts.push((Fact::Game(self.id, self.key), t, -1));
+        }
+    }
+
     /// A record repeated a seq already accepted (it was rejected as a duplicate): counted at
     /// `t` for the feed-health detectors.
     pub fn note_duplicate(&mut self, t: u64, out: &mut Updates) {
@@ -471,6 +531,7 @@ impl GameAssigner {
         ingest_ms: u64,
         out: &mut Updates,
     ) {
+        self.last_time = self.last_time.max(t);
         if !self.named {
             self.named = true;
             out.facts
@@ -554,17 +615,21 @@ impl GameAssigner {
             let out = &mut out.members;
             match f.window {
                 Window::Tumbling { size } => {
+                    let end = (t / size + 1).saturating_mul(size);
                     out.push((slot.clone(), m, t, 1));
-                    retract(out, &slot, m, (t / size + 1).saturating_mul(size));
+                    retract(out, &slot, m, end);
+                    self.horizon = self.horizon.max(end);
                 }
                 Window::Hopping { size, slide } => {
                     let c = t.div_ceil(slide).saturating_mul(slide);
                     out.push((slot.clone(), m, c, 1));
                     retract(out, &slot, m, c.saturating_add(size));
+                    self.horizon = self.horizon.max(c.saturating_add(size));
                 }
                 Window::Sliding { size } => {
                     out.push((slot.clone(), m, t, 1));
                     retract(out, &slot, m, t.saturating_add(size));
+                    self.horizon = self.horizon.max(t.saturating_add(size));
                 }
                 Window::Session { gap } => {
                     let state = self.slots.entry((i as u32, entity)).or_insert_with(|| {
@@ -584,6 +649,7 @@ impl GameAssigner {
                         out.push((slot.clone(), m, t, 1));
                         out.push((slot.clone(), Member::Alive, t, 1));
                         retract(out, &slot, Member::Alive, t.saturating_add(gap));
+                        self.horizon = self.horizon.max(t.saturating_add(gap));
                     }
                 }
                 Window::Events { count } => {

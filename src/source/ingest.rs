@@ -5,7 +5,7 @@
 //! events must come from one partition (producers key by game), so the game's order state lives
 //! here, with the partition's owner.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex};
@@ -142,6 +142,9 @@ pub struct Ingest {
     games: HashMap<GameKey, (String, i32, GameOrder)>,
     owners: Arc<GameOwners>,
     resumes: HashMap<(String, i32), Resume>,
+    /// Games whose state was released ([`Ingest::close_game`]): their later records are
+    /// refused. One key per game is what remains of it.
+    closed: HashSet<GameKey>,
 }
 
 /// An accepted record.
@@ -253,6 +256,7 @@ impl Ingest {
             games: HashMap::new(),
             owners: Arc::default(),
             resumes: HashMap::new(),
+            closed: HashSet::new(),
         }
     }
 
@@ -342,6 +346,14 @@ impl Ingest {
         out
     }
 
+    /// Forgets a game's order (its accepted seqs and their fingerprints); its later records
+    /// are refused as [`RejectCode::GameClosed`]. It leaves the checkpoints' marks, so a
+    /// restart skips its records as those of a game that was over.
+    pub fn close_game(&mut self, key: &GameKey) {
+        self.games.remove(key);
+        self.closed.insert(key.clone());
+    }
+
     /// Shares the game-to-partition registry with the other workers of the process.
     pub fn with_owners(mut self, owners: Arc<GameOwners>) -> Self {
         self.owners = owners;
@@ -375,6 +387,15 @@ impl Ingest {
         part.next_offset = part.next_offset.max(rec.offset + 1);
         let event = json::decode(rec.payload, self.max_record_bytes)?;
         let key = event.key();
+        if self.closed.contains(&key) {
+            return Err(Reject::new(
+                RejectCode::GameClosed,
+                format!(
+                    "game {} ended more than the pipeline's retention ago and its state was released",
+                    event.game_id
+                ),
+            ));
+        }
         let (topic, partition) = (rec.topic, rec.partition);
         if !self.games.contains_key(&key) {
             if let Some((t, p)) = self.owners.claim(&key, topic, partition) {
@@ -547,6 +568,35 @@ mod tests {
             (m.blocked, m.active_min, m.idle_release),
             (false, Some(900), None)
         );
+    }
+
+    #[test]
+    fn a_closed_game_forgets_its_order_and_refuses_later_records() {
+        let mut ing = Ingest::new(
+            4096,
+            Duration::ZERO,
+            Duration::from_secs(60),
+            LatePolicy::DeadLetter,
+        );
+        ing.add_partition("t", 0);
+        ing.accept(&rec(0, &line("g", 1, 1_000)), 0).unwrap();
+        ing.accept(&rec(0, &line("h", 1, 1_000)), 0).unwrap();
+        let g = GameKey {
+            sport: crate::event::Sport::Nfl,
+            game_id: "g".into(),
+        };
+        ing.close_game(&g);
+        let marked: Vec<String> = ing.marks(Instant::now())[0]
+            .games
+            .iter()
+            .map(|(k, _, _)| k.game_id.clone())
+            .collect();
+        assert_eq!(marked, ["h"], "a closed game leaves the checkpoint marks");
+        let r = ing.accept(&rec(0, &line("g", 2, 2_000)), 0).unwrap_err();
+        assert_eq!(r.code, RejectCode::GameClosed);
+        assert!(r.to_string().contains("game g ended"), "{r}");
+        // Other games go on.
+        ing.accept(&rec(0, &line("h", 2, 2_000)), 0).unwrap();
     }
 
     #[test]
