@@ -6,6 +6,11 @@
 //!    full speed; events/s from engine start to last delta.
 //! 2. Latency: the bundled games replayed at 600x recorded pace while the engine runs; the
 //!    Kafka record timestamp to socket write latency of every delta (HDR histogram).
+//! 3. Latency at fixed offered rates (1k, 10k, 100k events/s): 100 games' plays interleaved and
+//!    re-timed so that event time runs at wall-clock pace at that rate (event i at i / rate s),
+//!    produced at recorded pace into 16 partitions, with the pipeline's `allowed-lateness` at 0
+//!    and `idle-timeout` at 100 ms, so that the watermark follows the feed instead of lagging it
+//!    by a second; the same latency after a first second of warm-up, and the events accepted.
 //!
 //! Run with: cargo bench --bench replay
 
@@ -69,7 +74,11 @@ fn subscriber(addr: std::net::SocketAddr) -> std::thread::JoinHandle<u64> {
 
 /// The shipped NFL pipeline reading `topic`.
 fn start(cfg: &Config, topic: &str) -> std::sync::Arc<App> {
-    let text = sideline::pipeline::DEFAULT_PIPELINE.1.replace(
+    start_text(cfg, topic, sideline::pipeline::DEFAULT_PIPELINE.1)
+}
+
+fn start_text(cfg: &Config, topic: &str, text: &str) -> std::sync::Arc<App> {
+    let text = text.replace(
         "topics = [\"nfl.events\"]",
         &format!("topics = [\"{topic}\"]"),
     );
@@ -136,4 +145,88 @@ fn main() {
     );
     println!("  {}", sideline::metrics::latency_summary());
     server.shutdown();
+
+    // 3. Latency at fixed offered rates.
+    let text = sideline::pipeline::DEFAULT_PIPELINE
+        .1
+        .replace("allowed-lateness = \"1s\"", "allowed-lateness = \"0s\"")
+        .replace("idle-timeout = \"2s\"", "idle-timeout = \"100ms\"");
+    assert_ne!(text, sideline::pipeline::DEFAULT_PIPELINE.1);
+    println!("fixed offered rates (100 games, 16 partitions, allowed-lateness 0, idle-timeout 100 ms):");
+    for (rate, secs) in [(1_000u64, 10u64), (10_000, 10), (100_000, 3)] {
+        let lines = at_rate(rate, (rate * (secs + 1)) as usize);
+        let topic = format!("rate{rate}");
+        let (mock, cfg) = setup(&topic, 16);
+        sideline::metrics::reset_latency();
+        let server = start_text(&cfg, &topic, &text);
+        let _sub = subscriber(server.ws_addr);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let stop = server.stop.clone();
+        let brokers = mock.bootstrap_servers();
+        let feeder = std::thread::spawn(move || {
+            let producer = produce::create_producer(
+                ClientConfig::new()
+                    .set("bootstrap.servers", &brokers)
+                    .set("linger.ms", "0"),
+            )
+            .unwrap();
+            // The first second warms up (consumer assignment, first fetches): not measured.
+            let warm = rate as usize;
+            produce::produce_lines(&producer, &topic, &lines[..warm], Pace::Speed(1.0), None)
+                .unwrap();
+            sideline::metrics::reset_latency();
+            let t0 = Instant::now();
+            produce::produce_lines(&producer, &topic, &lines[warm..], Pace::Speed(1.0), None)
+                .unwrap();
+            stop.drain();
+            (lines.len() - warm, t0.elapsed().as_secs_f64())
+        });
+        let stats = server.run_engine(|_| {}).unwrap();
+        let (n, secs) = feeder.join().unwrap();
+        println!(
+            "  {rate} events/s offered: {n} events measured in {secs:.1} s ({:.0}/s sent), {} of {} accepted",
+            n as f64 / secs,
+            stats.accepted,
+            n + rate as usize
+        );
+        println!("    {}", sideline::metrics::latency_summary());
+        server.shutdown();
+    }
+}
+
+/// `n` events of 100 games in progress at a time (the bundled games, copies with shifted ids,
+/// a new one starting when one ends), one play per game in turn, event `i` at `i / rate` s.
+fn at_rate(rate: u64, n: usize) -> Vec<String> {
+    use sideline::event::GameEvent;
+    use std::collections::VecDeque;
+    let fixture = sideline::demo::fixture_events();
+    let copies = n / fixture.len() + 5;
+    let mut games: std::collections::BTreeMap<String, Vec<GameEvent>> = Default::default();
+    for k in 0..copies {
+        for e in &fixture {
+            let mut e = e.clone();
+            e.game_id = format!("{}-{k}", e.game_id);
+            games.entry(e.game_id.clone()).or_default().push(e);
+        }
+    }
+    let mut waiting: VecDeque<VecDeque<GameEvent>> = games
+        .into_values()
+        .map(|mut g| {
+            g.sort_by_key(|e| e.seq);
+            g.into()
+        })
+        .collect();
+    let mut live: Vec<VecDeque<GameEvent>> = waiting.drain(..100).collect();
+    let mut out = Vec::with_capacity(n);
+    let mut g = 0;
+    while out.len() < n {
+        if live[g].is_empty() {
+            live[g] = waiting.pop_front().expect("enough copies");
+        }
+        let mut e = live[g].pop_front().expect("a game has events");
+        e.event_time_ms = 1_700_000_000_000 + out.len() as u64 * 1000 / rate;
+        out.push(serde_json::to_string(&e).unwrap());
+        g = (g + 1) % live.len();
+    }
+    out
 }
