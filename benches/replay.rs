@@ -11,6 +11,10 @@
 //!    produced at recorded pace into 16 partitions, with the pipeline's `allowed-lateness` at 0
 //!    and `idle-timeout` at 100 ms, so that the watermark follows the feed instead of lagging it
 //!    by a second; the same latency after a first second of warm-up, and the events accepted.
+//!    Against the mock cluster by default, whose fetch path is linear in the log
+//!    (`rd_kafka_mock_msgset_find` took half the CPU at 10k events/s); against a real
+//!    Kafka-compatible broker when `BENCH_BROKERS` names one (`bash .ci/broker.sh start` starts
+//!    tansu on 127.0.0.1:19092).
 //!
 //! Run with: cargo bench --bench replay
 
@@ -22,6 +26,34 @@ use rdkafka::mocking::MockCluster;
 use sideline::app::App;
 use sideline::config::Config;
 use sideline::produce::{self, Pace};
+
+/// Creates topics on a real broker, with the explicit retention configs tansu wants.
+fn create_topics(brokers: &str, topics: &[(&str, i32)]) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|(t, p)| {
+            NewTopic::new(t, *p, TopicReplication::Fixed(1))
+                .set("retention.ms", "-1")
+                .set("retention.bytes", "-1")
+        })
+        .collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let options = AdminOptions::new().operation_timeout(Some(std::time::Duration::from_secs(20)));
+    // "dead" may exist from an earlier rate: only new topics must succeed.
+    for r in rt.block_on(admin.create_topics(&new, &options)).unwrap() {
+        if let Err((t, e)) = r {
+            assert!(t == "dead", "creating {t}: {e}");
+        }
+    }
+}
 
 fn copies(n: usize) -> Vec<String> {
     sideline::demo::replicate(&sideline::demo::fixture_events(), n)
@@ -88,6 +120,17 @@ fn start_text(cfg: &Config, topic: &str, text: &str) -> std::sync::Arc<App> {
 }
 
 fn main() {
+    // For profiling one offered rate alone: REPLAY_RATE=10000.
+    let only: Option<u64> = std::env::var("REPLAY_RATE")
+        .ok()
+        .and_then(|r| r.parse().ok());
+    if only.is_none() {
+        throughput_and_paced();
+    }
+    at_fixed_rates(only);
+}
+
+fn throughput_and_paced() {
     // 1. Throughput.
     let lines = copies(12);
     let (mock, mut cfg) = setup("throughput", 8);
@@ -145,24 +188,45 @@ fn main() {
     );
     println!("  {}", sideline::metrics::latency_summary());
     server.shutdown();
+}
 
-    // 3. Latency at fixed offered rates.
+/// 3. Latency at fixed offered rates (`only`: that rate alone).
+fn at_fixed_rates(only: Option<u64>) {
     let text = sideline::pipeline::DEFAULT_PIPELINE
         .1
         .replace("allowed-lateness = \"1s\"", "allowed-lateness = \"0s\"")
         .replace("idle-timeout = \"2s\"", "idle-timeout = \"100ms\"");
     assert_ne!(text, sideline::pipeline::DEFAULT_PIPELINE.1);
-    println!("fixed offered rates (100 games, 16 partitions, allowed-lateness 0, idle-timeout 100 ms):");
+    let real = std::env::var("BENCH_BROKERS")
+        .ok()
+        .filter(|b| !b.is_empty());
+    println!(
+        "fixed offered rates ({}, 100 games, 16 partitions, allowed-lateness 0, idle-timeout 100 ms):",
+        real.as_ref()
+            .map_or("mock cluster".to_string(), |b| format!("broker at {b}"))
+    );
     for (rate, secs) in [(1_000u64, 10u64), (10_000, 10), (100_000, 3)] {
+        if only.is_some_and(|r| r != rate) {
+            continue;
+        }
         let lines = at_rate(rate, (rate * (secs + 1)) as usize);
-        let topic = format!("rate{rate}");
-        let (mock, cfg) = setup(&topic, 16);
+        let topic = format!("rate{rate}-{}", std::process::id());
+        let (_mock, cfg) = setup(&topic, 16);
+        let cfg = match &real {
+            Some(brokers) => {
+                create_topics(brokers, &[(&topic, 16), ("dead", 1)]);
+                let mut cfg = cfg;
+                cfg.kafka.brokers = brokers.clone();
+                cfg
+            }
+            None => cfg,
+        };
         sideline::metrics::reset_latency();
         let server = start_text(&cfg, &topic, &text);
         let _sub = subscriber(server.ws_addr);
         std::thread::sleep(std::time::Duration::from_millis(300));
         let stop = server.stop.clone();
-        let brokers = mock.bootstrap_servers();
+        let brokers = cfg.kafka.brokers.clone();
         let feeder = std::thread::spawn(move || {
             let producer = produce::create_producer(
                 ClientConfig::new()
