@@ -233,6 +233,11 @@ impl Version {
         let rule = self.plan.delta;
         let mut out = Vec::new();
         for v in values {
+            if v.closed {
+                // Released `retention` after its end: what it published is forgotten.
+                self.published.remove(&v.game);
+                continue;
+            }
             let previous = self.published.get(&v.game);
             let publish = match previous {
                 None => true,
@@ -547,9 +552,20 @@ impl Publisher {
                 SinkMsg::Values { time, values, .. } => {
                     // Values of a time come once it is complete: so is everything before it.
                     p.live.done = p.live.done.max(Some(time));
+                    let closed: Vec<GameKey> = values
+                        .iter()
+                        .filter(|v| v.closed)
+                        .map(|v| v.game.clone())
+                        .collect();
                     // Recomputed after a restart: archived before it.
                     if p.delivered_through.is_none_or(|t| time > t) {
-                        p.live.outputs.archive(&values, &p.live.model_version);
+                        if closed.is_empty() {
+                            p.live.outputs.archive(&values, &p.live.model_version);
+                        } else {
+                            let rows: Vec<Valued> =
+                                values.iter().filter(|v| !v.closed).cloned().collect();
+                            p.live.outputs.archive(&rows, &p.live.model_version);
+                        }
                     }
                     let deltas = number(p, time, DeltaCause::Moved, values);
                     emit(
@@ -559,6 +575,9 @@ impl Publisher {
                         &p.live.plan,
                         &deltas,
                     );
+                    if !closed.is_empty() {
+                        forget(&self.hub, &p.live.plan, &closed);
+                    }
                 }
                 SinkMsg::Progress { time, .. } => {
                     p.live.done = p.live.done.max(Some(time));
@@ -638,6 +657,7 @@ impl Publisher {
                 result: None,
                 members: Vec::new(),
                 weights: now.weights.clone(),
+                closed: false,
             };
             let d = delta(p.seq, &c.version, &v, previous, DeltaCause::Version);
             deltas.push((d, None));
@@ -877,6 +897,16 @@ fn explain(
     });
     contributors.truncate(CONTRIBUTORS);
     (contributors, interval)
+}
+
+/// Released games leave the pipeline's channels: snapshots no longer carry their last value
+/// or their open alerts.
+fn forget(hub: &Hub, plan: &Plan, games: &[GameKey]) {
+    for o in &plan.outputs {
+        if let Output::WebSocket { channel } | Output::WebSocketAlerts { channel } = o {
+            hub.forget_games(channel, games);
+        }
+    }
 }
 
 fn emit(

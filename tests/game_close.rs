@@ -1,13 +1,14 @@
 //! Ended games release their state `retention` after their last event, and that changes no
-//! output: the NFL fixture (32 games over 11 days of event time) through the engine with a
-//! 10-minute retention, where all but the last games close during the replay, gives the same
-//! delta log, byte for byte, as with a retention nothing reaches.
+//! delta: the NFL fixture (32 games over 11 days of event time) through the engine with a
+//! 10-minute retention, where most games close during the replay, gives the same delta log,
+//! byte for byte, as with a retention nothing reaches. Released games leave the channel's
+//! snapshot.
 
 mod common;
 
 use common::*;
 
-fn run_with_retention(retention: &str) -> (sideline::engine::EngineStats, Vec<u8>) {
+fn run_with_retention(retention: &str) -> (sideline::engine::EngineStats, Vec<u8>, usize) {
     let topic = "nfl.close";
     let dead = format!("{topic}.dead-letters");
     let cluster = Cluster::mock(&[(topic, 3), (&dead, 1)]);
@@ -21,16 +22,25 @@ fn run_with_retention(retention: &str) -> (sideline::engine::EngineStats, Vec<u8
     assert_ne!(changed, text, "the shipped pipeline sets its retention");
     let app = start(&config(&cluster.brokers, topic, 2), &[changed]);
     let (stats, log) = run_engine(&app);
+    let snapshot = app.hub.snapshot(CHANNEL).len();
     app.shutdown();
     assert_eq!(stats.accepted as usize, lines.len());
-    (stats, log_bytes(&log))
+    (stats, log_bytes(&log), snapshot)
 }
 
 #[test]
 fn closing_ended_games_changes_no_delta() {
-    let (kept, kept_log) = run_with_retention("1000h");
-    let (closed, closed_log) = run_with_retention("10m");
+    let (kept, kept_log, kept_snapshot) = run_with_retention("1000h");
+    let (closed, closed_log, closed_snapshot) = run_with_retention("10m");
     assert_eq!(kept.games_closed, 0, "nothing is 1000 h past its end");
+    // Every fixture game ends, and a game's release is part of the dataflow at its end +
+    // retention (event time): closing the input at the end of the feed completes those times
+    // too, so both runs end with every game released from the channel's snapshot.
+    assert_eq!(
+        (kept_snapshot, closed_snapshot),
+        (0, 0),
+        "released games left the snapshot"
+    );
     // The watermark is the slowest partition's: when the feed ends it has passed week 1 (16
     // games, followed a week later by week 2 on every partition), not necessarily the last
     // days' games (24 of 32 closed in the runs seen).

@@ -187,6 +187,11 @@ impl<'scope> DetectAlerts<'scope> for Stream<'scope, u64, Vec<Valued>> {
                         values.sort_by(|a, b| a.game.cmp(&b.game));
                         let mut session = output.session(&cap);
                         for v in &values {
+                            if v.closed {
+                                // Released: its detectors' state goes with it.
+                                machines.retain(|(g, _), _| g != &v.game);
+                                continue;
+                            }
                             for (i, d) in plan.detectors.iter().enumerate() {
                                 if matches!(d.rule, DetectorRule::Staleness { .. }) {
                                     continue;

@@ -89,6 +89,10 @@ impl<'scope> GameLosses<'scope> for Stream<'scope, u64, Vec<Valued>> {
                         rows.sort_by(|a, b| a.game.cmp(&b.game));
                         let mut session = output.session(&cap);
                         for v in rows {
+                            if v.closed {
+                                games.remove(&v.game);
+                                continue;
+                            }
                             let state = games
                                 .entry(v.game.clone())
                                 .or_insert_with(|| GameState::Open(GameLoss::new(members)));
@@ -185,6 +189,10 @@ impl<'scope> Reweight<'scope> for Stream<'scope, u64, Vec<Valued>> {
                         let weights = state.weights();
                         let mut session = output.session(&cap);
                         for mut v in rows {
+                            if v.closed {
+                                session.give(v);
+                                continue;
+                            }
                             v.value = ensemble.value_with(weights, &v.members);
                             v.weights = weights.to_vec();
                             v.members = Vec::new();

@@ -67,6 +67,31 @@ pub struct Valued {
     /// for any other model.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub weights: Vec<f64>,
+    /// Not a value: the game's state was released at `time` (`retention` after its end), and
+    /// every later stage forgets it (nothing else in this record is meaningful).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub closed: bool,
+}
+
+impl Valued {
+    /// The marker of a game released at `time`.
+    pub fn closed(time: u64, game: GameKey) -> Self {
+        Valued {
+            time,
+            game,
+            value: 0.0,
+            shadow: None,
+            vars: Vec::new(),
+            event_seq: 0,
+            ingest_ms: 0,
+            event_at: 0,
+            health: [0; 5],
+            result: None,
+            members: Vec::new(),
+            weights: Vec::new(),
+            closed: true,
+        }
+    }
 }
 
 /// What turns variables into the value deltas carry.
@@ -370,41 +395,66 @@ impl<'scope> ScoreGames<'scope> for Stream<'scope, u64, Vec<Input>> {
                         let mut i = 0;
                         while i < updates.len() {
                             let id = updates[i].0.game();
-                            let row = rows.entry(id).or_default();
-                            while i < updates.len() && updates[i].0.game() == id {
-                                match &updates[i] {
-                                    (Fact::Value(slot, value), _, diff) => {
-                                        let key = (slot.entity.clone(), slot.feature);
-                                        if *diff < 0 {
-                                            if row.slots.get(&key) == Some(value) {
-                                                row.slots.remove(&key);
-                                            }
-                                        } else {
-                                            row.slots.insert(key, *value);
-                                        }
-                                    }
-                                    (Fact::Game(_, key), _, diff) if *diff > 0 => match &row.key {
-                                        Some(k) if k != key => {
-                                            tracing::error!(game = ?k, other = ?key, id, "two games share a dataflow id; the second one's values mix with the first's");
-                                            metrics::counter!("sideline_game_id_collisions_total").increment(1);
-                                        }
-                                        _ => row.key = Some(key.clone()),
-                                    },
-                                    (Fact::Game(_, key), _, _) => {
-                                        if row.key.as_ref() == Some(key) {
-                                            row.key = None;
-                                        }
-                                    }
+                            let end = i + updates[i..]
+                                .iter()
+                                .position(|u| u.0.game() != id)
+                                .unwrap_or(updates.len() - i);
+                            let game_updates = &updates[i..end];
+                            i = end;
+                            // The key's net change: +1 its first event, -1 its release (a
+                            // release moved by a later event cancels out).
+                            let mut key_diff = 0isize;
+                            let mut key: Option<&GameKey> = None;
+                            for (fact, _, diff) in game_updates {
+                                if let Fact::Game(_, k) = fact {
+                                    key_diff += diff;
+                                    key = Some(k);
                                 }
-                                i += 1;
+                            }
+                            if key_diff < 0 {
+                                // Released: forgotten, and every later stage told.
+                                if let Some(GameRow { key: Some(k), .. }) = rows.remove(&id) {
+                                    output.session(&cap).give(Valued::closed(t, k));
+                                }
+                                continue;
+                            }
+                            let inserts = game_updates
+                                .iter()
+                                .any(|(f, _, d)| matches!(f, Fact::Value(..)) && *d > 0);
+                            if key_diff == 0 && !inserts && !rows.contains_key(&id) {
+                                // A released game's last window retractions.
+                                continue;
+                            }
+                            let row = rows.entry(id).or_default();
+                            if let (1.., Some(key)) = (key_diff, key) {
+                                match &row.key {
+                                    Some(k) if k != key => {
+                                        tracing::error!(game = ?k, other = ?key, id, "two games share a dataflow id; the second one's values mix with the first's");
+                                        metrics::counter!("sideline_game_id_collisions_total").increment(1);
+                                    }
+                                    _ => row.key = Some(key.clone()),
+                                }
+                            }
+                            let mut touched = false;
+                            for (fact, _, diff) in game_updates {
+                                let Fact::Value(slot, value) = fact else {
+                                    continue;
+                                };
+                                touched = true;
+                                let key = (slot.entity.clone(), slot.feature);
+                                if *diff < 0 {
+                                    if row.slots.get(&key) == Some(value) {
+                                        row.slots.remove(&key);
+                                    }
+                                } else {
+                                    row.slots.insert(key, *value);
+                                }
+                            }
+                            if !touched {
+                                continue;
                             }
                             let Some(game) = row.key.clone() else {
-                                // Closed (its key and values retracted together): forgotten,
-                                // nothing published.
-                                if !row.slots.is_empty() {
-                                    tracing::error!(id, "values of a game whose key is not here; not scored");
-                                }
-                                rows.remove(&id);
+                                tracing::error!(id, "values of a game whose key never came; not scored");
                                 continue;
                             };
                             let (vars, meta) = variables_of(
@@ -473,6 +523,7 @@ impl<'scope> ScoreGames<'scope> for Stream<'scope, u64, Vec<Input>> {
                                 .and_then(Iterator::next)
                                 .unwrap_or_default(),
                             weights: Vec::new(),
+                            closed: false,
                         });
                     }
                 }

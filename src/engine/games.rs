@@ -24,7 +24,8 @@ impl Games {
         }
     }
 
-    /// Applies an accepted event of `key` at effective time `t`.
+    /// Applies an accepted event of `key` at effective time `t`; returns when the game's state
+    /// will be released, once it has ended.
     pub fn apply(
         &mut self,
         plan: &Plan,
@@ -33,7 +34,7 @@ impl Games {
         t: u64,
         ingest_ms: u64,
         out: &mut Updates,
-    ) {
+    ) -> Option<u64> {
         let retention = self.retention_ms;
         let game = self
             .games
@@ -50,6 +51,7 @@ impl Games {
                 self.closing.insert((a, key));
             }
         }
+        after
     }
 
     /// A repeated record of `key` (rejected as a duplicate), counted at `t`.

@@ -189,7 +189,10 @@ impl Runtime {
                                     }
                                 }
                             }
-                            games.apply(plan, key, &a.event, a.time, a.ingest_ms, updates);
+                            let closes = games.apply(plan, key.clone(), &a.event, a.time, a.ingest_ms, updates);
+                            if closes.is_some() {
+                                ingest.set_closes_at(&key, closes);
+                            }
                         }
                     }
                     Err(reject) => {

@@ -391,6 +391,8 @@ pub struct GameAssigner {
     /// its window at: the game's state can change until then.
     last_time: u64,
     horizon: u64,
+    /// The time the game's key is retracted at ([`Self::closes_at`] when last computed).
+    scheduled: Option<u64>,
     slots: FxHashMap<(u32, Entity), SlotState>,
     /// The current value of every fact slot that has one.
     facts: FxHashMap<(u32, Entity), F64>,
@@ -420,6 +422,7 @@ impl GameAssigner {
             named: false,
             last_time: 0,
             horizon: 0,
+            scheduled: None,
             slots: FxHashMap::default(),
             facts: FxHashMap::default(),
             touched: Vec::new(),
@@ -482,20 +485,30 @@ impl GameAssigner {
         })
     }
 
-    /// Releases the game's state at `t` (at or after [`Self::closes_at`]): every fact and
-    /// window member it still holds in the dataflow is retracted, its key last, so the scoring
-    /// stage forgets the game without publishing anything for it.
-    pub fn close(self, t: u64, out: &mut Updates) {
-        let mut facts: Vec<_> = self.facts.into_iter().collect();
-        facts.sort_unstable();
-        for ((feature, entity), value) in facts {
-            let slot = Slot {
-                game: self.id,
-                entity,
-                feature,
-            };
-            out.facts.push((Fact::Value(slot, value), t, -1));
+    /// Keeps the game's key retraction at [`Self::closes_at`]: scheduled when the game ends,
+    /// moved (the old one cancelled) when a later event moves it. The scoring stage forgets the
+    /// game at that time, the same in every run, whenever the engine gets to release it.
+    fn schedule_close(&mut self, plan: &Plan, out: &mut Updates) {
+        let at = self.closes_at(plan.time.retention.as_millis() as u64);
+        if at == self.scheduled {
+            return;
         }
+        if let Some(old) = self.scheduled {
+            out.facts
+                .push((Fact::Game(self.id, self.key.clone()), old, 1));
+        }
+        if let Some(at) = at {
+            out.facts
+                .push((Fact::Game(self.id, self.key.clone()), at, -1));
+        }
+        self.scheduled = at;
+    }
+
+    /// Releases the game's state at `t` (at or after [`Self::closes_at`], where its key's
+    /// retraction is already scheduled): the window members it still holds in the dataflow's
+    /// `reduce` are retracted. Its facts are not kept by the dataflow (only the scoring stage
+    /// holds them, and it forgets the game with its key).
+    pub fn close(self, t: u64, out: &mut Updates) {
         // Sessions' members leave only when the next session starts; time-driven windows'
         // members have left by the horizon.
         for ((feature, entity), state) in self.slots {
@@ -509,9 +522,6 @@ impl GameAssigner {
                     retract(&mut out.members, &slot, m, t);
                 }
             }
-        }
-        if self.named {
-            out.facts.push((Fact::Game(self.id, self.key), t, -1));
         }
     }
 
@@ -724,5 +734,6 @@ impl GameAssigner {
             let corrections = self.health[4] + 1;
             self.health(4, corrections, t, out);
         }
+        self.schedule_close(plan, out);
     }
 }

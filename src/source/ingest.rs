@@ -74,6 +74,16 @@ impl GameOwners {
     }
 }
 
+fn game_closed(game_id: &str, at: Option<u64>) -> Reject {
+    let when = at.map_or(String::new(), |t| format!(" at {t}"));
+    Reject::new(
+        RejectCode::GameClosed,
+        format!(
+            "game {game_id} ended and its state was released{when}, the pipeline's retention after its last event"
+        ),
+    )
+}
+
 fn partition_conflict(game_id: &str, topic: &str, partition: i32) -> Reject {
     Reject::new(
         RejectCode::PartitionConflict,
@@ -201,6 +211,9 @@ pub struct GameOrder {
     /// Offset of the game's first accepted record, and the event time of its `game_end`.
     pub first_offset: i64,
     pub ended_at: Option<u64>,
+    /// When the ended game's state is released ([`Ingest::set_closes_at`]): an event at or
+    /// after it is refused.
+    pub closes_at: Option<u64>,
 }
 
 /// A record's fingerprint: FNV-1a over its bytes (stable across runs and builds).
@@ -346,6 +359,15 @@ impl Ingest {
         out
     }
 
+    /// The time an ended game's state is released at (its last event + `retention`): from then
+    /// on its events are refused as [`RejectCode::GameClosed`], whether or not the state is
+    /// gone yet, so which events count does not depend on when the frontier moves.
+    pub fn set_closes_at(&mut self, key: &GameKey, at: Option<u64>) {
+        if let Some((_, _, order)) = self.games.get_mut(key) {
+            order.closes_at = at;
+        }
+    }
+
     /// Forgets a game's order (its accepted seqs and their fingerprints); its later records
     /// are refused as [`RejectCode::GameClosed`]. It leaves the checkpoints' marks, so a
     /// restart skips its records as those of a game that was over.
@@ -388,13 +410,7 @@ impl Ingest {
         let event = json::decode(rec.payload, self.max_record_bytes)?;
         let key = event.key();
         if self.closed.contains(&key) {
-            return Err(Reject::new(
-                RejectCode::GameClosed,
-                format!(
-                    "game {} ended more than the pipeline's retention ago and its state was released",
-                    event.game_id
-                ),
-            ));
+            return Err(game_closed(&event.game_id, None));
         }
         let (topic, partition) = (rec.topic, rec.partition);
         if !self.games.contains_key(&key) {
@@ -444,6 +460,9 @@ impl Ingest {
             ));
         }
         let time = event.event_time_ms.max(floor);
+        if let Some(closes) = game.closes_at.filter(|c| time >= *c) {
+            return Err(game_closed(&event.game_id, Some(closes)));
+        }
         let ingest_ms = rec.timestamp_ms.unwrap_or(0).max(0) as u64;
         if game.last.is_none() {
             game.first_offset = rec.offset;
@@ -597,6 +616,17 @@ mod tests {
         assert!(r.to_string().contains("game g ended"), "{r}");
         // Other games go on.
         ing.accept(&rec(0, &line("h", 2, 2_000)), 0).unwrap();
+        // An ended game's events at or after its release time are refused even before its
+        // state is released, so which ones count does not depend on when that happens.
+        let h = GameKey {
+            game_id: "h".into(),
+            ..g
+        };
+        ing.set_closes_at(&h, Some(5_000));
+        ing.accept(&rec(0, &line("h", 3, 4_999)), 0).unwrap();
+        let r = ing.accept(&rec(0, &line("h", 4, 5_000)), 0).unwrap_err();
+        assert_eq!(r.code, RejectCode::GameClosed);
+        assert!(r.to_string().contains("released at 5000"), "{r}");
     }
 
     #[test]
