@@ -552,14 +552,10 @@ impl Publisher {
                 SinkMsg::Values { time, values, .. } => {
                     // Values of a time come once it is complete: so is everything before it.
                     p.live.done = p.live.done.max(Some(time));
-                    let closed: Vec<GameKey> = values
-                        .iter()
-                        .filter(|v| v.closed)
-                        .map(|v| v.game.clone())
-                        .collect();
-                    // Recomputed after a restart: archived before it.
+                    // Recomputed after a restart: archived before it. Release markers are not
+                    // rows.
                     if p.delivered_through.is_none_or(|t| time > t) {
-                        if closed.is_empty() {
+                        if !values.iter().any(|v| v.closed) {
                             p.live.outputs.archive(&values, &p.live.model_version);
                         } else {
                             let rows: Vec<Valued> =
@@ -575,9 +571,6 @@ impl Publisher {
                         &p.live.plan,
                         &deltas,
                     );
-                    if !closed.is_empty() {
-                        forget(&self.hub, &p.live.plan, &closed);
-                    }
                 }
                 SinkMsg::Progress { time, .. } => {
                     p.live.done = p.live.done.max(Some(time));
@@ -897,16 +890,6 @@ fn explain(
     });
     contributors.truncate(CONTRIBUTORS);
     (contributors, interval)
-}
-
-/// Released games leave the pipeline's channels: snapshots no longer carry their last value
-/// or their open alerts.
-fn forget(hub: &Hub, plan: &Plan, games: &[GameKey]) {
-    for o in &plan.outputs {
-        if let Output::WebSocket { channel } | Output::WebSocketAlerts { channel } = o {
-            hub.forget_games(channel, games);
-        }
-    }
 }
 
 fn emit(

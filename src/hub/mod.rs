@@ -35,7 +35,7 @@ use subscriber::{Offer, Outbox, QueueState, SeverityChange, Subscriber};
 
 use crate::alert::{Alert, AlertState, Severity};
 use crate::delta::Delta;
-use crate::event::{GameKey, Sport};
+use crate::event::Sport;
 use crate::ws::protocol::{self, ServerMessage, SnapshotReason, SnapshotValue};
 
 /// Sizes of the hub's buffers.
@@ -480,38 +480,6 @@ impl Hub {
     /// behind `deltas[i]` (missing entries count as unknown), used only for the latency metric.
     /// Deltas for an alerts channel are dropped (logged and counted). Never blocks on a
     /// subscriber.
-    /// Drops `games` from a channel's snapshot state (their latest value, or their open
-    /// alerts): games released `retention` after their end. Subscribers are not told; they
-    /// get no more frames for those games, and snapshots from now on leave them out.
-    pub fn forget_games(&self, channel: &str, games: &[GameKey]) {
-        let Some(cell) = self.channel(channel) else {
-            return;
-        };
-        let mut guard = lock(&cell);
-        for g in games {
-            let by_sport = match &mut guard.content {
-                Content::Deltas { values, .. } => values.get_mut(&g.sport).map(|m| {
-                    m.remove(&g.game_id);
-                    m.is_empty()
-                }),
-                Content::Alerts { open } => open.get_mut(&g.sport).map(|m| {
-                    m.remove(&g.game_id);
-                    m.is_empty()
-                }),
-            };
-            if by_sport == Some(true) {
-                match &mut guard.content {
-                    Content::Deltas { values, .. } => {
-                        values.remove(&g.sport);
-                    }
-                    Content::Alerts { open } => {
-                        open.remove(&g.sport);
-                    }
-                }
-            }
-        }
-    }
-
     pub fn publish(&self, channel: &str, deltas: &[Delta], ingest_ms: &[Option<u64>]) {
         if deltas.is_empty() {
             return;
