@@ -10,8 +10,9 @@
 //! `done` is suppressed. Outputs are deterministic, so the deltas after `done` come out with
 //! the same numbers and bytes as before the restart.
 //!
-//! A game is over when its `game_end` is more than the pipeline's `retention` before `done`:
-//! no window outlives retention, so it can yield nothing more.
+//! A game is over when its last event (its `game_end`, or a correction after it) is
+//! `retention` or more before `done`: no window outlives retention, the dataflow has released
+//! the game by then, and its later events are refused, so it can yield nothing more.
 //!
 //! On disk: `checkpoint` and `checkpoint.prev` in the checkpoint directory, each a header line
 //! `sideline-checkpoint/1 <length> <sha256 hex>` and a JSON body. A new one is written to a

@@ -462,6 +462,10 @@ impl Publisher {
             // past it, the restart's own checkpoint still holds.
             let done = p.live.done.max(p.delivered_through);
             let marks = d.marks.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(done) = done {
+                d.checkpointed
+                    .fetch_max(done, std::sync::atomic::Ordering::Relaxed);
+            }
             cp.pipelines.insert(
                 name.clone(),
                 PipelineCheckpoint {

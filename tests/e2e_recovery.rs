@@ -58,7 +58,9 @@ fn spawn(config: &Path, log: &Path) -> Engine {
         Ok(a) => a.parse().unwrap(),
         Err(_) => {
             let _ = child.kill();
-            panic!("sideline did not print its WebSocket address within 60 s");
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            let status = child.wait();
+            panic!("sideline did not print its WebSocket address within 60 s (or exited: {status:?}); its log:\n{text}");
         }
     };
     Engine { child, addr }

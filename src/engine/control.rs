@@ -44,6 +44,10 @@ pub struct Deployment {
     /// Each partition's read position and games, posted by the worker reading it, for
     /// checkpoints.
     pub marks: Mutex<BTreeMap<(String, i32), PartitionMark>>,
+    /// The `done` of the latest checkpoint taken of this version (0: none yet). Checkpoints'
+    /// `done` never falls, so a closed game over by then is over in every later checkpoint
+    /// too, and its workers may drop it from their marks ([`crate::source::ingest::Ingest::forget_closed`]).
+    pub checkpointed: AtomicU64,
 }
 
 #[derive(Clone)]
@@ -122,6 +126,7 @@ impl Control {
             resume,
             known_games,
             marks: Mutex::default(),
+            checkpointed: AtomicU64::new(0),
         });
         lock(&self.running).insert(d.id, d.clone());
         lock(&self.commands).push(Command::Start(d.clone()));

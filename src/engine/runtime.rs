@@ -263,6 +263,12 @@ impl Runtime {
             .is_none_or(|t| now.duration_since(t) >= MARK_INTERVAL)
         {
             self.last_mark = Some(now);
+            let checkpointed = self
+                .deployment
+                .checkpointed
+                .load(std::sync::atomic::Ordering::Relaxed);
+            let retention = self.deployment.plan.time.retention.as_millis() as u64;
+            self.ingest.forget_closed(checkpointed, retention);
             let marks = self.ingest.marks(now);
             let mut posted = self
                 .deployment

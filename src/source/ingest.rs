@@ -155,6 +155,12 @@ pub struct Ingest {
     /// Games whose state was released ([`Ingest::close_game`]): their later records are
     /// refused. One key per game is what remains of it.
     closed: HashSet<GameKey>,
+    /// Closed games still reported in the marks: (topic, partition, first offset, end). A game
+    /// is closed once the dataflow's *input* passes `retention` after its end, while the
+    /// checkpoints' `done` (what was delivered) may still be behind its last values; only a
+    /// checkpoint's `done` says when a game is over ([`crate::checkpoint::PartitionCheckpoint::from_mark`]).
+    /// Kept until a checkpoint taken says so ([`Ingest::forget_closed`]).
+    closed_marks: HashMap<GameKey, (String, i32, i64, Option<u64>)>,
 }
 
 /// An accepted record.
@@ -208,7 +214,8 @@ impl std::fmt::Display for OrderError {
 pub struct GameOrder {
     last: Option<(u64, u64)>,
     seen: HashMap<u64, u64>,
-    /// Offset of the game's first accepted record, and the event time of its `game_end`.
+    /// Offset of the game's first accepted record, and, once it has ended, the event time of
+    /// its latest event (its `game_end` or a later correction).
     pub first_offset: i64,
     pub ended_at: Option<u64>,
     /// When the ended game's state is released ([`Ingest::set_closes_at`]): an event at or
@@ -247,7 +254,9 @@ impl GameOrder {
         let time = self.last.map_or(0, |l| l.1).max(ev.event_time_ms);
         self.last = Some((ev.seq, time));
         self.seen.insert(ev.seq, fp);
-        if ev.kind == crate::event::EventKind::GameEnd {
+        // Once ended, the time of its latest event: a correction after `game_end` moves the
+        // game's release (and so when a checkpoint counts it over) with it.
+        if ev.kind == crate::event::EventKind::GameEnd || self.ended_at.is_some() {
             self.ended_at = Some(time);
         }
     }
@@ -270,6 +279,7 @@ impl Ingest {
             owners: Arc::default(),
             resumes: HashMap::new(),
             closed: HashSet::new(),
+            closed_marks: HashMap::new(),
         }
     }
 
@@ -336,7 +346,9 @@ impl Ingest {
                     m.games.extend(
                         r.open
                             .iter()
-                            .filter(|(k, _)| !self.games.contains_key(*k))
+                            .filter(|(k, _)| {
+                                !self.games.contains_key(*k) && !self.closed.contains(*k)
+                            })
                             .map(|(k, o)| (k.clone(), *o, None)),
                     );
                 }
@@ -350,6 +362,11 @@ impl Ingest {
             if let Some(m) = marks.get_mut(&(t.clone(), *p)) {
                 m.games
                     .push((key.clone(), order.first_offset, order.ended_at));
+            }
+        }
+        for (key, (t, p, first, ended)) in &self.closed_marks {
+            if let Some(m) = marks.get_mut(&(t.clone(), *p)) {
+                m.games.push((key.clone(), *first, *ended));
             }
         }
         let mut out: Vec<PartitionMark> = marks.into_values().collect();
@@ -369,11 +386,26 @@ impl Ingest {
     }
 
     /// Forgets a game's order (its accepted seqs and their fingerprints); its later records
-    /// are refused as [`RejectCode::GameClosed`]. It leaves the checkpoints' marks, so a
-    /// restart skips its records as those of a game that was over.
+    /// are refused as [`RejectCode::GameClosed`]. It stays in the marks (its first offset and
+    /// end) until [`Ingest::forget_closed`]: the input has passed `retention` after its end,
+    /// but its last values may not be delivered yet, and a checkpoint taken before they are
+    /// must still have a restart read it again.
     pub fn close_game(&mut self, key: &GameKey) {
-        self.games.remove(key);
+        if let Some((t, p, order)) = self.games.remove(key) {
+            if order.last.is_some() {
+                self.closed_marks
+                    .insert(key.clone(), (t, p, order.first_offset, order.ended_at));
+            }
+        }
         self.closed.insert(key.clone());
+    }
+
+    /// Drops from the marks the closed games a checkpoint with `done` already counts as over
+    /// (ended `retention_ms` or more before it): every later checkpoint does too.
+    pub fn forget_closed(&mut self, done: u64, retention_ms: u64) {
+        self.closed_marks.retain(|_, (_, _, _, ended)| {
+            ended.is_none_or(|end| end.saturating_add(retention_ms) > done)
+        });
     }
 
     /// Shares the game-to-partition registry with the other workers of the process.
@@ -605,12 +637,6 @@ mod tests {
             game_id: "g".into(),
         };
         ing.close_game(&g);
-        let marked: Vec<String> = ing.marks(Instant::now())[0]
-            .games
-            .iter()
-            .map(|(k, _, _)| k.game_id.clone())
-            .collect();
-        assert_eq!(marked, ["h"], "a closed game leaves the checkpoint marks");
         let r = ing.accept(&rec(0, &line("g", 2, 2_000)), 0).unwrap_err();
         assert_eq!(r.code, RejectCode::GameClosed);
         assert!(r.to_string().contains("game g ended"), "{r}");
@@ -627,6 +653,100 @@ mod tests {
         let r = ing.accept(&rec(0, &line("h", 4, 5_000)), 0).unwrap_err();
         assert_eq!(r.code, RejectCode::GameClosed);
         assert!(r.to_string().contains("released at 5000"), "{r}");
+    }
+
+    /// The input closes a game `retention` after its end, but the checkpoints' `done` (what
+    /// was delivered) can be far behind it then: a checkpoint taken before the game's last
+    /// values are delivered must still have a restart read it again. Dropping it from the
+    /// marks at close lost the rest of a game in tests/e2e_recovery.rs.
+    #[test]
+    fn a_closed_game_stays_in_the_marks_until_a_checkpoint_counts_it_over() {
+        let mut ing = Ingest::new(
+            4096,
+            Duration::ZERO,
+            Duration::from_secs(60),
+            LatePolicy::DeadLetter,
+        );
+        ing.add_partition("t", 0);
+        let at = |offset: i64, payload: Vec<u8>| -> Record<'static> {
+            Record {
+                offset,
+                ..rec(0, payload.leak())
+            }
+        };
+        let end = String::from_utf8(line("g", 2, 2_000))
+            .unwrap()
+            .replace(r#""kind":"play""#, r#""kind":"game_end""#)
+            .into_bytes();
+        ing.accept(&at(7, line("g", 1, 1_000)), 0).unwrap();
+        ing.accept(&at(8, end), 0).unwrap();
+        ing.accept(&at(9, line("h", 1, 2_500)), 0).unwrap();
+        let g = GameKey {
+            sport: crate::event::Sport::Nfl,
+            game_id: "g".into(),
+        };
+        let retention = 600;
+        // The input passed 2_000 + 600; nothing was delivered past 1_500 yet.
+        ing.close_game(&g);
+        let mark = ing.marks(Instant::now()).remove(0);
+        assert!(mark.games.contains(&(g.clone(), 7, Some(2_000))));
+        let cp = crate::checkpoint::PartitionCheckpoint::from_mark(&mark, Some(1_500), retention);
+        assert!(
+            cp.open.contains(&(g.clone(), 7)),
+            "not delivered through its end: read again after a restart"
+        );
+        let cp = crate::checkpoint::PartitionCheckpoint::from_mark(&mark, Some(2_600), retention);
+        assert!(!cp.open.iter().any(|(k, _)| *k == g), "over");
+        // Kept until a checkpoint counts it over; then gone for good.
+        ing.forget_closed(2_599, retention);
+        assert!(ing.marks(Instant::now())[0]
+            .games
+            .iter()
+            .any(|(k, _, _)| *k == g));
+        ing.forget_closed(2_600, retention);
+        let marked: Vec<String> = ing.marks(Instant::now())[0]
+            .games
+            .iter()
+            .map(|(k, _, _)| k.game_id.clone())
+            .collect();
+        assert_eq!(marked, ["h"]);
+    }
+
+    /// A game a restart reads again and closes is not reported open again from the restart's
+    /// list once it leaves the marks.
+    #[test]
+    fn a_rebuilt_game_once_closed_is_not_reopened_by_its_restart() {
+        let mut ing = Ingest::new(
+            4096,
+            Duration::ZERO,
+            Duration::from_secs(60),
+            LatePolicy::DeadLetter,
+        );
+        ing.add_partition("t", 0);
+        let g = GameKey {
+            sport: crate::event::Sport::Nfl,
+            game_id: "g".into(),
+        };
+        ing.resume(
+            "t",
+            0,
+            Resume {
+                below: 10,
+                open: [(g.clone(), 0)].into_iter().collect(),
+                max_time: Some(1_000),
+                caught_up_ms: None,
+            },
+        );
+        let end = String::from_utf8(line("g", 1, 1_000))
+            .unwrap()
+            .replace(r#""kind":"play""#, r#""kind":"game_end""#)
+            .into_bytes();
+        let end = end.leak();
+        assert_eq!(ing.replay(&rec(0, end)), Replay::Again);
+        ing.accept(&rec(0, end), 0).unwrap();
+        ing.close_game(&g);
+        ing.forget_closed(u64::MAX, 0);
+        assert_eq!(ing.marks(Instant::now())[0].games, vec![]);
     }
 
     #[test]
