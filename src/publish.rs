@@ -234,8 +234,8 @@ impl Version {
         let mut out = Vec::new();
         for v in values {
             if v.closed {
-                // Released `retention` after its end: what it published is forgotten.
-                self.published.remove(&v.game);
+                // Released `retention` after its end. What it published is kept, as the hub
+                // keeps its snapshot entry: a new version taking over compares against it.
                 continue;
             }
             let previous = self.published.get(&v.game);

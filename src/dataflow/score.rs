@@ -3,8 +3,8 @@
 //!
 //! In: `slot_values`' facts (game keys, and slot values: the assigner's and the aggregated
 //! windows'), `(fact, time, ±1)`, exchanged by game so that a game's slots meet on one worker.
-//! A game whose key is retracted (released, `retention` after its end) is forgotten without
-//! output.
+//! A game whose key is retracted (released, `retention` after its end) is forgotten; what it
+//! hands on for it is a [`Valued::closed`] marker, on which later stages forget it too.
 //! Out: at each time a game's row changed, a [`Valued`]: the model's value and every
 //! feature-context variable (window features, then derived ones). Times are processed in
 //! order once the input frontier has passed them; rows of all ready times go through the
@@ -399,13 +399,28 @@ impl<'scope> ScoreGames<'scope> for Stream<'scope, u64, Vec<Input>> {
                                 .iter()
                                 .position(|u| u.0.game() != id)
                                 .unwrap_or(updates.len() - i);
-                            let game_updates = &updates[i..end];
+                            // Consolidated: a slot can move twice at one time (two events at
+                            // one effective time), and only the net change counts.
+                            let mut game_updates: Vec<(&Fact, isize)> =
+                                updates[i..end].iter().map(|(f, _, d)| (f, *d)).collect();
                             i = end;
+                            game_updates.sort_by(|a, b| a.0.cmp(b.0));
+                            game_updates.dedup_by(|later, first| {
+                                let same = later.0 == first.0;
+                                if same {
+                                    first.1 += later.1;
+                                }
+                                same
+                            });
+                            game_updates.retain(|(_, d)| *d != 0);
+                            // Retractions before insertions: a slot's old value leaves, its
+                            // new one arrives.
+                            game_updates.sort_by_key(|(_, d)| *d);
                             // The key's net change: +1 its first event, -1 its release (a
                             // release moved by a later event cancels out).
                             let mut key_diff = 0isize;
                             let mut key: Option<&GameKey> = None;
-                            for (fact, _, diff) in game_updates {
+                            for (fact, diff) in &game_updates {
                                 if let Fact::Game(_, k) = fact {
                                     key_diff += diff;
                                     key = Some(k);
@@ -420,7 +435,7 @@ impl<'scope> ScoreGames<'scope> for Stream<'scope, u64, Vec<Input>> {
                             }
                             let inserts = game_updates
                                 .iter()
-                                .any(|(f, _, d)| matches!(f, Fact::Value(..)) && *d > 0);
+                                .any(|(f, d)| matches!(f, Fact::Value(..)) && *d > 0);
                             if key_diff == 0 && !inserts && !rows.contains_key(&id) {
                                 // A released game's last window retractions.
                                 continue;
@@ -436,7 +451,7 @@ impl<'scope> ScoreGames<'scope> for Stream<'scope, u64, Vec<Input>> {
                                 }
                             }
                             let mut touched = false;
-                            for (fact, _, diff) in game_updates {
+                            for (fact, diff) in &game_updates {
                                 let Fact::Value(slot, value) = fact else {
                                     continue;
                                 };

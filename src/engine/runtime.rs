@@ -28,6 +28,8 @@ pub struct Runtime {
     reader: KafkaReader,
     ingest: Ingest,
     games: Games,
+    /// Whether checkpoints are written (closed games' marks wait for one).
+    checkpoints: bool,
     updates: Updates,
     /// Where the partitions ended when a drain began.
     drain_targets: Option<HashMap<(String, i32), i64>>,
@@ -110,6 +112,7 @@ impl Runtime {
             reader,
             ingest,
             games: Games::new(&d.plan),
+            checkpoints: !cfg.engine.checkpoint_dir.is_empty(),
             updates: Updates::default(),
             drain_targets: None,
             staleness: d
@@ -150,6 +153,7 @@ impl Runtime {
         let name = plan.name.as_str();
         let frontier = *self.input.time();
         let (ingest, games, updates) = (&mut self.ingest, &mut self.games, &mut self.updates);
+        let retention = plan.time.retention.as_millis() as u64;
         let (staleness, live) = (&self.staleness, &mut self.live);
         // (game, (detector, gap), opened at, time, opening?, wall clock)
         let mut stale_changes: Vec<StaleChange> = Vec::new();
@@ -191,7 +195,7 @@ impl Runtime {
                             }
                             let closes = games.apply(plan, key.clone(), &a.event, a.time, a.ingest_ms, updates);
                             if closes.is_some() {
-                                ingest.set_closes_at(&key, closes);
+                                ingest.set_closes_at(&key, closes, retention);
                             }
                         }
                     }
@@ -263,10 +267,14 @@ impl Runtime {
             .is_none_or(|t| now.duration_since(t) >= MARK_INTERVAL)
         {
             self.last_mark = Some(now);
-            let checkpointed = self
-                .deployment
-                .checkpointed
-                .load(std::sync::atomic::Ordering::Relaxed);
+            // Without checkpoints no checkpoint needs a closed game's mark.
+            let checkpointed = match self.checkpoints {
+                true => self
+                    .deployment
+                    .checkpointed
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                false => u64::MAX,
+            };
             let retention = self.deployment.plan.time.retention.as_millis() as u64;
             self.ingest.forget_closed(checkpointed, retention);
             let marks = self.ingest.marks(now);
@@ -282,11 +290,12 @@ impl Runtime {
         polled
     }
 
-    /// Releases the state of every game whose [`GameAssigner::closes_at`] the input has
-    /// passed: its windows' and facts' updates are retracted at the input's time, its ingest
-    /// order is dropped (later records of it are refused as `game_closed`), and it leaves the
-    /// staleness watch. Nothing is published for it: what the engine holds is bounded by the
-    /// games within `retention` of their end, not by how long it has run.
+    /// Releases this worker's state of every game whose release time the input has passed
+    /// (the dataflow forgets it at that time: [`crate::pipeline::window::GameAssigner::close`]):
+    /// its assigner, the session members it still had in the `reduce` (retracted at the
+    /// input's time), its ingest order (later records are refused as `game_closed`), and its
+    /// staleness watch. What the worker holds is bounded by the games within `retention` of
+    /// their end, not by how long it has run.
     fn close_games(&mut self, stats: &mut EngineStats) {
         for key in self
             .games

@@ -526,8 +526,14 @@ impl GameAssigner {
     }
 
     /// A record repeated a seq already accepted (it was rejected as a duplicate): counted at
-    /// `t` for the feed-health detectors.
+    /// `t`, or at the game's latest event if that is later (a resend carries an old event
+    /// time; a count must not move back in time, nor past the game's release), for the
+    /// feed-health detectors.
     pub fn note_duplicate(&mut self, t: u64, out: &mut Updates) {
+        let t = t.max(self.last_time);
+        if self.scheduled.is_some_and(|at| t >= at) {
+            return;
+        }
         let dups = self.health[1] + 1;
         self.health(1, dups, t, out);
     }

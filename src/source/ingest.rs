@@ -304,10 +304,16 @@ impl Ingest {
         if rec.offset >= r.below {
             return Replay::Fresh;
         }
-        let open = json::decode(rec.payload, self.max_record_bytes)
-            .is_ok_and(|ev| r.open.contains_key(&ev.key()));
-        if open {
+        let key = json::decode(rec.payload, self.max_record_bytes)
+            .ok()
+            .map(|ev| ev.key());
+        if key.as_ref().is_some_and(|k| r.open.contains_key(k)) {
             return Replay::Again;
+        }
+        // A game read before the restart and not open then was over: its later records are
+        // refused as before the restart.
+        if let Some(k) = key {
+            self.closed.insert(k);
         }
         if let Some(p) = self
             .partitions
@@ -376,12 +382,17 @@ impl Ingest {
         out
     }
 
-    /// The time an ended game's state is released at (its last event + `retention`): from then
-    /// on its events are refused as [`RejectCode::GameClosed`], whether or not the state is
-    /// gone yet, so which events count does not depend on when the frontier moves.
-    pub fn set_closes_at(&mut self, key: &GameKey, at: Option<u64>) {
+    /// The time an ended game's state is released at (its last event + `retention`, or later
+    /// when a window is scheduled to change later): from then on its events are refused as
+    /// [`RejectCode::GameClosed`], whether or not the state is gone yet, so which events count
+    /// does not depend on when the frontier moves. Its end in the checkpoint marks becomes
+    /// `at - retention`, so that a checkpoint counts it over exactly when it is released.
+    pub fn set_closes_at(&mut self, key: &GameKey, at: Option<u64>, retention_ms: u64) {
         if let Some((_, _, order)) = self.games.get_mut(key) {
             order.closes_at = at;
+            if let Some(at) = at {
+                order.ended_at = Some(at.saturating_sub(retention_ms));
+            }
         }
     }
 
@@ -648,7 +659,7 @@ mod tests {
             game_id: "h".into(),
             ..g
         };
-        ing.set_closes_at(&h, Some(5_000));
+        ing.set_closes_at(&h, Some(5_000), 600);
         ing.accept(&rec(0, &line("h", 3, 4_999)), 0).unwrap();
         let r = ing.accept(&rec(0, &line("h", 4, 5_000)), 0).unwrap_err();
         assert_eq!(r.code, RejectCode::GameClosed);
