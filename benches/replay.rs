@@ -72,6 +72,12 @@ fn setup(
     let mut cfg = Config::load(None).unwrap();
     cfg.kafka.brokers = mock.bootstrap_servers();
     cfg.kafka.dead_letter_topic = "dead".into();
+    // As `sideline demo` runs the mock: it holds a fetch that finds no new records for the
+    // whole `fetch.wait.max.ms` (a broker answers when records arrive).
+    cfg.kafka.options.insert(
+        "fetch.wait.max.ms".into(),
+        sideline::demo::MOCK_FETCH_WAIT_MS.into(),
+    );
     cfg.engine.workers = 2;
     cfg.server.ws_listen = "127.0.0.1:0".into();
     cfg.server.metrics_listen = String::new();
@@ -166,20 +172,14 @@ fn throughput_and_paced() {
     let server = start(&cfg, "latency");
     let _sub = subscriber(server.ws_addr);
     std::thread::sleep(std::time::Duration::from_millis(300));
-    let stop = server.stop.clone();
-    let brokers = mock.bootstrap_servers();
-    let feeder = std::thread::spawn(move || {
-        let producer = produce::create_producer(
-            ClientConfig::new()
-                .set("bootstrap.servers", &brokers)
-                .set("linger.ms", "0"),
-        )
-        .unwrap();
-        let t0 = Instant::now();
-        produce::produce_lines(&producer, "latency", &lines, Pace::Speed(600.0), None).unwrap();
-        stop.drain();
-        (lines.len(), t0.elapsed().as_secs_f64())
-    });
+    let feeder = feeder(
+        &server,
+        mock.bootstrap_servers(),
+        "latency",
+        lines,
+        600.0,
+        0,
+    );
     server.run_engine(|_| {}).unwrap();
     let (n, secs) = feeder.join().unwrap();
     println!(
@@ -197,13 +197,18 @@ fn at_fixed_rates(only: Option<u64>) {
         .replace("allowed-lateness = \"1s\"", "allowed-lateness = \"0s\"")
         .replace("idle-timeout = \"2s\"", "idle-timeout = \"100ms\"");
     assert_ne!(text, sideline::pipeline::DEFAULT_PIPELINE.1);
+    let partitions: i32 = std::env::var("REPLAY_PARTITIONS")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(4);
     let real = std::env::var("BENCH_BROKERS")
         .ok()
         .filter(|b| !b.is_empty());
     println!(
-        "fixed offered rates ({}, 100 games, 16 partitions, allowed-lateness 0, idle-timeout 100 ms):",
+        "fixed offered rates ({}, 100 games, {partitions} partitions, linger.ms {}, allowed-lateness 0, idle-timeout 100 ms):",
         real.as_ref()
-            .map_or("mock cluster".to_string(), |b| format!("broker at {b}"))
+            .map_or("mock cluster".to_string(), |b| format!("broker at {b}")),
+        linger_ms()
     );
     for (rate, secs) in [(1_000u64, 10u64), (10_000, 10), (100_000, 3)] {
         if only.is_some_and(|r| r != rate) {
@@ -211,12 +216,13 @@ fn at_fixed_rates(only: Option<u64>) {
         }
         let lines = at_rate(rate, (rate * (secs + 1)) as usize);
         let topic = format!("rate{rate}-{}", std::process::id());
-        let (_mock, cfg) = setup(&topic, 16);
+        let (_mock, cfg) = setup(&topic, partitions);
         let cfg = match &real {
             Some(brokers) => {
-                create_topics(brokers, &[(&topic, 16), ("dead", 1)]);
+                create_topics(brokers, &[(&topic, partitions), ("dead", 1)]);
                 let mut cfg = cfg;
                 cfg.kafka.brokers = brokers.clone();
+                cfg.kafka.options.clear();
                 cfg
             }
             None => cfg,
@@ -225,26 +231,15 @@ fn at_fixed_rates(only: Option<u64>) {
         let server = start_text(&cfg, &topic, &text);
         let _sub = subscriber(server.ws_addr);
         std::thread::sleep(std::time::Duration::from_millis(300));
-        let stop = server.stop.clone();
-        let brokers = cfg.kafka.brokers.clone();
-        let feeder = std::thread::spawn(move || {
-            let producer = produce::create_producer(
-                ClientConfig::new()
-                    .set("bootstrap.servers", &brokers)
-                    .set("linger.ms", "0"),
-            )
-            .unwrap();
-            // The first second warms up (consumer assignment, first fetches): not measured.
-            let warm = rate as usize;
-            produce::produce_lines(&producer, &topic, &lines[..warm], Pace::Speed(1.0), None)
-                .unwrap();
-            sideline::metrics::reset_latency();
-            let t0 = Instant::now();
-            produce::produce_lines(&producer, &topic, &lines[warm..], Pace::Speed(1.0), None)
-                .unwrap();
-            stop.drain();
-            (lines.len() - warm, t0.elapsed().as_secs_f64())
-        });
+        // The first second warms up (consumer assignment, first fetches): not measured.
+        let feeder = feeder(
+            &server,
+            cfg.kafka.brokers.clone(),
+            &topic,
+            lines,
+            1.0,
+            rate as usize,
+        );
         let stats = server.run_engine(|_| {}).unwrap();
         let (n, secs) = feeder.join().unwrap();
         println!(
@@ -256,6 +251,44 @@ fn at_fixed_rates(only: Option<u64>) {
         println!("    {}", sideline::metrics::latency_summary());
         server.shutdown();
     }
+}
+
+/// Produces `lines` at `speed` times their recorded pace on its own thread, then drains the
+/// engine. The first `warm` lines are not measured: latency is reset after them. Returns the
+/// lines measured and the seconds they took.
+fn feeder(
+    server: &App,
+    brokers: String,
+    topic: &str,
+    lines: Vec<String>,
+    speed: f64,
+    warm: usize,
+) -> std::thread::JoinHandle<(usize, f64)> {
+    let stop = server.stop.clone();
+    let topic = topic.to_string();
+    let linger = linger_ms();
+    std::thread::spawn(move || {
+        let producer = produce::create_producer(
+            ClientConfig::new()
+                .set("bootstrap.servers", &brokers)
+                .set("linger.ms", &linger),
+        )
+        .unwrap();
+        produce::produce_lines(&producer, &topic, &lines[..warm], Pace::Speed(speed), None)
+            .unwrap();
+        sideline::metrics::reset_latency();
+        let t0 = Instant::now();
+        produce::produce_lines(&producer, &topic, &lines[warm..], Pace::Speed(speed), None)
+            .unwrap();
+        stop.drain();
+        (lines.len() - warm, t0.elapsed().as_secs_f64())
+    })
+}
+
+/// The producers' `linger.ms`: `REPLAY_LINGER_MS`, 2 by default (librdkafka's default is 5; 0
+/// sends one record per request, which neither broker here keeps up with at 10k records/s).
+fn linger_ms() -> String {
+    std::env::var("REPLAY_LINGER_MS").unwrap_or_else(|_| "2".into())
 }
 
 /// `n` events of 100 games in progress at a time (the bundled games, copies with shifted ids,

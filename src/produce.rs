@@ -311,6 +311,13 @@ fn wait_until(producer: &FeedProducer, deadline: Instant) {
         if left.is_zero() {
             return;
         }
+        if left < Duration::from_millis(1) {
+            // librdkafka's poll waits whole milliseconds: a shorter wait would spin a core
+            // (at 10k records/s, every gap is 0.1 ms).
+            producer.poll(Duration::ZERO);
+            std::thread::sleep(left);
+            return;
+        }
         producer.poll(left.min(Duration::from_millis(100)));
     }
 }

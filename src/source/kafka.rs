@@ -42,8 +42,10 @@ fn kafka(context: impl Into<String>) -> impl FnOnce(KafkaError) -> SourceError {
 pub fn client_config(cfg: &KafkaConfig) -> ClientConfig {
     let mut cc = ClientConfig::new();
     cc.set("statistics.interval.ms", "1000");
-    // librdkafka's 500 ms default: a caught-up partition's next fetch waits that long before
-    // it sees new records (p50 latency 50 ms -> 420 ms in benches/replay.rs). Overridable.
+    // librdkafka's default is 500 ms. A broker answers a waiting fetch as soon as records
+    // arrive, so this bounds only how often an idle consumer asks; brokers that hold the fetch
+    // for the whole wait (librdkafka's mock cluster, which `sideline demo` sets to 1 ms) add
+    // it to latency (p50 50 ms -> 420 ms in benches/replay.rs at 500 ms). Overridable.
     cc.set("fetch.wait.max.ms", "10");
     // Asking about a topic must not create it.
     cc.set("allow.auto.create.topics", "false");
