@@ -8,13 +8,16 @@
 //!    Kafka record timestamp to socket write latency of every delta (HDR histogram).
 //! 3. Latency at fixed offered rates (1k, 10k, 100k events/s): 100 games' plays interleaved and
 //!    re-timed so that event time runs at wall-clock pace at that rate (event i at i / rate s),
-//!    produced at recorded pace into 16 partitions, with the pipeline's `allowed-lateness` at 0
-//!    and `idle-timeout` at 100 ms, so that the watermark follows the feed instead of lagging it
-//!    by a second; the same latency after a first second of warm-up, and the events accepted.
-//!    Against the mock cluster by default, whose fetch path is linear in the log
-//!    (`rd_kafka_mock_msgset_find` took half the CPU at 10k events/s); against a real
-//!    Kafka-compatible broker when `BENCH_BROKERS` names one (`bash .ci/broker.sh start` starts
-//!    tansu on 127.0.0.1:19092).
+//!    produced at recorded pace into 4 partitions (`REPLAY_PARTITIONS`) with `linger.ms` 2
+//!    (`REPLAY_LINGER_MS`), with the pipeline's `allowed-lateness` at 0 and `idle-timeout` at
+//!    100 ms, so that the watermark follows the feed instead of lagging it by a second; the same
+//!    latency after a first second of warm-up, and the events accepted. Against the mock
+//!    cluster by default (consumers' `fetch.wait.max.ms` at 1 ms, as `sideline demo` sets it:
+//!    the mock holds an empty fetch for the whole wait); against a real Kafka-compatible broker
+//!    when `BENCH_BROKERS` names one (`bash .ci/broker.sh start` starts tansu on
+//!    127.0.0.1:19092), with the engine's consumer defaults. `linger.ms` 0 (one record per
+//!    request) is more than either broker takes at 10k records/s on this machine: the mock's
+//!    fetch path is linear in the number of record batches (`rd_kafka_mock_msgset_find`).
 //!
 //! Run with: cargo bench --bench replay
 
