@@ -81,7 +81,10 @@ fn setup(
         "fetch.wait.max.ms".into(),
         sideline::demo::MOCK_FETCH_WAIT_MS.into(),
     );
-    cfg.engine.workers = 2;
+    cfg.engine.workers = std::env::var("REPLAY_WORKERS")
+        .ok()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or(2);
     cfg.server.ws_listen = "127.0.0.1:0".into();
     cfg.server.metrics_listen = String::new();
     cfg.server.admin_listen = String::new();
@@ -129,20 +132,28 @@ fn start_text(cfg: &Config, topic: &str, text: &str) -> std::sync::Arc<App> {
 }
 
 fn main() {
-    // For profiling one offered rate alone: REPLAY_RATE=10000.
-    let only: Option<u64> = std::env::var("REPLAY_RATE")
-        .ok()
-        .and_then(|r| r.parse().ok());
-    if only.is_none() {
-        throughput_and_paced();
+    // One part alone (for profiling): REPLAY_ONLY=throughput, paced, or an offered rate.
+    let only = std::env::var("REPLAY_ONLY").unwrap_or_default();
+    let run = |part: &str| only.is_empty() || only == part;
+    if run("throughput") {
+        throughput();
     }
-    at_fixed_rates(only);
+    if run("paced") {
+        paced();
+    }
+    at_fixed_rates(&run);
 }
 
-fn throughput_and_paced() {
-    // 1. Throughput.
-    let lines = copies(12);
-    let (mock, mut cfg) = setup("throughput", 8);
+/// 1. Throughput. `REPLAY_COPIES` sets the copies of the bundled games (12 by default).
+fn throughput() {
+    let n_copies: usize = std::env::var("REPLAY_COPIES")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(12);
+    let lines = copies(n_copies);
+    // The mock keeps 5 MB per partition, about 12k of these records.
+    let partitions = (lines.len() / 6_000 + 1).max(8) as i32;
+    let (mock, mut cfg) = setup("throughput", partitions);
     let producer = produce::create_producer(
         ClientConfig::new().set("bootstrap.servers", mock.bootstrap_servers()),
     )
@@ -155,9 +166,9 @@ fn throughput_and_paced() {
     let stats = server.run_engine(|_| {}).unwrap();
     let secs = t0.elapsed().as_secs_f64();
     println!(
-        "replay (mock cluster, 2 workers, 1 subscriber): {} events, {} games",
+        "replay (mock cluster, {partitions} partitions, 2 workers, 1 subscriber): {} events, {} games",
         stats.records,
-        32 * 12
+        32 * n_copies
     );
     println!(
         "  throughput: {:.0} events/s ({:.0} per worker), {:.2} s, {} deltas",
@@ -167,8 +178,10 @@ fn throughput_and_paced() {
         server.hub.seq("nfl.win_probability").unwrap_or(0)
     );
     server.shutdown();
+}
 
-    // 2. Latency under a paced feed.
+/// 2. Latency under a paced feed.
+fn paced() {
     let lines = copies(1);
     let (mock, cfg) = setup("latency", 4);
     sideline::metrics::reset_latency();
@@ -193,8 +206,8 @@ fn throughput_and_paced() {
     server.shutdown();
 }
 
-/// 3. Latency at fixed offered rates (`only`: that rate alone).
-fn at_fixed_rates(only: Option<u64>) {
+/// 3. Latency at fixed offered rates (those `run` takes).
+fn at_fixed_rates(run: &dyn Fn(&str) -> bool) {
     let text = sideline::pipeline::DEFAULT_PIPELINE
         .1
         .replace("allowed-lateness = \"1s\"", "allowed-lateness = \"0s\"")
@@ -214,7 +227,7 @@ fn at_fixed_rates(only: Option<u64>) {
         linger_ms()
     );
     for (rate, secs) in [(1_000u64, 10u64), (10_000, 10), (100_000, 3)] {
-        if only.is_some_and(|r| r != rate) {
+        if !run(&rate.to_string()) {
             continue;
         }
         let lines = at_rate(rate, (rate * (secs + 1)) as usize);

@@ -389,9 +389,9 @@ impl<'scope> ScoreGames<'scope> for Stream<'scope, u64, Vec<Input>> {
                         let Some((cap, mut updates)) = pending.remove(&t) else {
                             continue;
                         };
-                        // Retractions before insertions: a slot's old value leaves, its new
-                        // one arrives. Then each touched game, in order.
-                        updates.sort_by_key(|(fact, _, diff)| (fact.game(), *diff));
+                        // Each touched game, in order (within a game, the order is made
+                        // below, so an unstable sort leaves the outcome deterministic).
+                        updates.sort_unstable_by_key(|(fact, _, _)| fact.game());
                         let mut i = 0;
                         while i < updates.len() {
                             let id = updates[i].0.game();
@@ -404,7 +404,7 @@ impl<'scope> ScoreGames<'scope> for Stream<'scope, u64, Vec<Input>> {
                             let mut game_updates: Vec<(&Fact, isize)> =
                                 updates[i..end].iter().map(|(f, _, d)| (f, *d)).collect();
                             i = end;
-                            game_updates.sort_by(|a, b| a.0.cmp(b.0));
+                            game_updates.sort_unstable_by(|a, b| a.0.cmp(b.0));
                             game_updates.dedup_by(|later, first| {
                                 let same = later.0 == first.0;
                                 if same {
