@@ -30,33 +30,8 @@ use sideline::app::App;
 use sideline::config::Config;
 use sideline::produce::{self, Pace};
 
-/// Creates topics on a real broker, with the explicit retention configs tansu wants.
-fn create_topics(brokers: &str, topics: &[(&str, i32)]) {
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    let admin: AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .unwrap();
-    let new: Vec<NewTopic<'_>> = topics
-        .iter()
-        .map(|(t, p)| {
-            NewTopic::new(t, *p, TopicReplication::Fixed(1))
-                .set("retention.ms", "-1")
-                .set("retention.bytes", "-1")
-        })
-        .collect();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let options = AdminOptions::new().operation_timeout(Some(std::time::Duration::from_secs(20)));
-    // "dead" may exist from an earlier rate: only new topics must succeed.
-    for r in rt.block_on(admin.create_topics(&new, &options)).unwrap() {
-        if let Err((t, e)) = r {
-            assert!(t == "dead", "creating {t}: {e}");
-        }
-    }
-}
+#[path = "../tests/common/mod.rs"]
+mod common;
 
 fn copies(n: usize) -> Vec<String> {
     sideline::demo::replicate(&sideline::demo::fixture_events(), n)
@@ -235,9 +210,11 @@ fn at_fixed_rates(run: &dyn Fn(&str) -> bool) {
         let (_mock, cfg) = setup(&topic, partitions);
         let cfg = match &real {
             Some(brokers) => {
-                create_topics(brokers, &[(&topic, partitions), ("dead", 1)]);
+                let dead = format!("dead-{topic}");
+                common::create_topics(brokers, &[(&topic, partitions), (&dead, 1)]);
                 let mut cfg = cfg;
                 cfg.kafka.brokers = brokers.clone();
+                cfg.kafka.dead_letter_topic = dead;
                 cfg.kafka.options.clear();
                 cfg
             }
