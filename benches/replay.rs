@@ -236,10 +236,12 @@ fn at_fixed_rates(run: &dyn Fn(&str) -> bool) {
         let stats = server.run_engine(|_| {}).unwrap();
         let (n, secs) = feeder.join().unwrap();
         println!(
-            "  {rate} events/s offered: {n} events measured in {secs:.1} s ({:.0}/s sent), {} of {} accepted",
+            "  {rate} events/s offered: {n} events measured in {secs:.1} s ({:.0}/s sent), {} of {} accepted ({} late, {} rejected)",
             n as f64 / secs,
             stats.accepted,
-            n + rate as usize
+            n + rate as usize,
+            stats.late,
+            stats.rejected
         );
         println!("    {}", sideline::metrics::latency_summary());
         server.shutdown();
