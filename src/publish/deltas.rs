@@ -1,0 +1,169 @@
+//! From a version's decided values to numbered deltas and alerts: what changed, from what,
+//! to what, and which inputs moved the prediction most.
+
+use super::*;
+
+/// The live version's deltas for one completed time, numbered, each with the Kafka
+/// timestamp of the event that caused it (none for a window expiring later).
+pub(super) fn number(
+    p: &mut PipelineOut,
+    time: u64,
+    cause: DeltaCause,
+    values: Vec<Valued>,
+) -> Vec<(Delta, Option<u64>)> {
+    let decided = p.live.decide(values);
+    if p.delivered_through.is_some_and(|t| time <= t) {
+        return Vec::new();
+    }
+    let mut out = Vec::with_capacity(decided.len());
+    for (v, previous) in decided {
+        p.seq += 1;
+        debug_assert_eq!(v.time, time);
+        let ingest = (v.event_at == time && v.ingest_ms > 0).then_some(v.ingest_ms);
+        out.push((delta(p.seq, &p.live, &v, previous.as_ref(), cause), ingest));
+    }
+    out
+}
+
+/// Numbers the live version's alert changes and gives each its stable id.
+pub(super) fn number_alerts(p: &mut PipelineOut, changes: Vec<AlertChange>) -> Vec<Alert> {
+    let plan = &p.live.plan;
+    let delivered = p.delivered_through;
+    changes
+        .into_iter()
+        .filter(|c| delivered.is_none_or(|t| c.time > t))
+        .filter_map(|c| {
+            let d = plan.detectors.get(c.detector as usize)?;
+            p.alert_seq += 1;
+            let what = match c.state {
+                crate::alert::AlertState::Open => "opened",
+                crate::alert::AlertState::Escalated => "escalated",
+                crate::alert::AlertState::Resolved => "resolved",
+                crate::alert::AlertState::Retracted => "retracted",
+            };
+            Some(Alert {
+                seq: p.alert_seq,
+                id: format!(
+                    "{}/{}/{}/{}/{}",
+                    plan.name, d.name, c.game.sport, c.game.game_id, c.opened_at
+                ),
+                pipeline: plan.name.clone(),
+                version: plan.version,
+                detector: d.name.clone(),
+                kind: d.rule.kind().to_string(),
+                sport: c.game.sport,
+                game_id: c.game.game_id.clone(),
+                state: c.state,
+                severity: c.severity,
+                event_time_ms: c.time,
+                opened_at_ms: c.opened_at,
+                message: format!(
+                    "{} {what} on {} {}: value {:.4} against threshold {:.4}",
+                    d.name, c.game.sport, c.game.game_id, c.evidence.value, c.evidence.threshold
+                ),
+                evidence: c.evidence,
+            })
+        })
+        .collect()
+}
+
+pub(super) fn delta(
+    seq: u64,
+    version: &Version,
+    v: &Valued,
+    previous: Option<&Published>,
+    cause: DeltaCause,
+) -> Delta {
+    let changed = match previous {
+        None => Vec::new(),
+        Some(prev) => version
+            .names
+            .iter()
+            .zip(&v.vars)
+            .filter_map(|(name, to)| {
+                let from = prev
+                    .names
+                    .iter()
+                    .position(|n| n == name)
+                    .map(|i| prev.vars[i]);
+                (from != Some(*to)).then(|| FeatureChange {
+                    feature: name.clone(),
+                    from,
+                    to: *to,
+                })
+            })
+            .collect(),
+    };
+    // A new version's first delta moved because the version changed: no contributors.
+    let before = previous.filter(|_| cause == DeltaCause::Moved);
+    let (contributors, interval) = explain(version, v, before);
+    Delta {
+        seq,
+        id: crate::delta::delta_id(
+            &version.plan.name,
+            version.plan.version,
+            v.game.sport,
+            &v.game.game_id,
+            v.time,
+            seq,
+        ),
+        pipeline: version.plan.name.clone(),
+        version: version.plan.version,
+        sport: v.game.sport,
+        game_id: v.game.game_id.clone(),
+        event_time_ms: v.time,
+        event_seq: v.event_seq,
+        old: previous.map(|p| p.value),
+        new: v.value,
+        model_version: version.model_version.clone(),
+        cause,
+        changed,
+        contributors,
+        interval,
+    }
+}
+
+/// How many contributors a delta names.
+const CONTRIBUTORS: usize = 3;
+
+/// What the model says of the move from `previous` to `v`: the inputs whose attribution moved
+/// most (when both were computed by this version's features), and the ensemble's interval.
+/// An online ensemble explains both rows with the weights `v` was valued with, so the
+/// attributions sum to `v`'s output and a move names the inputs, not the re-weighting.
+pub(super) fn explain(
+    version: &Version,
+    v: &Valued,
+    previous: Option<&Published>,
+) -> (Vec<crate::delta::Contributor>, Option<(f64, f64)>) {
+    let comparable =
+        previous.filter(|p| Arc::ptr_eq(&p.names, &version.names) || p.names == version.names);
+    let rows: Vec<&[f64]> = match comparable {
+        Some(p) => vec![&p.vars, &v.vars],
+        None => vec![&v.vars],
+    };
+    let Some((scored, inputs)) = version.model.explain_with(&rows, &v.weights) else {
+        return (Vec::new(), None);
+    };
+    let now = scored.last().expect("one per row");
+    let interval = (now.interval.0 != now.interval.1).then_some(now.interval);
+    let mut contributors: Vec<crate::delta::Contributor> = match comparable {
+        None => Vec::new(),
+        Some(_) => inputs
+            .iter()
+            .zip(scored[0].attributions.iter().zip(&now.attributions))
+            .map(|(name, (before, after))| crate::delta::Contributor {
+                feature: name.clone(),
+                by: ((after - before) * 1e6).round() / 1e6,
+            })
+            .filter(|c| c.by != 0.0)
+            .collect(),
+    };
+    // Largest move first; ties by name, so the order never depends on anything else.
+    contributors.sort_by(|a, b| {
+        b.by.abs()
+            .total_cmp(&a.by.abs())
+            .then_with(|| a.feature.cmp(&b.feature))
+    });
+    contributors.truncate(CONTRIBUTORS);
+    (contributors, interval)
+}
