@@ -460,6 +460,13 @@ impl Planner<'_> {
             }
             if let Some(d) = &t.retention {
                 time.retention = self.duration(d, "retention").unwrap_or(time.retention);
+                if time.retention.is_zero() {
+                    self.err_hint(
+                        d.span(),
+                        "`retention` must be longer than 0",
+                        "an ended game's state is released this long after its last event",
+                    );
+                }
             }
         }
 

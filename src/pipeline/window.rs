@@ -476,12 +476,13 @@ impl GameAssigner {
     }
 
     /// When the game's state can be released: once it has ended, `retention` after its latest
-    /// event, and not before its last scheduled window change. `None` while it is on.
+    /// event, and after its last scheduled window change (a change at the release time itself
+    /// would go unpublished: the scoring stage forgets the game then). `None` while it is on.
     pub fn closes_at(&self, retention_ms: u64) -> Option<u64> {
         self.ended.then(|| {
             self.last_time
                 .saturating_add(retention_ms)
-                .max(self.horizon)
+                .max(self.horizon.saturating_add(1))
         })
     }
 
