@@ -33,15 +33,15 @@ use crate::pipeline::window::{
 /// A game's feature values: `(entity, feature, value)`, sorted.
 pub type Row = Vec<(Entity, u32, F64)>;
 
-/// A game's evaluated row at one time.
+/// A game's evaluated row at one time. Serialisable for timely's exchange between processes,
+/// which uses bincode: no field may be skipped.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Valued {
     pub time: u64,
     pub game: GameKey,
     pub value: f64,
     /// The shadow model's value on the same row (`[model] shadow`), when the version has one
-    /// and it scored; archived, never published. (Always serialised: timely exchanges between
-    /// processes in bincode, which cannot skip fields.)
+    /// and it scored; archived, never published.
     pub shadow: Option<f64>,
     /// The plan's feature-context variables, in `Plan::vars` order.
     pub vars: Vec<f64>,
@@ -57,19 +57,15 @@ pub struct Valued {
     pub health: [u64; 5],
     /// The game's result from home's side (1 win, 0 loss, 0.5 tie) once its `game_end` has
     /// been seen.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<f64>,
     /// An online ensemble's member logits of the row, in member order, between scoring and
     /// re-weighting ([`super::reweight`]); empty otherwise.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub members: Vec<f64>,
     /// The member weights an online ensemble combined `value` with, in member order; empty
     /// for any other model.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub weights: Vec<f64>,
     /// Not a value: the game's state was released at `time` (`retention` after its end), and
     /// every later stage forgets it (nothing else in this record is meaningful).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub closed: bool,
 }
 
@@ -544,5 +540,41 @@ impl<'scope> ScoreGames<'scope> for Stream<'scope, u64, Vec<Input>> {
                 }
             },
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Timely exchanges records between processes in bincode, which cannot skip fields: a
+    /// value with every optional part absent must come back as it went.
+    #[test]
+    fn a_value_round_trips_through_bincode() {
+        let game = GameKey {
+            sport: crate::event::Sport::Nfl,
+            game_id: "g".into(),
+        };
+        let plain = Valued {
+            vars: vec![1.5, -2.0],
+            value: 0.25,
+            ..Valued::closed(7, game.clone())
+        };
+        let plain = Valued {
+            closed: false,
+            ..plain
+        };
+        let full = Valued {
+            shadow: Some(0.5),
+            result: Some(1.0),
+            members: vec![0.1],
+            weights: vec![1.0],
+            ..plain.clone()
+        };
+        for v in [plain, full, Valued::closed(9, game)] {
+            let bytes = bincode::serialize(&v).unwrap();
+            let back: Valued = bincode::deserialize(&bytes).unwrap();
+            assert_eq!(back, v);
+        }
     }
 }
