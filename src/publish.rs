@@ -637,7 +637,7 @@ impl Publisher {
         // have published had it run alone.
         let mut games: Vec<(&GameKey, &Published)> = c.version.published.iter().collect();
         games.sort_by(|a, b| a.0.cmp(b.0));
-        let mut deltas = Vec::new();
+        let mut deltas = Numbered::default();
         for (game, now) in games {
             let previous = p.live.published.get(game);
             if previous.is_some_and(|prev| prev.value == now.value) {
@@ -660,7 +660,8 @@ impl Publisher {
                 closed: false,
             };
             let d = delta(p.seq, &c.version, &v, previous, DeltaCause::Version);
-            deltas.push((d, None));
+            deltas.deltas.push(d);
+            deltas.ingest.push(None);
         }
         let old = std::mem::replace(&mut p.live, c.version);
         tracing::info!(
@@ -668,7 +669,7 @@ impl Publisher {
             from = old.plan.version,
             to = p.live.plan.version,
             at = live_done,
-            changed = deltas.len(),
+            changed = deltas.deltas.len(),
             "new pipeline version is live"
         );
         emit(
@@ -734,24 +735,32 @@ fn emit_alerts(hub: &Hub, version: &Version, sink: &mut dyn DeltaSink, alerts: &
     sink.alerts(&version.plan, alerts);
 }
 
+/// Numbered deltas, each with the Kafka timestamp of the event that caused it (none for a
+/// window expiring later or a version taking over).
+#[derive(Default)]
+struct Numbered {
+    deltas: Vec<Delta>,
+    ingest: Vec<Option<u64>>,
+}
+
 fn emit(
     hub: &Hub,
     kafka: Option<&KafkaOutput>,
     sink: &mut dyn DeltaSink,
     plan: &Plan,
-    deltas: &[(Delta, Option<u64>)],
+    numbered: &Numbered,
 ) {
+    let Numbered { deltas, ingest } = numbered;
     if deltas.is_empty() {
         return;
     }
-    let (deltas, ingest): (Vec<Delta>, Vec<Option<u64>>) = deltas.iter().cloned().unzip();
     metrics::counter!("sideline_deltas_out_total", "pipeline" => plan.name.clone())
         .increment(deltas.len() as u64);
     for o in &plan.outputs {
         match o {
-            Output::WebSocket { channel } => hub.publish(channel, &deltas, &ingest),
+            Output::WebSocket { channel } => hub.publish(channel, deltas, ingest),
             Output::Kafka { topic } => match kafka {
-                Some(k) => k.send(topic, &deltas),
+                Some(k) => k.send(topic, deltas),
                 None => tracing::error!(topic, "no Kafka output producer"),
             },
             Output::KafkaAlerts { .. }
@@ -760,7 +769,7 @@ fn emit(
             | Output::Archive { .. } => {}
         }
     }
-    sink.deltas(plan, &deltas);
+    sink.deltas(plan, deltas);
 }
 
 fn progress(hub: &Hub, plan: &Plan, time: u64) {

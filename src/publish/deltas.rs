@@ -10,17 +10,22 @@ pub(super) fn number(
     time: u64,
     cause: DeltaCause,
     values: Vec<Valued>,
-) -> Vec<(Delta, Option<u64>)> {
+) -> Numbered {
     let decided = p.live.decide(values);
     if p.delivered_through.is_some_and(|t| time <= t) {
-        return Vec::new();
+        return Numbered::default();
     }
-    let mut out = Vec::with_capacity(decided.len());
+    let mut out = Numbered {
+        deltas: Vec::with_capacity(decided.len()),
+        ingest: Vec::with_capacity(decided.len()),
+    };
     for (v, previous) in decided {
         p.seq += 1;
         debug_assert_eq!(v.time, time);
-        let ingest = (v.event_at == time && v.ingest_ms > 0).then_some(v.ingest_ms);
-        out.push((delta(p.seq, &p.live, &v, previous.as_ref(), cause), ingest));
+        out.ingest
+            .push((v.event_at == time && v.ingest_ms > 0).then_some(v.ingest_ms));
+        out.deltas
+            .push(delta(p.seq, &p.live, &v, previous.as_ref(), cause));
     }
     out
 }
