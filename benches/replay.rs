@@ -135,20 +135,21 @@ fn throughput() {
     .unwrap();
     produce::produce_lines(&producer, "throughput", &lines, Pace::Max, None).unwrap();
     cfg.kafka.stop_at_end = true;
+    let workers = cfg.engine.workers;
     let server = start(&cfg, "throughput");
     let _sub = subscriber(server.ws_addr);
     let t0 = Instant::now();
     let stats = server.run_engine(|_| {}).unwrap();
     let secs = t0.elapsed().as_secs_f64();
     println!(
-        "replay (mock cluster, {partitions} partitions, 2 workers, 1 subscriber): {} events, {} games",
+        "replay (mock cluster, {partitions} partitions, {workers} workers, 1 subscriber): {} events, {} games",
         stats.records,
         32 * n_copies
     );
     println!(
         "  throughput: {:.0} events/s ({:.0} per worker), {:.2} s, {} deltas",
         stats.records as f64 / secs,
-        stats.records as f64 / secs / 2.0,
+        stats.records as f64 / secs / workers as f64,
         secs,
         server.hub.seq("nfl.win_probability").unwrap_or(0)
     );

@@ -164,12 +164,20 @@ impl VersionOutputs {
     }
 
     /// Archives one completed time's values (when the version has an archive).
+    /// Archives a completed time's rows. Release markers are not rows (they have no
+    /// variables: a batch holding one would not write).
     fn archive(&self, values: &[Valued], model_version: &str) {
-        if let Some(a) = &self.archive {
-            a.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .append(values, model_version);
-        }
+        let Some(a) = &self.archive else {
+            return;
+        };
+        let rows: std::borrow::Cow<'_, [Valued]> = if values.iter().any(|v| v.closed) {
+            values.iter().filter(|v| !v.closed).cloned().collect()
+        } else {
+            values.into()
+        };
+        a.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .append(&rows, model_version);
     }
 
     fn flush(&self) {
@@ -559,16 +567,9 @@ impl Publisher {
                 SinkMsg::Values { time, values, .. } => {
                     // Values of a time come once it is complete: so is everything before it.
                     p.live.done = p.live.done.max(Some(time));
-                    // Recomputed after a restart: archived before it. Release markers are not
-                    // rows.
+                    // Recomputed after a restart: archived before it.
                     if p.delivered_through.is_none_or(|t| time > t) {
-                        if !values.iter().any(|v| v.closed) {
-                            p.live.outputs.archive(&values, &p.live.model_version);
-                        } else {
-                            let rows: Vec<Valued> =
-                                values.iter().filter(|v| !v.closed).cloned().collect();
-                            p.live.outputs.archive(&rows, &p.live.model_version);
-                        }
+                        p.live.outputs.archive(&values, &p.live.model_version);
                     }
                     let deltas = number(p, time, DeltaCause::Moved, values);
                     emit(

@@ -460,10 +460,10 @@ impl Planner<'_> {
             }
             if let Some(d) = &t.retention {
                 time.retention = self.duration(d, "retention").unwrap_or(time.retention);
-                if time.retention.is_zero() {
+                if time.retention.as_millis() == 0 {
                     self.err_hint(
                         d.span(),
-                        "`retention` must be longer than 0",
+                        "`retention` must be at least 1ms (event time counts milliseconds)",
                         "an ended game's state is released this long after its last event",
                     );
                 }

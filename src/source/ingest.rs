@@ -79,7 +79,7 @@ fn game_closed(game_id: &str, at: Option<u64>) -> Reject {
     Reject::new(
         RejectCode::GameClosed,
         format!(
-            "game {game_id} ended and its state was released{when}, the pipeline's retention after its last event"
+            "game {game_id} ended and its state was released{when} (the pipeline's retention after its last event, and after its windows' last change)"
         ),
     )
 }
