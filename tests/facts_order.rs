@@ -9,12 +9,13 @@
 //! retention, whose last member came with the game's last event): the change is published
 //! before the game is forgotten.
 
+mod common;
+
 use std::sync::Arc;
 
-use sideline::dataflow::{Model, SinkMsg, Valued};
+use sideline::dataflow::Valued;
 use sideline::event::{EventKind, GameEvent, Sport};
 use sideline::pipeline::plan::Plan;
-use sideline::pipeline::window::{GameAssigner, Updates};
 use sideline::pipeline::{Registry, DEFAULT_PIPELINE};
 
 fn event(seq: u64, t: u64, team: &str, kind: EventKind, yards: f64) -> GameEvent {
@@ -33,38 +34,6 @@ fn plan(text: &str) -> Arc<Plan> {
     Arc::new(sideline::pipeline::plan::plan("t.toml", text, &Registry::new(None)).unwrap())
 }
 
-/// Every value (and release marker) the dataflow gives for `events`, one game, fed at their
-/// times; the input then closes.
-fn run(plan: &Arc<Plan>, events: Vec<GameEvent>) -> Vec<Valued> {
-    let model = Arc::new(Model::for_plan(plan, &Registry::new(None)).unwrap());
-    let (tx, rx) = std::sync::mpsc::sync_channel(1 << 16);
-    let plan2 = plan.clone();
-    timely::execute_directly(move |worker| {
-        let (mut input, probe) = worker.dataflow::<u64, _, _>(|scope| {
-            sideline::dataflow::build(scope, plan2.clone(), model, None, 0, Some(tx), Vec::new())
-        });
-        let mut game = GameAssigner::new(&plan2, events[0].key());
-        let mut updates = Updates::default();
-        for ev in &events {
-            if *input.time() < ev.event_time_ms {
-                input.advance_to(ev.event_time_ms);
-            }
-            game.apply(&plan2, ev, ev.event_time_ms, 0, &mut updates);
-            input.feed(&mut updates);
-        }
-        input.close();
-        while !probe.done() {
-            worker.step();
-        }
-    });
-    rx.try_iter()
-        .flat_map(|m| match m {
-            SinkMsg::Values { values, .. } => values,
-            _ => Vec::new(),
-        })
-        .collect()
-}
-
 #[test]
 fn a_window_filled_and_emptied_at_one_time_takes_its_default() {
     let plan = plan(&format!(
@@ -79,7 +48,7 @@ fn a_window_filled_and_emptied_at_one_time_takes_its_default() {
         event(2, 2000, "A", EventKind::Play, 7.0),
         event(3, 2000, "B", EventKind::Timeout, 0.0),
     ];
-    let values: Vec<Valued> = run(&plan, events)
+    let values: Vec<Valued> = common::engine_values(&plan, &events)
         .into_iter()
         .filter(|v| !v.closed)
         .collect();
@@ -113,7 +82,7 @@ fn a_release_at_a_windows_last_change_comes_after_it() {
     td.home_score = 7;
     let mut end = event(2, 2000, "A", EventKind::GameEnd, 0.0);
     end.home_score = 10;
-    let values = run(&plan, vec![td, end]);
+    let values = common::engine_values(&plan, &[td, end]);
     let last = values
         .iter()
         .filter(|v| !v.closed)

@@ -7,14 +7,16 @@
 //! NFL pipeline's derived features (`dataflow::score::variables`), picked by the pipeline's
 //! `[model]` and cast to f32.
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::Arc;
 
+use common::engine_values;
 use proptest::prelude::*;
-use sideline::dataflow::score::{variables, Model, Row};
-use sideline::dataflow::{SinkMsg, Valued};
-use sideline::event::{EventKind, GameEvent, GameKey, Sport};
+use sideline::dataflow::score::{variables, Row};
+use sideline::dataflow::Valued;
+use sideline::event::{EventKind, GameEvent, Sport};
 use sideline::model::data::{
     game_rows, game_variables, pipeline_hash, read_games, rows_from_jsonl, DataError, LabeledRow,
     ModelInputs,
@@ -23,7 +25,7 @@ use sideline::model::matrix::{read_matrix, write_matrix};
 use sideline::model::train::{evaluate, fit, FitOptions};
 use sideline::model::{Manifest, ModelError, PipelineRef, WinProbModel};
 use sideline::pipeline::plan::Plan;
-use sideline::pipeline::window::{Entity, GameAssigner, Updates, F64};
+use sideline::pipeline::window::{Entity, F64};
 use sideline::pipeline::{Registry, DEFAULT_PIPELINE};
 
 /// The importer's committed fixture (24 real 2018 games).
@@ -308,53 +310,6 @@ fn safetensors_round_trip() {
 /// The fixture's games, by id, each in seq order.
 fn fixture_games() -> BTreeMap<String, Vec<GameEvent>> {
     read_games(Path::new(FIXTURE)).unwrap()
-}
-
-/// Runs the engine's dataflow (window assigner, aggregates, rows, derived features, model) on
-/// one worker over `events`, each at its event time, and returns every value it computed.
-fn engine_values(plan: &Plan, events: &[GameEvent]) -> Vec<Valued> {
-    let plan = Arc::new(plan.clone());
-    let model = Arc::new(Model::for_plan(&plan, &Registry::new(None)).unwrap());
-    let mut events = events.to_vec();
-    events.sort_by(|a, b| {
-        (a.event_time_ms, &a.game_id, a.seq).cmp(&(b.event_time_ms, &b.game_id, b.seq))
-    });
-    let (tx, rx) = std::sync::mpsc::sync_channel(1 << 20);
-    timely::execute_directly(move |worker| {
-        let (mut input, probe) = worker.dataflow::<u64, _, _>(|scope| {
-            sideline::dataflow::build(
-                scope,
-                plan.clone(),
-                model.clone(),
-                None,
-                0,
-                Some(tx.clone()),
-                Vec::new(),
-            )
-        });
-        let mut games: HashMap<GameKey, GameAssigner> = HashMap::new();
-        let mut updates = Updates::default();
-        for ev in &events {
-            if *input.time() < ev.event_time_ms {
-                input.advance_to(ev.event_time_ms);
-            }
-            games
-                .entry(ev.key())
-                .or_insert_with(|| GameAssigner::new(&plan, ev.key()))
-                .apply(&plan, ev, ev.event_time_ms, 0, &mut updates);
-            input.feed(&mut updates);
-        }
-        input.close();
-        while !probe.done() {
-            worker.step();
-        }
-    });
-    rx.try_iter()
-        .flat_map(|m| match m {
-            SinkMsg::Values { values, .. } => values,
-            _ => Vec::new(),
-        })
-        .collect()
 }
 
 #[test]

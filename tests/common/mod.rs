@@ -2,7 +2,7 @@
 //! around it, a real WebSocket client, and the offline expectation.
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,13 +12,17 @@ use rdkafka::mocking::MockCluster;
 use sideline::app::App;
 use sideline::config::Config;
 use sideline::dataflow::score::{variables, Model};
+use sideline::dataflow::{SinkMsg, Valued};
 use sideline::delta::Delta;
 use sideline::engine::EngineStats;
 use sideline::event::{GameEvent, GameKey};
 use sideline::pipeline::plan::Plan;
 use sideline::pipeline::reference;
 use sideline::pipeline::spec::GroupBy;
-use sideline::pipeline::window::{Entity, F64, META_AT, META_INGEST, META_SEQ};
+use sideline::pipeline::window::{
+    Entity, GameAssigner, Updates, F64, META_AT, META_INGEST, META_SEQ,
+};
+use sideline::pipeline::Registry;
 pub use sideline::produce::{self, Pace};
 use sideline::ws::protocol::ServerMessage;
 use tokio_tungstenite::tungstenite::Message;
@@ -737,4 +741,51 @@ pub fn read_topic(brokers: &str, topic: &str, partitions: i32, want: usize) -> V
         }
     }
     out
+}
+
+/// Runs the engine's dataflow (window assigner, aggregates, rows, derived features, model) on
+/// one worker over `events`, each at its event time, and returns every value it computed.
+pub fn engine_values(plan: &Plan, events: &[GameEvent]) -> Vec<Valued> {
+    let plan = Arc::new(plan.clone());
+    let model = Arc::new(Model::for_plan(&plan, &Registry::new(None)).unwrap());
+    let mut events = events.to_vec();
+    events.sort_by(|a, b| {
+        (a.event_time_ms, &a.game_id, a.seq).cmp(&(b.event_time_ms, &b.game_id, b.seq))
+    });
+    let (tx, rx) = std::sync::mpsc::sync_channel(1 << 20);
+    timely::execute_directly(move |worker| {
+        let (mut input, probe) = worker.dataflow::<u64, _, _>(|scope| {
+            sideline::dataflow::build(
+                scope,
+                plan.clone(),
+                model.clone(),
+                None,
+                0,
+                Some(tx.clone()),
+                Vec::new(),
+            )
+        });
+        let mut games: HashMap<GameKey, GameAssigner> = HashMap::new();
+        let mut updates = Updates::default();
+        for ev in &events {
+            if *input.time() < ev.event_time_ms {
+                input.advance_to(ev.event_time_ms);
+            }
+            games
+                .entry(ev.key())
+                .or_insert_with(|| GameAssigner::new(&plan, ev.key()))
+                .apply(&plan, ev, ev.event_time_ms, 0, &mut updates);
+            input.feed(&mut updates);
+        }
+        input.close();
+        while !probe.done() {
+            worker.step();
+        }
+    });
+    rx.try_iter()
+        .flat_map(|m| match m {
+            SinkMsg::Values { values, .. } => values,
+            _ => Vec::new(),
+        })
+        .collect()
 }
