@@ -20,6 +20,10 @@
 //!
 //! Run with: cargo bench --bench alerts
 
+/// The binary's allocator (`src/main.rs`), so the figures are what it runs.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -36,6 +36,10 @@
 //!
 //! Run with: cargo bench --bench dd_reference [-- COPIES]   (default 20 copies = 117k events)
 
+/// The binary's allocator (`src/main.rs`), so the figures are what it runs.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;

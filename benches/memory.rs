@@ -12,6 +12,10 @@
 //!
 //! Run with: cargo bench --bench memory [-- ROUNDS]   (default 16 rounds = 94k events)
 
+/// The binary's allocator (`src/main.rs`), so the figures are what it runs.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::Arc;
 use std::time::Duration;
 

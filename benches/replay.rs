@@ -21,6 +21,10 @@
 //!
 //! Run with: cargo bench --bench replay
 
+/// The binary's allocator (`src/main.rs`), so the figures are what it runs.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::time::Instant;
 
 use futures_util::{SinkExt, StreamExt};

@@ -5,6 +5,10 @@
 //!
 //! Run with: cargo bench --bench windows
 
+/// The binary's allocator (`src/main.rs`), so the figures are what it runs.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::time::{Duration, Instant};
 
 use std::collections::HashMap;

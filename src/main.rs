@@ -1,5 +1,10 @@
 use clap::Parser;
 
+/// mimalloc: frees of what another thread allocated (the workers' values, freed by the
+/// publisher) do not contend on glibc's arena locks.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
