@@ -56,6 +56,9 @@ struct Published {
     event_seq: u64,
     /// An online ensemble's member weights behind `value` (empty for other models).
     weights: Vec<f64>,
+    /// The model's attributions of `vars`, once a delta has computed them (with the
+    /// manifest's weights only: an online ensemble's next row is explained with its own).
+    attributions: Option<Vec<f64>>,
 }
 
 /// One running version of a pipeline and what it has published (or, for a candidate, would
@@ -273,6 +276,7 @@ impl Version {
                         vars: v.vars.clone(),
                         event_seq: v.event_seq,
                         weights: v.weights.clone(),
+                        attributions: None,
                     },
                 );
                 out.push((v, previous));
@@ -660,7 +664,7 @@ impl Publisher {
                 weights: now.weights.clone(),
                 closed: false,
             };
-            let d = delta(p.seq, &c.version, &v, previous, DeltaCause::Version);
+            let (d, _) = delta(p.seq, &c.version, &v, previous, DeltaCause::Version);
             deltas.deltas.push(d);
             deltas.ingest.push(None);
         }

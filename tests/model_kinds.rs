@@ -240,6 +240,17 @@ proptest! {
             prop_assert_eq!(&batch, &model.score_explained(&rows).unwrap());
             let scores = model.score(&rows).unwrap();
             prop_assert_eq!(scores[pick].to_bits(), model.score(&rows[pick..=pick]).unwrap()[0].to_bits());
+            // What a delta explains a row with: the same attributions, alone or in a batch
+            // (the publisher keeps a row's and reuses them for the game's next delta), and
+            // the interval when the model has one.
+            let attributed = model.attribute(&rows, None).unwrap();
+            for (a, s) in attributed.iter().zip(&batch) {
+                prop_assert_eq!(&a.attributions, &s.attributions);
+                let point = a.interval.is_none();
+                prop_assert_eq!(a.interval.unwrap_or((s.value, s.value)), s.interval);
+                prop_assert_eq!(point, model.ensemble().is_none(), "{}", model.version());
+            }
+            prop_assert_eq!(&attributed[pick], &model.attribute(&rows[pick..=pick], None).unwrap()[0]);
         }
     }
 

@@ -147,16 +147,22 @@ impl Model {
         }
     }
 
-    /// The registry model's explanation of each row (full variable vectors): per input its
-    /// attribution, with the inputs' names; `None` for a model that does not explain itself
-    /// (a formula, a custom scorer).
-    pub fn explain(&self, rows: &[&[f64]]) -> Option<(Vec<crate::model::Scored>, &[String])> {
+    /// The registry model's interval and attributions of each row (full variable vectors),
+    /// an online ensemble's members combined with `weights` (those the row was valued with;
+    /// empty for the manifest's), with the inputs' names; `None` for a model that does not
+    /// explain itself (a formula, a custom scorer).
+    pub fn attribute(
+        &self,
+        rows: &[&[f64]],
+        weights: &[f64],
+    ) -> Option<(Vec<crate::model::Attribution>, &[String])> {
         let Model::Registry { model, inputs } = self else {
             return None;
         };
         let flat = pick(inputs, rows);
-        match model.score_explained(&chunks(&flat, inputs)) {
-            Ok(scored) => Some((scored, model.inputs())),
+        let weights = (!weights.is_empty()).then_some(weights);
+        match model.attribute(&chunks(&flat, inputs), weights) {
+            Ok(explained) => Some((explained, model.inputs())),
             Err(e) => {
                 tracing::warn!(error = %e, "explaining a prediction failed");
                 None
@@ -197,29 +203,6 @@ impl Model {
             .map(|z| ensemble.value_with(&weights, z))
             .collect();
         Ok((values, per_row))
-    }
-
-    /// The registry model's explanation of each row, as [`Self::explain`], with an online
-    /// ensemble's members combined with `weights` (those the row was valued with).
-    pub fn explain_with(
-        &self,
-        rows: &[&[f64]],
-        weights: &[f64],
-    ) -> Option<(Vec<crate::model::Scored>, &[String])> {
-        if weights.is_empty() {
-            return self.explain(rows);
-        }
-        let Model::Registry { model, inputs } = self else {
-            return None;
-        };
-        let flat = pick(inputs, rows);
-        match model.score_explained_with(&chunks(&flat, inputs), weights) {
-            Ok(scored) => Some((scored, model.inputs())),
-            Err(e) => {
-                tracing::warn!(error = %e, "explaining a prediction failed");
-                None
-            }
-        }
     }
 
     /// A version tag for deltas: `name/version` of a registry model, `formula` otherwise.

@@ -41,6 +41,16 @@ pub enum Space {
     VoteShare,
 }
 
+/// What a delta needs of a row whose value it already has: [`Scored`]'s interval and
+/// attributions, without scoring the row again.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Attribution {
+    /// An ensemble's member envelope; none for a single model (its interval is the point).
+    pub interval: Option<(f64, f64)>,
+    /// As [`Scored::attributions`].
+    pub attributions: Vec<f64>,
+}
+
 /// One row's value, interval and attributions.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Scored {

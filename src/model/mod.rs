@@ -87,7 +87,7 @@ pub mod online;
 pub mod predictor;
 pub mod train;
 
-pub use explain::{Scored, Space};
+pub use explain::{Attribution, Scored, Space};
 pub use predictor::Predictor;
 
 use std::collections::HashMap;

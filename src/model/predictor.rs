@@ -21,7 +21,7 @@
 use std::path::{Path, PathBuf};
 
 use super::ensemble::Ensemble;
-use super::explain::{check_rows, sigmoid, LogitExplanation, Scored};
+use super::explain::{check_rows, sigmoid, Attribution, LogitExplanation, Scored};
 use super::gbt::Gbt;
 use super::mlp::Mlp;
 use super::{
@@ -298,6 +298,38 @@ impl Predictor {
             }
             Body::Single(_) => self.score_explained(rows),
         }
+    }
+
+    /// [`Self::score_explained_with`]'s intervals and attributions alone (`weights` as there;
+    /// `None` for the manifest's). A single model's rows are not scored: its interval is the
+    /// point, and its value costs a tensor pass the attributions do not need.
+    pub fn attribute<R: AsRef<[f64]>>(
+        &self,
+        rows: &[R],
+        weights: Option<&[f64]>,
+    ) -> Result<Vec<Attribution>, ModelError> {
+        check_rows(rows, self.manifest.inputs.len())?;
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(match &self.body {
+            Body::Single(s) => s
+                .explain(rows)?
+                .into_iter()
+                .map(|e| Attribution {
+                    interval: None,
+                    attributions: e.attributions,
+                })
+                .collect(),
+            Body::Ensemble(e) => e
+                .score_explained(rows, weights)?
+                .into_iter()
+                .map(|s| Attribution {
+                    interval: Some(s.interval),
+                    attributions: s.attributions,
+                })
+                .collect(),
+        })
     }
 
     /// Each member's unrounded logit of `rows`, `[member][row]`, for an ensemble; none for a

@@ -24,8 +24,14 @@ pub(super) fn number(
         debug_assert_eq!(v.time, time);
         out.ingest
             .push((v.event_at == time && v.ingest_ms > 0).then_some(v.ingest_ms));
-        out.deltas
-            .push(delta(p.seq, &p.live, &v, previous.as_ref(), cause));
+        let (d, attributions) = delta(p.seq, &p.live, &v, previous.as_ref(), cause);
+        out.deltas.push(d);
+        // The next delta of this game explains this row again: keep what it would compute.
+        if let Some(a) = attributions.filter(|_| v.weights.is_empty()) {
+            if let Some(published) = p.live.published.get_mut(&v.game) {
+                published.attributions = Some(a);
+            }
+        }
     }
     out
 }
@@ -72,13 +78,15 @@ pub(super) fn number_alerts(p: &mut PipelineOut, changes: Vec<AlertChange>) -> V
         .collect()
 }
 
+/// The delta from `previous` to `v`, with the model's attributions of `v` (when it explains
+/// itself).
 pub(super) fn delta(
     seq: u64,
     version: &Version,
     v: &Valued,
     previous: Option<&Published>,
     cause: DeltaCause,
-) -> Delta {
+) -> (Delta, Option<Vec<f64>>) {
     let changed = match previous {
         None => Vec::new(),
         Some(prev) => version
@@ -101,8 +109,12 @@ pub(super) fn delta(
     };
     // A new version's first delta moved because the version changed: no contributors.
     let before = previous.filter(|_| cause == DeltaCause::Moved);
-    let (contributors, interval) = explain(version, v, before);
-    Delta {
+    let Explained {
+        contributors,
+        interval,
+        attributions,
+    } = explain(version, v, before);
+    let delta = Delta {
         seq,
         id: crate::delta::delta_id(
             &version.plan.name,
@@ -125,43 +137,46 @@ pub(super) fn delta(
         changed,
         contributors,
         interval,
-    }
+    };
+    (delta, attributions)
 }
 
 /// How many contributors a delta names.
 const CONTRIBUTORS: usize = 3;
 
 /// What the model says of the move from `previous` to `v`: the inputs whose attribution moved
-/// most (when both were computed by this version's features), and the ensemble's interval.
-/// An online ensemble explains both rows with the weights `v` was valued with, so the
-/// attributions sum to `v`'s output and a move names the inputs, not the re-weighting.
-pub(super) fn explain(
-    version: &Version,
-    v: &Valued,
-    previous: Option<&Published>,
-) -> (Vec<crate::delta::Contributor>, Option<(f64, f64)>) {
+/// most (when both were computed by this version's features), the ensemble's interval, and
+/// `v`'s attributions. An online ensemble explains both rows with the weights `v` was valued
+/// with, so the attributions sum to `v`'s output and a move names the inputs, not the
+/// re-weighting. Otherwise the previous row's attributions, when a delta computed them, are
+/// not computed again (a row's attributions do not depend on its batch).
+pub(super) fn explain(version: &Version, v: &Valued, previous: Option<&Published>) -> Explained {
     let comparable =
         previous.filter(|p| Arc::ptr_eq(&p.names, &version.names) || p.names == version.names);
-    let rows: Vec<&[f64]> = match comparable {
-        Some(p) => vec![&p.vars, &v.vars],
-        None => vec![&v.vars],
+    let known = comparable
+        .filter(|_| v.weights.is_empty())
+        .and_then(|p| p.attributions.as_deref());
+    let rows: Vec<&[f64]> = match (comparable, known) {
+        (Some(p), None) => vec![&p.vars, &v.vars],
+        _ => vec![&v.vars],
     };
-    let Some((scored, inputs)) = version.model.explain_with(&rows, &v.weights) else {
-        return (Vec::new(), None);
+    let Some((mut explained, inputs)) = version.model.attribute(&rows, &v.weights) else {
+        return Explained::default();
     };
-    let now = scored.last().expect("one per row");
-    let interval = (now.interval.0 != now.interval.1).then_some(now.interval);
-    let mut contributors: Vec<crate::delta::Contributor> = match comparable {
-        None => Vec::new(),
-        Some(_) => inputs
+    let now = explained.pop().expect("one per row");
+    let interval = now.interval.filter(|(lo, hi)| lo != hi);
+    let before = known.or(explained.first().map(|b| b.attributions.as_slice()));
+    let mut contributors: Vec<crate::delta::Contributor> = match (comparable, before) {
+        (Some(_), Some(before)) => inputs
             .iter()
-            .zip(scored[0].attributions.iter().zip(&now.attributions))
+            .zip(before.iter().zip(&now.attributions))
             .map(|(name, (before, after))| crate::delta::Contributor {
                 feature: name.clone(),
                 by: ((after - before) * 1e6).round() / 1e6,
             })
             .filter(|c| c.by != 0.0)
             .collect(),
+        _ => Vec::new(),
     };
     // Largest move first; ties by name, so the order never depends on anything else.
     contributors.sort_by(|a, b| {
@@ -170,5 +185,17 @@ pub(super) fn explain(
             .then_with(|| a.feature.cmp(&b.feature))
     });
     contributors.truncate(CONTRIBUTORS);
-    (contributors, interval)
+    Explained {
+        contributors,
+        interval,
+        attributions: Some(now.attributions),
+    }
+}
+
+/// What [`explain`] says of a delta, and the model's attributions of its row.
+#[derive(Default)]
+pub(super) struct Explained {
+    contributors: Vec<crate::delta::Contributor>,
+    interval: Option<(f64, f64)>,
+    attributions: Option<Vec<f64>>,
 }
