@@ -177,3 +177,36 @@ fn two_topics_give_the_same_deltas_as_one() {
     );
     assert_eq!(history, offline_deltas(&nfl_plan(), &events));
 }
+
+/// A partition whose log no longer starts at offset 0 (the mock cluster keeps 5 MB of one,
+/// dropping the oldest records) is read from where it starts now: the engine starts
+/// partitions at offset 0, not at librdkafka's logical "beginning" (which waits 500 ms for the
+/// partition's leader), and `auto.offset.reset = earliest` must move it to the log's start.
+#[test]
+fn a_partition_trimmed_at_its_start_is_read_from_where_it_starts_now() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let topic = "nfl.trimmed";
+    let cluster = Cluster::mock(&[(topic, 1), (&format!("{topic}.dead-letters"), 1)]);
+    let lines = fixture_copies(3);
+    produce_all(&cluster.brokers, topic, &lines);
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &cluster.brokers)
+        .create()
+        .unwrap();
+    let (low, high) = consumer
+        .fetch_watermarks(topic, 0, std::time::Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(high as usize, lines.len());
+    assert!(low > 0, "the mock trimmed the partition's start");
+
+    let cfg = config(&cluster.brokers, topic, 1);
+    let server = start(&cfg, &[nfl_pipeline(&[topic])]);
+    let (stats, log) = run_engine(&server);
+    assert_eq!(
+        stats.records,
+        (high - low) as u64,
+        "every record it holds, once"
+    );
+    assert!(!log.is_empty());
+    server.shutdown();
+}

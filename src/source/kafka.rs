@@ -161,9 +161,14 @@ impl KafkaReader {
         );
         let mut tpl = TopicPartitionList::new();
         for (t, p) in owned {
+            // From the beginning is offset 0, not `Offset::Beginning`: librdkafka asks the
+            // broker where a logical offset is, and asked before it knows the partition's
+            // leader (always, right after `assign`) it waits a fixed 500 ms
+            // (`rd_kafka_toppar_offset_request`). Where the log no longer starts at 0,
+            // `auto.offset.reset = earliest` moves the fetch to its start.
             let start = starts
                 .get(&(t.clone(), *p))
-                .map_or(Offset::Beginning, |o| Offset::Offset(*o));
+                .map_or(Offset::Offset(0), |o| Offset::Offset(*o));
             tpl.add_partition_offset(t, *p, start)
                 .map_err(kafka("assigning"))?;
         }
