@@ -56,7 +56,7 @@ fn setup(
     cfg.kafka.dead_letter_topic = "dead".into();
     // As `sideline demo` runs the mock: it holds a fetch that finds no new records for the
     // whole `fetch.wait.max.ms` (a broker answers when records arrive).
-    cfg.kafka.options.insert(
+    cfg.kafka.consumer_options.insert(
         "fetch.wait.max.ms".into(),
         sideline::demo::MOCK_FETCH_WAIT_MS.into(),
     );
@@ -220,7 +220,7 @@ fn at_fixed_rates(run: &dyn Fn(&str) -> bool) {
                 let mut cfg = cfg;
                 cfg.kafka.brokers = brokers.clone();
                 cfg.kafka.dead_letter_topic = dead;
-                cfg.kafka.options.clear();
+                cfg.kafka.consumer_options.clear();
                 cfg
             }
             None => cfg,

@@ -50,9 +50,13 @@ pub struct KafkaConfig {
     pub max_record_bytes: usize,
     /// Stop once every partition has been read to its end.
     pub stop_at_end: bool,
-    /// librdkafka options, passed through.
+    /// librdkafka options for every client (consumers and producers), passed through.
     #[serde(default)]
     pub options: BTreeMap<String, String>,
+    /// librdkafka options for the consumers only (`fetch.*`, `queued.*`, ...), set after
+    /// `options`. A producer given a consumer's option logs a warning for it.
+    #[serde(default)]
+    pub consumer_options: BTreeMap<String, String>,
 }
 
 /// What happens to an event that arrives behind the frontier.
@@ -132,10 +136,8 @@ pub const OWNED_KAFKA_KEYS: [&str; 5] = [
 pub enum ConfigError {
     #[error("configuration: {0}")]
     Invalid(Box<figment::Error>),
-    #[error(
-        "configuration: kafka.options.\"{0}\" is set by sideline itself; use kafka.{1} instead"
-    )]
-    OwnedKey(String, &'static str),
+    #[error("configuration: kafka.{0}.\"{1}\" is set by sideline itself; use kafka.{2} instead")]
+    OwnedKey(&'static str, String, &'static str),
     #[error("configuration: {0}")]
     Value(String),
 }
@@ -159,14 +161,20 @@ impl Config {
     }
 
     fn check(&self) -> Result<(), ConfigError> {
-        for key in self.kafka.options.keys() {
-            if let Some(owned) = OWNED_KAFKA_KEYS.iter().find(|k| **k == key.as_str()) {
-                let field = match *owned {
-                    "bootstrap.servers" => "brokers",
-                    "group.id" => "group-id",
-                    _ => "stop-at-end",
-                };
-                return Err(ConfigError::OwnedKey(key.clone(), field));
+        let options = [
+            ("options", &self.kafka.options),
+            ("consumer-options", &self.kafka.consumer_options),
+        ];
+        for (section, map) in options {
+            for key in map.keys() {
+                if let Some(owned) = OWNED_KAFKA_KEYS.iter().find(|k| **k == key.as_str()) {
+                    let field = match *owned {
+                        "bootstrap.servers" => "brokers",
+                        "group.id" => "group-id",
+                        _ => "stop-at-end",
+                    };
+                    return Err(ConfigError::OwnedKey(section, key.clone(), field));
+                }
             }
         }
         let server = &self.server;
@@ -277,6 +285,17 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(e.contains("group.id") && e.contains("group-id"), "{e}");
+            jail.create_file(
+                "owned_consumer.toml",
+                "[kafka.consumer-options]\n\"auto.offset.reset\" = \"latest\"\n",
+            )?;
+            let e = Config::load(Some(Path::new("owned_consumer.toml")))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("kafka.consumer-options.\"auto.offset.reset\""),
+                "{e}"
+            );
             Ok(())
         });
     }

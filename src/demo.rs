@@ -129,7 +129,7 @@ pub fn run(args: DemoArgs, mut cfg: Config) -> anyhow::Result<()> {
             mock.create_topic(&cfg.kafka.dead_letter_topic, 1, 1)?;
             cfg.kafka.brokers = mock.bootstrap_servers();
             cfg.kafka
-                .options
+                .consumer_options
                 .entry("fetch.wait.max.ms".into())
                 .or_insert_with(|| MOCK_FETCH_WAIT_MS.into());
             Some(mock)

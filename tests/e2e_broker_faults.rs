@@ -50,7 +50,7 @@ fn leader_down_fetch_errors_and_latency_leave_the_delta_log_unchanged() {
     cfg.server.admin_listen = "127.0.0.1:0".into();
     cfg.server.metrics_listen = metrics_addr.clone();
     cfg.kafka
-        .options
+        .consumer_options
         .insert("max.partition.fetch.bytes".into(), "16384".into());
     let server = start(&cfg, &[nfl_pipeline(&[topic])]);
     let admin = server.admin_addr.expect("admin endpoint").to_string();

@@ -49,7 +49,7 @@ pub fn client_config(cfg: &KafkaConfig) -> ClientConfig {
     cc.set("fetch.wait.max.ms", "10");
     // Asking about a topic must not create it.
     cc.set("allow.auto.create.topics", "false");
-    for (k, v) in &cfg.options {
+    for (k, v) in cfg.options.iter().chain(&cfg.consumer_options) {
         cc.set(k, v);
     }
     cc.set("bootstrap.servers", &cfg.brokers)
@@ -421,5 +421,24 @@ impl DeadLetters {
         if let Err(e) = self.producer.flush(Duration::from_secs(30)) {
             tracing::error!(error = %e, pending = self.producer.in_flight_count(), "dead-letter writes unconfirmed at shutdown");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Consumer options reach the consumers after the common ones; sideline's own keys win.
+    #[test]
+    fn consumer_options_override_the_common_ones_for_consumers() {
+        let mut cfg = crate::config::Config::load(None).unwrap().kafka;
+        cfg.options.insert("fetch.wait.max.ms".into(), "50".into());
+        cfg.options.insert("client.id".into(), "common".into());
+        cfg.consumer_options
+            .insert("fetch.wait.max.ms".into(), "3".into());
+        let cc = client_config(&cfg);
+        assert_eq!(cc.get("fetch.wait.max.ms"), Some("3"));
+        assert_eq!(cc.get("client.id"), Some("common"));
+        assert_eq!(cc.get("auto.offset.reset"), Some("earliest"));
     }
 }
