@@ -34,7 +34,8 @@
 //! through an interpreter. Both compute the same numbers: a final check compares every game's
 //! windowed and latest values.
 //!
-//! Run with: cargo bench --bench dd_reference [-- COPIES]   (default 20 copies = 117k events)
+//! Run with: cargo bench --bench dd_reference [-- COPIES]   (default 20 copies = 117k events;
+//! each side runs DD_REFERENCE_ROUNDS times, default 7, and the median is reported)
 
 /// The binary's allocator (`src/main.rs`), so the figures are what it runs.
 #[global_allocator]
@@ -45,7 +46,7 @@ use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use differential_dataflow::input::{Input, InputSession};
 use differential_dataflow::operators::CountTotal;
@@ -129,7 +130,6 @@ type Finals = HashMap<u32, (Option<Latest>, [(isize, i64); 3])>;
 
 struct Run {
     events_per_s: f64,
-    elapsed: Duration,
 }
 
 /// The hand-written program. With `finals`, also collects every game's final values.
@@ -242,7 +242,6 @@ fn reference(
     let elapsed = start.elapsed();
     Run {
         events_per_s: n as f64 / elapsed.as_secs_f64(),
-        elapsed,
     }
 }
 
@@ -322,7 +321,6 @@ fn engine(
     let elapsed = start.elapsed();
     Run {
         events_per_s: n as f64 / elapsed.as_secs_f64(),
-        elapsed,
     }
 }
 
@@ -467,8 +465,8 @@ fn main() {
     }
 
     println!(
-        "  {:<34} {:>12} {:>12} {:>12}",
-        "workers", "events/s", "ms", "ratio"
+        "  {:<34} {:>12} {:>22} {:>8}",
+        "workers", "median ev/s", "range over rounds", "ratio"
     );
     // For profiling one side: DD_REFERENCE_SIDE=engine|reference, DD_REFERENCE_WORKERS=1.
     let side = std::env::var("DD_REFERENCE_SIDE").unwrap_or_default();
@@ -476,30 +474,51 @@ fn main() {
         .ok()
         .and_then(|w| w.parse().ok())
         .map_or(vec![1, 2], |w| vec![w]);
+    // Each side runs `rounds` times, alternating, and the median is reported: one run of this
+    // size takes 50-120 ms, and a single one varied by a third between invocations.
+    let rounds: usize = std::env::var("DD_REFERENCE_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(7)
+        .max(1);
     for workers in workers {
-        let r = (side != "engine").then(|| reference(Arc::clone(&events), workers, None));
-        let e = (side != "reference")
-            .then(|| engine(Arc::clone(&events), Arc::clone(&plan), workers, None));
-        if let Some(r) = &r {
+        let mut r = Vec::new();
+        let mut e = Vec::new();
+        for _ in 0..rounds {
+            if side != "engine" {
+                r.push(reference(Arc::clone(&events), workers, None).events_per_s);
+            }
+            if side != "reference" {
+                e.push(engine(Arc::clone(&events), Arc::clone(&plan), workers, None).events_per_s);
+            }
+        }
+        let r = median(&mut r);
+        let e = median(&mut e);
+        if let Some((mid, lo, hi)) = r {
             println!(
-                "  {:<34} {:>12.0} {:>12.1}",
+                "  {:<34} {:>12.0} {:>22}",
                 format!("reference, {workers} worker(s)"),
-                r.events_per_s,
-                r.elapsed.as_secs_f64() * 1e3
+                mid,
+                format!("{lo:.0}-{hi:.0}")
             );
         }
-        if let Some(e) = &e {
-            let ratio = r.as_ref().map_or(String::from("-"), |r| {
-                format!("{:.3}", e.events_per_s / r.events_per_s)
-            });
+        if let Some((mid, lo, hi)) = e {
+            let ratio = r.map_or(String::from("-"), |r| format!("{:.3}", mid / r.0));
             println!(
-                "  {:<34} {:>12.0} {:>12.1} {:>12}",
+                "  {:<34} {:>12.0} {:>22} {:>8}",
                 format!("engine (assign + reduce), {workers}"),
-                e.events_per_s,
-                e.elapsed.as_secs_f64() * 1e3,
+                mid,
+                format!("{lo:.0}-{hi:.0}"),
                 ratio
             );
         }
     }
-    println!("  ratio = engine events/s / reference events/s (1.00 = no overhead)");
+    println!("  ratio = engine median / reference median (1.00 = no overhead)");
+}
+
+/// The median, lowest and highest of `xs`; none when empty.
+fn median(xs: &mut [f64]) -> Option<(f64, f64, f64)> {
+    xs.sort_by(f64::total_cmp);
+    let mid = *xs.get(xs.len() / 2)?;
+    Some((mid, xs[0], xs[xs.len() - 1]))
 }
