@@ -137,6 +137,7 @@ impl App {
         let hub = Hub::new(HubConfig {
             queue_capacity: cfg.server.queue_capacity,
             history: cfg.server.history,
+            released_games: cfg.server.released_games,
         });
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind(&cfg.server.ws_listen))

@@ -91,6 +91,10 @@ pub struct ServerConfig {
     pub queue_capacity: usize,
     /// Deltas kept per channel.
     pub history: usize,
+    /// Released games whose last value a delta channel's snapshots (and the publisher, for a
+    /// new pipeline version taking over) still hold, per channel; the earliest released is
+    /// forgotten first. Open games are always held.
+    pub released_games: usize,
     /// Largest message (and frame) a WebSocket client may send; more is closed with 1009.
     pub max_message_bytes: usize,
     /// Subscriptions one WebSocket connection may hold; one more is refused with an error.

@@ -74,6 +74,12 @@ struct Version {
     done: Option<u64>,
     finished: bool,
     published: HashMap<GameKey, Published>,
+    /// Games of `published` that were released, earliest first: at most `keep_released` of
+    /// them are held.
+    released: VecDeque<GameKey>,
+    keep_released: usize,
+    /// Released since the hub was last told (the live version's are passed on).
+    newly_released: Vec<GameKey>,
     outputs: VersionOutputs,
     /// An online ensemble's finished games, by (end time, game): the checkpoint's.
     games: BTreeMap<(u64, GameKey), Vec<f64>>,
@@ -207,7 +213,13 @@ impl VersionOutputs {
 }
 
 impl Version {
-    fn new(id: RuntimeId, plan: Arc<Plan>, model: Arc<Model>, outputs: VersionOutputs) -> Self {
+    fn new(
+        id: RuntimeId,
+        plan: Arc<Plan>,
+        model: Arc<Model>,
+        outputs: VersionOutputs,
+        keep_released: usize,
+    ) -> Self {
         Version {
             id,
             names: Arc::new(plan.vars.clone()),
@@ -217,6 +229,9 @@ impl Version {
             done: None,
             finished: false,
             published: HashMap::new(),
+            released: VecDeque::new(),
+            keep_released,
+            newly_released: Vec::new(),
             outputs,
             games: BTreeMap::new(),
         }
@@ -248,8 +263,17 @@ impl Version {
         let mut out = Vec::new();
         for v in values {
             if v.closed {
-                // Released `retention` after its end. What it published is kept, as the hub
-                // keeps its snapshot entry: a new version taking over compares against it.
+                // Released `retention` after its end. What it published is kept for the
+                // latest `keep_released` released games, as the hub keeps their snapshot
+                // entries: a new version taking over compares against it.
+                if self.published.contains_key(&v.game) {
+                    self.released.push_back(v.game.clone());
+                    self.newly_released.push(v.game);
+                    while self.released.len() > self.keep_released {
+                        let forgotten = self.released.pop_front().expect("over the bound");
+                        self.published.remove(&forgotten);
+                    }
+                }
                 continue;
             }
             let previous = self.published.get(&v.game);
@@ -360,7 +384,8 @@ impl Publisher {
             }
         }
         self.owners.insert(id, plan.name.clone());
-        let version = Version::new(id, plan.clone(), model, outputs);
+        let keep = self.hub.released_games();
+        let version = Version::new(id, plan.clone(), model, outputs, keep);
         match self.pipelines.get_mut(&plan.name) {
             None => {
                 // A channel may already hold deltas (the pipeline was removed and deployed
@@ -583,6 +608,7 @@ impl Publisher {
                         &p.live.plan,
                         &deltas,
                     );
+                    release(&self.hub, &mut p.live);
                 }
                 SinkMsg::Progress { time, .. } => {
                     p.live.done = p.live.done.max(Some(time));
@@ -611,6 +637,8 @@ impl Publisher {
                 let (_, values) = c.queue.pop_front().expect("front checked");
                 c.version.decide(values);
             }
+            // The hub hears of its releases if it takes over (all of them then).
+            c.version.newly_released.clear();
             while c.alerts.front().is_some_and(|(t, _)| *t <= live_done) {
                 c.alerts.pop_front();
             }
@@ -714,6 +742,23 @@ impl Publisher {
         if let Some(done) = candidate_done.filter(|d| *d > live_done) {
             p.live.done = Some(done);
             progress(&self.hub, &p.live.plan, done);
+        }
+        // The games the new version released, whether before the swap or since: the hub
+        // skips those it already knows.
+        p.live.newly_released = p.live.released.iter().cloned().collect();
+        release(&self.hub, &mut p.live);
+    }
+}
+
+/// Tells the version's delta channels the games it released since they were last told.
+fn release(hub: &Hub, version: &mut Version) {
+    if version.newly_released.is_empty() {
+        return;
+    }
+    let games = std::mem::take(&mut version.newly_released);
+    for o in &version.plan.outputs {
+        if let Output::WebSocket { channel } = o {
+            hub.release(channel, &games);
         }
     }
 }

@@ -336,6 +336,7 @@ async fn stuck_subscriber_is_resynced_without_hurting_others() -> Result<()> {
         HubConfig {
             queue_capacity: capacity,
             history: 10_000,
+            ..HubConfig::default()
         },
         ws_cfg,
     )

@@ -60,6 +60,7 @@ fn hub_config() -> HubConfig {
     HubConfig {
         queue_capacity: 1_000_000,
         history: 100,
+        ..HubConfig::default()
     }
 }
 

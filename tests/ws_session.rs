@@ -117,6 +117,7 @@ fn hub() -> Arc<Hub> {
     let hub = Hub::new(HubConfig {
         queue_capacity: 8,
         history: 100,
+        ..HubConfig::default()
     });
     hub.ensure_channel(CHANNEL);
     hub

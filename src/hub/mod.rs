@@ -22,7 +22,7 @@
 
 mod subscriber;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
@@ -35,7 +35,7 @@ use subscriber::{Offer, Outbox, QueueState, SeverityChange, Subscriber};
 
 use crate::alert::{Alert, AlertState, Severity};
 use crate::delta::Delta;
-use crate::event::Sport;
+use crate::event::{GameKey, Sport};
 use crate::ws::protocol::{self, ServerMessage, SnapshotReason, SnapshotValue};
 
 /// Sizes of the hub's buffers.
@@ -46,6 +46,9 @@ pub struct HubConfig {
     /// Deltas (or alert changes) kept per channel so a reconnecting subscriber can resume
     /// without a snapshot.
     pub history: usize,
+    /// Released games whose last value a delta channel's snapshots still hold
+    /// ([`Hub::release`]); the earliest released is forgotten first.
+    pub released_games: usize,
 }
 
 impl Default for HubConfig {
@@ -53,6 +56,7 @@ impl Default for HubConfig {
         HubConfig {
             queue_capacity: 1024,
             history: 10_000,
+            released_games: 10_000,
         }
     }
 }
@@ -221,6 +225,9 @@ enum Content {
         progress: Option<u64>,
         /// Latest value per game.
         values: ByGame<SnapshotValue>,
+        /// Games of `values` that were released, earliest first, and the same as a set.
+        released: VecDeque<(Sport, String)>,
+        released_set: HashSet<(Sport, String)>,
     },
     Alerts {
         /// The latest change of every open alert, by alert id within its game. An alert leaves
@@ -304,6 +311,8 @@ impl Content {
             ChannelKind::Deltas => Content::Deltas {
                 progress: None,
                 values: BTreeMap::new(),
+                released: VecDeque::new(),
+                released_set: HashSet::new(),
             },
             ChannelKind::Alerts => Content::Alerts {
                 open: BTreeMap::new(),
@@ -404,7 +413,7 @@ impl Hub {
         Arc::new(Hub {
             cfg: HubConfig {
                 queue_capacity: cfg.queue_capacity.max(1),
-                history: cfg.history,
+                ..cfg
             },
             channels: RwLock::new(HashMap::new()),
             next_id: AtomicU64::new(1),
@@ -603,6 +612,45 @@ impl Hub {
 
     /// Everything up to event time `event_time_ms` has been published on the delta channel
     /// (created on first use). Alerts channels have no progress: ignored for them.
+    /// Marks `games` released (ended, and `retention` past) on a delta channel: snapshots hold
+    /// the last value of at most [`HubConfig::released_games`] of them, forgetting the earliest
+    /// released first. A game without a value, or already released, is skipped. Subscribers
+    /// are told nothing: their last delta of the game was its final value.
+    pub fn release(&self, channel: &str, games: &[GameKey]) {
+        let Some(cell) = self.channel(channel) else {
+            return;
+        };
+        let mut ch = lock(&cell);
+        let Content::Deltas {
+            values,
+            released,
+            released_set,
+            ..
+        } = &mut ch.content
+        else {
+            return;
+        };
+        for g in games {
+            let key = (g.sport, g.game_id.clone());
+            let held = values
+                .get(&g.sport)
+                .is_some_and(|v| v.contains_key(&g.game_id));
+            if held && released_set.insert(key.clone()) {
+                released.push_back(key);
+            }
+        }
+        while released.len() > self.cfg.released_games {
+            let (sport, id) = released.pop_front().expect("longer than the bound");
+            released_set.remove(&(sport, id.clone()));
+            if let Some(games) = values.get_mut(&sport) {
+                games.remove(&id);
+                if games.is_empty() {
+                    values.remove(&sport);
+                }
+            }
+        }
+    }
+
     pub fn progress(&self, channel: &str, event_time_ms: u64) {
         let cell = self.channel_or_create(channel, ChannelKind::Deltas);
         let mut ch = lock(&cell);
@@ -726,6 +774,11 @@ impl Hub {
     }
 
     /// Seq of the last delta (or alert change) published on the channel.
+    /// Released games whose last value a delta channel keeps ([`HubConfig::released_games`]).
+    pub fn released_games(&self) -> usize {
+        self.cfg.released_games
+    }
+
     pub fn seq(&self, channel: &str) -> Option<u64> {
         self.channel(channel).map(|c| lock(&c).log.seq)
     }

@@ -83,6 +83,7 @@ fn queue_overflow_switches_to_resync_and_stays_bounded() {
     let hub = Hub::new(HubConfig {
         queue_capacity: 10,
         history: 100,
+        ..HubConfig::default()
     });
     hub.ensure_channel("p");
     let (sub, start) = hub
@@ -118,6 +119,7 @@ fn resume_within_history_queues_missed_deltas() {
     let hub = Hub::new(HubConfig {
         queue_capacity: 100,
         history: 20,
+        ..HubConfig::default()
     });
     hub.publish("p", &deltas(1, 50, 4), &[]);
     let filter: Filter = protocol::Filter {
@@ -219,6 +221,7 @@ fn subscribe_during_publish_is_consistent() {
     let hub = Hub::new(HubConfig {
         queue_capacity: 1_000_000,
         history: 0,
+        ..HubConfig::default()
     });
     hub.ensure_channel("p");
     let publisher = {
@@ -438,6 +441,7 @@ fn alert_resume_within_history_and_duplicates() {
     let hub = Hub::new(HubConfig {
         queue_capacity: 100,
         history: 4,
+        ..HubConfig::default()
     });
     let all: Vec<Alert> = (1..=8)
         .map(|s| {
@@ -504,6 +508,7 @@ fn alert_queue_overflow_resyncs_with_every_open_alert() {
     let hub = Hub::new(HubConfig {
         queue_capacity: 3,
         history: 100,
+        ..HubConfig::default()
     });
     hub.ensure_alert_channel("a");
     let (sub, _) = hub
@@ -666,7 +671,11 @@ proptest::proptest! {
             vec![Severity::Info, Severity::Warning, Severity::Critical], 1..=3)),
     ) {
         let all = lifecycles(&ops);
-        let hub = Hub::new(HubConfig { queue_capacity: capacity, history: 16 });
+        let hub = Hub::new(HubConfig {
+            queue_capacity: capacity,
+            history: 16,
+            ..HubConfig::default()
+        });
         hub.ensure_alert_channel("a");
         let filter = filter(sports, severities);
         let (sub, start) = hub
@@ -753,4 +762,49 @@ fn fan_out_reaches_exactly_the_subscribers_of_each_game() {
     assert_eq!(taken_seqs(&one), vec![13]);
     assert_eq!(taken_seqs(&two), vec![14]);
     assert_eq!(taken_seqs(&all), vec![11, 12, 13, 14]);
+}
+
+fn game(g: usize) -> GameKey {
+    let d = delta(1, g);
+    GameKey {
+        sport: d.sport,
+        game_id: d.game_id,
+    }
+}
+
+fn snapshot_games(hub: &Hub) -> Vec<String> {
+    let mut ids: Vec<String> = hub.snapshot("p").into_iter().map(|v| v.game_id).collect();
+    ids.sort();
+    ids
+}
+
+/// Snapshots hold every open game and the latest `released_games` released ones: memory
+/// follows the games in progress, not how long the channel has run.
+#[test]
+fn snapshots_forget_the_earliest_released_games_beyond_the_bound() {
+    let hub = Hub::new(HubConfig {
+        released_games: 2,
+        ..HubConfig::default()
+    });
+    hub.ensure_channel("p");
+    hub.publish("p", &deltas(1, 5, 5), &[]);
+    assert_eq!(snapshot_games(&hub), ["g00", "g01", "g02", "g03", "g04"]);
+    hub.release("p", &[game(0), game(1)]);
+    assert_eq!(
+        snapshot_games(&hub).len(),
+        5,
+        "two released games are within the bound"
+    );
+    // Released again (a new version taking over re-sends its releases): nothing changes.
+    hub.release("p", &[game(1), game(0)]);
+    assert_eq!(snapshot_games(&hub).len(), 5);
+    // A game without a value is not held, so not counted.
+    hub.release("p", &[game(9)]);
+    assert_eq!(snapshot_games(&hub).len(), 5);
+    hub.release("p", &[game(3)]);
+    assert_eq!(snapshot_games(&hub), ["g01", "g02", "g03", "g04"]);
+    hub.release("p", &[game(2), game(4)]);
+    assert_eq!(snapshot_games(&hub), ["g02", "g04"]);
+    // The numbering and the history are untouched: a resume still gets the missed frames.
+    assert_eq!(hub.seq("p"), Some(5));
 }
