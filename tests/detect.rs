@@ -394,6 +394,36 @@ fn lifecycle_opens_escalates_resolves_cools_down_and_reopens() {
     assert_eq!(life.phase(), Phase::Cooling { until: 26_000 });
 }
 
+/// A game released while its alert is open: the alert resolves then, at its severity, with the
+/// evidence of its last change; nothing is open or resolved twice.
+#[test]
+fn releasing_the_game_resolves_its_open_alert_once() {
+    use AlertState::*;
+    use Severity::*;
+    let mut life = Lifecycle::new(10_000);
+    assert_eq!(life.release(500), None, "nothing open");
+    life.step(1_000, on(Warning, 4.0));
+    life.step(3_000, on(Critical, 7.0));
+    let c = life.release(9_000).expect("an open alert resolves");
+    assert_eq!(
+        (c.state, c.severity, c.opened_at),
+        (Resolved, Critical, 1_000)
+    );
+    assert_eq!((c.evidence.value, c.evidence.score), (7.0, Some(7.0)));
+    assert!(
+        c.evidence.window.contains("released"),
+        "{}",
+        c.evidence.window
+    );
+    assert_eq!(life.release(9_500), None, "resolved once");
+    assert_eq!(life.phase(), Phase::Cooling { until: 19_000 });
+    // A resolved alert is not resolved again by the release.
+    let mut life = Lifecycle::new(0);
+    life.step(1_000, on(Warning, 4.0));
+    life.step(2_000, Decision::Off { evidence: ev(1.0) });
+    assert_eq!(life.release(3_000), None);
+}
+
 #[test]
 fn a_condition_that_stays_on_opens_once() {
     let mut life = Lifecycle::new(0);

@@ -349,6 +349,22 @@ fn injected_swings_and_diverging_odds_are_found() {
     );
     let quotes = events.iter().filter(|e| e.kind == EventKind::Odds).count();
     let (_, alerts) = run("injected", &events);
+    // Every alert ends: resolved or retracted by the feed, or resolved when its game is
+    // released (`retention` after its end; at the end of a replay every game is). One left
+    // open at a game's last event stayed open for good before.
+    for both in [&clean, &alerts] {
+        for a in both.iter().filter(|a| a.state == AlertState::Open) {
+            let ends = both.iter().filter(|e| {
+                e.id == a.id && matches!(e.state, AlertState::Resolved | AlertState::Retracted)
+            });
+            assert_eq!(ends.count(), 1, "alert {} ends once", a.id);
+        }
+    }
+    let at_release = alerts
+        .iter()
+        .filter(|a| a.evidence.window.contains("game was released"))
+        .count();
+    println!("{at_release} alerts resolved at their game's release");
 
     let swing_opened = opened(&alerts, "swing");
     let (n, hits, found) = score(&swing_opened, &swings);

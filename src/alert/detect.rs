@@ -205,6 +205,8 @@ pub struct Change {
 pub struct Lifecycle {
     cooldown_ms: u64,
     phase: Phase,
+    /// The evidence of the open alert's last change, for a resolve at the game's release.
+    evidence: Option<Evidence>,
 }
 
 impl Lifecycle {
@@ -212,7 +214,11 @@ impl Lifecycle {
     /// opens nothing (0: no cool-down).
     pub fn new(cooldown_ms: u64) -> Self {
         let phase = Phase::Idle;
-        Lifecycle { cooldown_ms, phase }
+        Lifecycle {
+            cooldown_ms,
+            phase,
+            evidence: None,
+        }
     }
 
     pub fn phase(&self) -> Phase {
@@ -259,8 +265,33 @@ impl Lifecycle {
             Retracted => Phase::Idle,
         };
         let evidence = decision.into_evidence()?;
+        self.evidence = matches!(state, Open | Escalated).then(|| evidence.clone());
         Some(Change {
             state,
+            severity,
+            opened_at,
+            evidence,
+        })
+    }
+
+    /// The game was released (`retention` after its end, at event time `t`): its detectors see
+    /// nothing more of it, so an open alert is **resolved** now, at its severity, with the
+    /// evidence of its last change and a window that says why. Nothing when none is open.
+    pub fn release(&mut self, t: u64) -> Option<Change> {
+        let Phase::Active {
+            opened_at,
+            severity,
+        } = self.phase
+        else {
+            return None;
+        };
+        self.phase = Phase::Cooling {
+            until: t.saturating_add(self.cooldown_ms),
+        };
+        let mut evidence = self.evidence.take()?;
+        evidence.window = format!("{}; resolved as the game was released", evidence.window);
+        Some(Change {
+            state: AlertState::Resolved,
             severity,
             opened_at,
             evidence,

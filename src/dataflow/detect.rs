@@ -188,8 +188,25 @@ impl<'scope> DetectAlerts<'scope> for Stream<'scope, u64, Vec<Valued>> {
                         let mut session = output.session(&cap);
                         for v in &values {
                             if v.closed {
-                                // Released: its detectors' state goes with it.
-                                machines.retain(|(g, _), _| g != &v.game);
+                                // Released: its detectors' state goes with it, and an alert
+                                // still open is resolved (nothing would ever resolve it).
+                                for i in 0..plan.detectors.len() {
+                                    let key = (v.game.clone(), i);
+                                    let Some((_, mut life)) = machines.remove(&key) else {
+                                        continue;
+                                    };
+                                    if let Some(c) = life.release(t) {
+                                        session.give(AlertChange {
+                                            time: t,
+                                            game: v.game.clone(),
+                                            detector: i as u32,
+                                            state: c.state,
+                                            severity: c.severity,
+                                            opened_at: c.opened_at,
+                                            evidence: c.evidence,
+                                        });
+                                    }
+                                }
                                 continue;
                             }
                             for (i, d) in plan.detectors.iter().enumerate() {
