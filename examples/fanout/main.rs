@@ -29,6 +29,10 @@
 //! scheduling. On a 2-core machine the clients compete with the server for the same cores, so
 //! the figures are an upper bound on what the server alone would show.
 
+/// The binary's allocator (`src/main.rs`), so the server's figures are what it runs.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod client;
 mod coordinator;
 mod server;

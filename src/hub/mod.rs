@@ -610,8 +610,6 @@ impl Hub {
         }
     }
 
-    /// Everything up to event time `event_time_ms` has been published on the delta channel
-    /// (created on first use). Alerts channels have no progress: ignored for them.
     /// Marks `games` released (ended, and `retention` past) on a delta channel: snapshots hold
     /// the last value of at most [`HubConfig::released_games`] of them, forgetting the earliest
     /// released first. A game without a value, or already released, is skipped. Subscribers
@@ -651,6 +649,8 @@ impl Hub {
         }
     }
 
+    /// Everything up to event time `event_time_ms` has been published on the delta channel
+    /// (created on first use). Alerts channels have no progress: ignored for them.
     pub fn progress(&self, channel: &str, event_time_ms: u64) {
         let cell = self.channel_or_create(channel, ChannelKind::Deltas);
         let mut ch = lock(&cell);
