@@ -140,7 +140,7 @@ pub const OWNED_KAFKA_KEYS: [&str; 5] = [
 pub enum ConfigError {
     #[error("configuration: {0}")]
     Invalid(Box<figment::Error>),
-    #[error("configuration: kafka.{0}.\"{1}\" is set by sideline itself; use kafka.{2} instead")]
+    #[error("configuration: kafka.{0}.\"{1}\" is set by sideline itself: {2}")]
     OwnedKey(&'static str, String, &'static str),
     #[error("configuration: {0}")]
     Value(String),
@@ -172,12 +172,20 @@ impl Config {
         for (section, map) in options {
             for key in map.keys() {
                 if let Some(owned) = OWNED_KAFKA_KEYS.iter().find(|k| **k == key.as_str()) {
-                    let field = match *owned {
-                        "bootstrap.servers" => "brokers",
-                        "group.id" => "group-id",
-                        _ => "stop-at-end",
+                    let hint = match *owned {
+                        "bootstrap.servers" => "use kafka.brokers instead",
+                        "group.id" => "use kafka.group-id instead",
+                        "enable.auto.commit" => {
+                            "read positions are kept in checkpoints (engine.checkpoint-dir)"
+                        }
+                        "enable.partition.eof" => {
+                            "the engine needs to know when a partition is read to its end"
+                        }
+                        _ => {
+                            "partitions are read from a checkpoint's positions or from their start"
+                        }
                     };
-                    return Err(ConfigError::OwnedKey(section, key.clone(), field));
+                    return Err(ConfigError::OwnedKey(section, key.clone(), hint));
                 }
             }
         }

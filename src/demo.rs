@@ -128,10 +128,12 @@ pub fn run(args: DemoArgs, mut cfg: Config) -> anyhow::Result<()> {
             }
             mock.create_topic(&cfg.kafka.dead_letter_topic, 1, 1)?;
             cfg.kafka.brokers = mock.bootstrap_servers();
-            cfg.kafka
-                .consumer_options
-                .entry("fetch.wait.max.ms".into())
-                .or_insert_with(|| MOCK_FETCH_WAIT_MS.into());
+            if !cfg.kafka.options.contains_key("fetch.wait.max.ms") {
+                cfg.kafka
+                    .consumer_options
+                    .entry("fetch.wait.max.ms".into())
+                    .or_insert_with(|| MOCK_FETCH_WAIT_MS.into());
+            }
             Some(mock)
         }
     };

@@ -12,7 +12,7 @@
 //! new version's value as of `T`, the candidate's values after `T` follow as usual, and the
 //! old version is stopped. Sequence numbers run on without a gap.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use crate::alert::webhook::{DeadLetter, DeadWebhook, WebhookConfig, Webhooks};
@@ -667,12 +667,17 @@ impl Publisher {
             c.version.decide(values);
         }
         // Each game moves from what the old version published to what the new one would
-        // have published had it run alone.
+        // have published had it run alone. A released game the old version no longer holds
+        // (it forgot the earliest released first) is final: not announced again.
         let mut games: Vec<(&GameKey, &Published)> = c.version.published.iter().collect();
         games.sort_by(|a, b| a.0.cmp(b.0));
+        let released: HashSet<&GameKey> = c.version.released.iter().collect();
         let mut deltas = Numbered::default();
         for (game, now) in games {
             let previous = p.live.published.get(game);
+            if previous.is_none() && released.contains(game) {
+                continue;
+            }
             if previous.is_some_and(|prev| prev.value == now.value) {
                 continue;
             }

@@ -773,12 +773,12 @@ impl Hub {
         }
     }
 
-    /// Seq of the last delta (or alert change) published on the channel.
     /// Released games whose last value a delta channel keeps ([`HubConfig::released_games`]).
     pub fn released_games(&self) -> usize {
         self.cfg.released_games
     }
 
+    /// Seq of the last delta (or alert change) published on the channel.
     pub fn seq(&self, channel: &str) -> Option<u64> {
         self.channel(channel).map(|c| lock(&c).log.seq)
     }
