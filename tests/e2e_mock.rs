@@ -70,12 +70,15 @@ fn deltas_match_offline_and_are_deterministic_across_runs_and_workers() {
 /// bound and resynchronised; the other subscriber gets every delta, in order.
 #[test]
 fn a_stuck_subscriber_is_bounded_and_catches_up_with_the_newest_values() {
-    // 3 x 32 games: over a megabyte of deltas, far more than the stuck socket absorbs.
-    let lines = fixture_copies(8);
+    // 12 x 32 games: about 50k deltas, 25 MB, far more than the stuck socket and its queue
+    // absorb. The queue is 8,192 deltas: the reader, a test thread on the same 2 cores as an
+    // engine replaying at ~100k events/s, fell more than 1,024 behind under CI load.
+    let lines = fixture_copies(12);
     let topic = "nfl.slow";
-    let cluster = Cluster::mock(&[(topic, 4), ("nfl.slow.dead-letters", 1)]);
+    let cluster = Cluster::mock(&[(topic, 8), ("nfl.slow.dead-letters", 1)]);
     produce_all(&cluster.brokers, topic, &lines);
-    let cfg = config(&cluster.brokers, topic, 2);
+    let mut cfg = config(&cluster.brokers, topic, 2);
+    cfg.server.queue_capacity = 8_192;
     let server = start(&cfg, &[nfl_pipeline(&[topic])]);
 
     let stuck = StuckClient::connect(server.ws_addr, SUBSCRIBE);

@@ -4,6 +4,8 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 
 use super::*;
+use crate::alert::{AlertState, Severity};
+use crate::event::Sport;
 use crate::ws::protocol::ServerMessage;
 
 fn delta(seq: u64, game: usize) -> Delta {
