@@ -30,7 +30,10 @@ pub fn decode(bytes: &[u8], max_bytes: usize) -> Result<GameEvent, Reject> {
     }
     let text = std::str::from_utf8(bytes)
         .map_err(|e| Reject::new(RejectCode::MalformedJson, format!("not UTF-8: {e}")))?;
-    if nesting(text) > MAX_DEPTH {
+    // No more opening brackets than the limit (those in strings included): the nesting cannot
+    // exceed it, and this count vectorises where the exact scan goes byte by byte.
+    let opens = bytes.iter().filter(|b| matches!(b, b'{' | b'[')).count();
+    if opens > MAX_DEPTH && nesting(text) > MAX_DEPTH {
         return Err(Reject::new(
             RejectCode::MalformedJson,
             format!("JSON nested deeper than {MAX_DEPTH}"),
@@ -157,6 +160,30 @@ mod tests {
             decode(described.as_bytes(), 65536).unwrap_err().code,
             RejectCode::InvalidValue
         );
+    }
+
+    /// The depth limit at its edge, with the bracket count's shortcut on both sides of it:
+    /// brackets inside strings are not nesting, and 17 levels are refused wherever they are.
+    #[test]
+    fn nesting_is_counted_outside_strings_only() {
+        let nested = |depth: usize| {
+            let inner = format!("{}1{}", "[".repeat(depth - 1), "]".repeat(depth - 1));
+            GOOD.replace("\"home\"", &format!("\"x\":{inner},\"home\""))
+        };
+        // 16 levels (the event's object and 15 arrays): not refused for nesting.
+        assert_ne!(
+            decode(nested(16).as_bytes(), 4096).err().map(|r| r.detail),
+            Some(format!("JSON nested deeper than {MAX_DEPTH}"))
+        );
+        assert_eq!(
+            decode(nested(17).as_bytes(), 4096).unwrap_err().detail,
+            format!("JSON nested deeper than {MAX_DEPTH}")
+        );
+        let bracketed = GOOD.replace(
+            "\"kind\"",
+            &format!("\"description\":\"{}\",\"kind\"", "[{".repeat(40)),
+        );
+        assert_eq!(decode(bracketed.as_bytes(), 4096).unwrap().game_id, "g1");
     }
 
     #[test]
