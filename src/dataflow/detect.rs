@@ -37,6 +37,21 @@ pub struct AlertChange {
     pub evidence: Evidence,
 }
 
+impl AlertChange {
+    /// Detector `detector`'s lifecycle change `c` on `game` at event time `time`.
+    fn of(time: u64, game: &GameKey, detector: usize, c: crate::alert::detect::Change) -> Self {
+        AlertChange {
+            time,
+            game: game.clone(),
+            detector: detector as u32,
+            state: c.state,
+            severity: c.severity,
+            opened_at: c.opened_at,
+            evidence: c.evidence,
+        }
+    }
+}
+
 /// One detector on one game.
 enum Machine {
     Single(Box<dyn Detector>),
@@ -196,15 +211,7 @@ impl<'scope> DetectAlerts<'scope> for Stream<'scope, u64, Vec<Valued>> {
                                         continue;
                                     };
                                     if let Some(c) = life.release(t) {
-                                        session.give(AlertChange {
-                                            time: t,
-                                            game: v.game.clone(),
-                                            detector: i as u32,
-                                            state: c.state,
-                                            severity: c.severity,
-                                            opened_at: c.opened_at,
-                                            evidence: c.evidence,
-                                        });
+                                        session.give(AlertChange::of(t, &v.game, i, c));
                                     }
                                 }
                                 continue;
@@ -244,15 +251,7 @@ impl<'scope> DetectAlerts<'scope> for Stream<'scope, u64, Vec<Valued>> {
                                     }
                                 };
                                 if let Some(c) = life.step(t, decision) {
-                                    session.give(AlertChange {
-                                        time: t,
-                                        game: v.game.clone(),
-                                        detector: i as u32,
-                                        state: c.state,
-                                        severity: c.severity,
-                                        opened_at: c.opened_at,
-                                        evidence: c.evidence,
-                                    });
+                                    session.give(AlertChange::of(t, &v.game, i, c));
                                 }
                             }
                         }
