@@ -185,9 +185,10 @@ impl Version {
 
 struct Candidate {
     version: Version,
-    /// Completed times beyond the live version's, not applied yet.
-    queue: VecDeque<(u64, Vec<Valued>)>,
-    /// Its alert changes beyond the live version's time: delivered if it takes over.
+    /// Completed times beyond the live version's, not applied yet: values and alert changes.
+    queue: VecDeque<(u64, Vec<Valued>, Vec<AlertChange>)>,
+    /// Its wall-clock (staleness) alert changes beyond the live version's time: delivered if
+    /// it takes over.
     alerts: VecDeque<(u64, Vec<AlertChange>)>,
 }
 
@@ -466,7 +467,12 @@ impl Publisher {
                 }
             }
             match msg {
-                SinkMsg::Values { time, values, .. } => {
+                SinkMsg::Values {
+                    time,
+                    values,
+                    alerts,
+                    ..
+                } => {
                     // Values of a time come once it is complete: so is everything before it.
                     p.live.done = p.live.done.max(Some(time));
                     // Recomputed after a restart: archived before it.
@@ -482,6 +488,8 @@ impl Publisher {
                         &deltas,
                     );
                     release(&self.hub, &mut p.live);
+                    let numbered = number_alerts(p, alerts);
+                    emit_alerts(&self.hub, &p.live, self.sink.as_mut(), &numbered);
                 }
                 SinkMsg::Progress { time, .. } => {
                     p.live.done = p.live.done.max(Some(time));
@@ -496,7 +504,12 @@ impl Publisher {
             }
         } else if let Some(c) = p.candidate.as_mut().filter(|c| c.version.id == runtime) {
             match msg {
-                SinkMsg::Values { time, values, .. } => c.queue.push_back((time, values)),
+                SinkMsg::Values {
+                    time,
+                    values,
+                    alerts,
+                    ..
+                } => c.queue.push_back((time, values, alerts)),
                 SinkMsg::Progress { time, .. } => c.version.done = Some(time),
                 SinkMsg::Finished { .. } => c.version.finished = true,
                 SinkMsg::GamesFinished { games, .. } => c.version.note_games(games),
@@ -506,8 +519,8 @@ impl Publisher {
             // Silently catch up with the live version, so the queues stay short: up to the
             // live version's time, the live version's alerts are the ones delivered.
             let live_done = p.live.done.unwrap_or(0);
-            while c.queue.front().is_some_and(|(t, _)| *t <= live_done) {
-                let (_, values) = c.queue.pop_front().expect("front checked");
+            while c.queue.front().is_some_and(|(t, ..)| *t <= live_done) {
+                let (_, values, _) = c.queue.pop_front().expect("front checked");
                 c.version.decide(values);
             }
             // The hub hears of its releases if it takes over (all of them then).
@@ -535,8 +548,8 @@ impl Publisher {
             return;
         }
         let mut c = p.candidate.take().expect("checked above");
-        while c.queue.front().is_some_and(|(t, _)| *t <= live_done) {
-            let (_, values) = c.queue.pop_front().expect("front checked");
+        while c.queue.front().is_some_and(|(t, ..)| *t <= live_done) {
+            let (_, values, _) = c.queue.pop_front().expect("front checked");
             c.version.decide(values);
         }
         // Each game moves from what the old version published to what the new one would
@@ -593,11 +606,13 @@ impl Publisher {
         self.control.stop(old.id);
         self.owners.remove(&old.id);
         old.outputs.retire();
-        // What the new version completed beyond the swap follows as usual: its values, then
-        // its alert changes after the swap (those up to it were the old version's to raise).
+        // What the new version completed beyond the swap follows as usual: each time's values
+        // and alert changes (those up to the swap were the old version's to raise), then its
+        // wall-clock alert changes after the swap.
         let candidate_done = p.live.done;
         p.live.done = Some(live_done);
-        while let Some((time, values)) = c.queue.pop_front() {
+        while let Some((time, values, alerts)) = c.queue.pop_front() {
+            p.live.done = p.live.done.max(Some(time));
             // Archived like the live version's values: the archive misses no completed time.
             if p.delivered_through.is_none_or(|t| time > t) {
                 p.live.outputs.archive(&values, &p.live.model_version);
@@ -610,6 +625,8 @@ impl Publisher {
                 &p.live.plan,
                 &deltas,
             );
+            let numbered = number_alerts(p, alerts);
+            emit_alerts(&self.hub, &p.live, self.sink.as_mut(), &numbered);
         }
         while let Some((time, alerts)) = c.alerts.pop_front() {
             if time > live_done {
@@ -618,7 +635,7 @@ impl Publisher {
             }
         }
         if let Some(done) = candidate_done.filter(|d| *d > live_done) {
-            p.live.done = Some(done);
+            p.live.done = p.live.done.max(Some(done));
             progress(&self.hub, &p.live.plan, done);
         }
         // The games the new version released, whether before the swap or since: the hub

@@ -3,6 +3,7 @@
 //! while the fixture's games are being produced at full speed, and restarted each time on the
 //! same checkpoint directory. A WebSocket subscriber that reconnects with the last seq
 //! it saw must end with exactly the delta log of one uninterrupted run: same seqs, same bytes.
+//! The detectors' alert changes, written to a Kafka topic, must be that run's too, by seq.
 //!
 //! Through librdkafka's mock cluster (in this process; the engine is another process talking
 //! Kafka's protocol to it) and, `#[ignore]`d, through the real broker process `.ci/run` starts.
@@ -27,6 +28,27 @@ const PARTITIONS: i32 = 4;
 const KILLS: usize = 20;
 /// Chunks the feed is produced in; a kill falls after a random chunk.
 const CHUNKS: usize = 60;
+
+/// Detectors whose state spans many events (a window, a moving average), so that a restart
+/// must rebuild it to raise the same alerts with the same numbers.
+const DETECTORS: &str = r#"
+[[detector]]
+name = "swing"
+kind = "jump"
+on = "prediction"
+threshold = 0.1
+window = "3m"
+
+[[detector]]
+name = "shock"
+kind = "zscore"
+on = "score_diff"
+alpha = 0.2
+warn = 3.0
+crit = 6.0
+min-samples = 10
+cooldown = "5m"
+"#;
 
 /// One engine process and the WebSocket address it printed.
 struct Engine {
@@ -174,13 +196,16 @@ fn wait_quiet(seen: &Mutex<Seen>, at_least: usize, quiet: Duration) {
 fn write_config(dir: &Path, brokers: &str, topic: &str) -> std::path::PathBuf {
     let pipelines = dir.join("pipelines");
     std::fs::create_dir_all(&pipelines).unwrap();
-    // Deltas also go to a Kafka topic, checked by stable id after the run.
+    // Deltas and the detectors' alerts also go to Kafka topics, checked after the run.
     // Partitions never go idle: idleness is judged by the wall clock, and the restarts pause
     // the feed, so an idle timeout would let the two runs release times differently (the
     // pause-then-burst limit in the README), which is not what this test measures.
     let pipeline = nfl_pipeline(&[topic]).replace("idle-timeout = \"2s\"", "idle-timeout = \"1h\"");
     assert!(pipeline.contains("idle-timeout = \"1h\""));
-    let file = format!("{pipeline}\n[[output]]\nkind = \"kafka\"\ntopic = \"{topic}.deltas\"\n");
+    let file = format!(
+        "{pipeline}\n{DETECTORS}\n[[output]]\nkind = \"kafka\"\ntopic = \"{topic}.deltas\"\n\n\
+         [[output]]\nkind = \"kafka\"\nstream = \"alerts\"\ntopic = \"{topic}.alerts\"\n"
+    );
     std::fs::write(pipelines.join("nfl.toml"), file).unwrap();
     let config = dir.join("sideline.toml");
     // Two workers: the restarts race each worker's consumer start against the other's
@@ -544,6 +569,49 @@ fn kills_and_restarts_lose_and_duplicate_nothing(brokers: &str, topics: (&str, &
         have == want,
         "the Kafka output, by id, differs from the clean run"
     );
+    // The alerts: by seq, the killed run's topic holds the clean run's alert changes exactly
+    // (repeats after a restart are the same record again).
+    let alerts = |topic: &str| -> BTreeMap<u64, String> {
+        let mut by_seq = BTreeMap::new();
+        for r in read_topic(brokers, &format!("{topic}.alerts"), PARTITIONS, 1) {
+            let seq: u64 = r.headers["sideline.seq"].parse().unwrap();
+            let json = String::from_utf8(r.payload).unwrap();
+            if let Some(before) = by_seq.insert(seq, json.clone()) {
+                assert_eq!(
+                    before, json,
+                    "{topic}: two alert records with seq {seq} differ"
+                );
+            }
+        }
+        by_seq
+    };
+    let (clean_alerts, killed_alerts) = (alerts(topics.0), alerts(topics.1));
+    println!(
+        "alerts: {} in the clean run, {} through {KILLS} kills",
+        clean_alerts.len(),
+        killed_alerts.len()
+    );
+    assert!(clean_alerts.len() > 10, "the detectors fire on the fixture");
+    let want: Vec<u64> = (1..=clean_alerts.len() as u64).collect();
+    assert_eq!(
+        clean_alerts.keys().copied().collect::<Vec<_>>(),
+        want,
+        "clean run: alert seqs 1..n"
+    );
+    if let Some((seq, json)) = clean_alerts
+        .iter()
+        .find(|(seq, json)| killed_alerts.get(seq) != Some(*json))
+    {
+        panic!(
+            "alert {seq} differs after the kills\n clean  {json}\n killed {:?}",
+            killed_alerts.get(seq)
+        );
+    }
+    assert_eq!(
+        killed_alerts.len(),
+        clean_alerts.len(),
+        "alerts after the kills"
+    );
     // The last checkpoint covers everything delivered.
     let cp = &last.pipelines["nfl_win_probability"];
     assert_eq!(cp.seq, killed.last_seq, "the last checkpoint's seq");
@@ -557,6 +625,8 @@ fn sigkill_at_20_points_through_the_mock_cluster() {
         ("killed", PARTITIONS),
         ("clean.deltas", PARTITIONS),
         ("killed.deltas", PARTITIONS),
+        ("clean.alerts", PARTITIONS),
+        ("killed.alerts", PARTITIONS),
         ("clean.dead-letters", 1),
         ("killed.dead-letters", 1),
     ]);
@@ -581,6 +651,7 @@ fn sigkill_at_20_points_through_the_real_broker() {
         format!("{killed}.dead-letters"),
     );
     let outputs = (format!("{clean}.deltas"), format!("{killed}.deltas"));
+    let alerts = (format!("{clean}.alerts"), format!("{killed}.alerts"));
     create_topics(
         &brokers,
         &[
@@ -588,6 +659,8 @@ fn sigkill_at_20_points_through_the_real_broker() {
             (&killed, PARTITIONS),
             (&outputs.0, PARTITIONS),
             (&outputs.1, PARTITIONS),
+            (&alerts.0, PARTITIONS),
+            (&alerts.1, PARTITIONS),
             (&dead.0, 1),
             (&dead.1, 1),
         ],

@@ -1,10 +1,18 @@
-//! Stage: gather the values of all workers on worker 0, one message per completed time.
+//! Stage: gather the values and alert changes of all workers on worker 0, one message per
+//! completed time.
 //!
-//! In: [`Valued`] from every worker, exchanged to worker 0.
-//! Out: nothing in the dataflow; on worker 0, once the frontier passes a time, that time's
-//! values sorted by game go to the sink as [`SinkMsg::Values`], then a [`SinkMsg::Progress`]
-//! for the completed time; [`SinkMsg::Finished`] once the input is closed and drained. The
-//! order depends only on the input, never on how many workers computed it or when.
+//! In: [`Valued`] and [`AlertChange`] from every worker, both exchanged to worker 0.
+//! Out: nothing in the dataflow; on worker 0, once both inputs' frontiers pass a time, that
+//! time's values sorted by game and its alert changes sorted by (game, detector) go to the sink
+//! together as one [`SinkMsg::Values`], then a [`SinkMsg::Progress`] for the completed time;
+//! [`SinkMsg::Finished`] once the input is closed and drained. The order depends only on the
+//! input, never on how many workers computed it or when.
+//!
+//! One message per time is what makes a checkpoint consistent: the publisher handles messages
+//! one at a time, so whatever it has numbered when it writes a checkpoint is every delta and
+//! every alert of the times it has completed, and nothing of a later one. (Two operators, one
+//! per stream, could hand over a time's values before its alerts; a checkpoint written between
+//! the two said the time was done without its alerts, and a restart lost them.)
 
 use std::collections::BTreeMap;
 use std::sync::mpsc::SyncSender;
@@ -17,56 +25,71 @@ use timely::dataflow::Stream;
 use super::detect::AlertChange;
 use super::{RuntimeId, SinkMsg, Valued};
 
-pub trait CollectValues<'scope> {
-    fn collect_values(
+pub trait Collect<'scope> {
+    fn collect(
         self,
+        alerts: Stream<'scope, u64, Vec<AlertChange>>,
         sink: Option<SyncSender<SinkMsg>>,
         runtime: RuntimeId,
     ) -> Stream<'scope, u64, Vec<()>>;
 }
 
-impl<'scope> CollectValues<'scope> for Stream<'scope, u64, Vec<Valued>> {
-    fn collect_values(
+impl<'scope> Collect<'scope> for Stream<'scope, u64, Vec<Valued>> {
+    fn collect(
         self,
+        alerts: Stream<'scope, u64, Vec<AlertChange>>,
         sink: Option<SyncSender<SinkMsg>>,
         runtime: RuntimeId,
     ) -> Stream<'scope, u64, Vec<()>> {
-        self.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
+        self.binary_frontier::<_, CapacityContainerBuilder<Vec<()>>, _, _, _, _>(
+            alerts,
             Exchange::new(|_: &Valued| 0u64),
-            "CollectValues",
+            Exchange::new(|_: &AlertChange| 0u64),
+            "Collect",
             move |_, _| {
-                let mut pending: BTreeMap<u64, Vec<Valued>> = BTreeMap::new();
+                let mut pending: BTreeMap<u64, (Vec<Valued>, Vec<AlertChange>)> = BTreeMap::new();
                 let mut progress: Option<u64> = None;
                 let mut max_seen: Option<u64> = None;
                 let mut finished = false;
-                move |(input, frontier), _output| {
+                move |(values, values_frontier), (alerts, alerts_frontier), _output| {
                     // Only worker 0 receives data (the exchange) and only it has a sink.
                     let Some(sink) = sink.as_ref() else {
-                        input.for_each(|_, _| {});
+                        values.for_each(|_, _| {});
+                        alerts.for_each(|_, _| {});
                         return;
                     };
-                    input.for_each(|_cap, data| {
+                    values.for_each(|_cap, data| {
                         for v in data.drain(..) {
                             max_seen = max_seen.max(Some(v.time));
-                            pending.entry(v.time).or_default().push(v);
+                            pending.entry(v.time).or_default().0.push(v);
                         }
                     });
-                    let ready: Vec<u64> = pending
-                        .keys()
-                        .take_while(|t| !frontier.less_equal(t))
-                        .copied()
-                        .collect();
+                    alerts.for_each(|_cap, data| {
+                        for a in data.drain(..) {
+                            max_seen = max_seen.max(Some(a.time));
+                            pending.entry(a.time).or_default().1.push(a);
+                        }
+                    });
+                    let complete =
+                        |t: &u64| !values_frontier.less_equal(t) && !alerts_frontier.less_equal(t);
+                    let ready: Vec<u64> = pending.keys().copied().take_while(complete).collect();
                     for time in ready {
-                        let mut values = pending.remove(&time).unwrap_or_default();
+                        let (mut values, mut alerts) = pending.remove(&time).unwrap_or_default();
                         values.sort_by(|a, b| a.game.cmp(&b.game));
+                        alerts.sort_by(|a, b| (&a.game, a.detector).cmp(&(&b.game, b.detector)));
                         let _ = sink.send(SinkMsg::Values {
                             runtime,
                             time,
                             values,
+                            alerts,
                         });
                     }
-                    // Everything strictly before the frontier is complete.
-                    let done = match frontier.frontier().first() {
+                    // Everything strictly before both frontiers is complete.
+                    let first = [values_frontier, alerts_frontier]
+                        .into_iter()
+                        .filter_map(|f| f.frontier().first().copied())
+                        .min();
+                    let done = match first {
                         Some(f) => f.checked_sub(1),
                         None => max_seen,
                     };
@@ -79,60 +102,10 @@ impl<'scope> CollectValues<'scope> for Stream<'scope, u64, Vec<Valued>> {
                             });
                         }
                     }
-                    if frontier.is_empty() && pending.is_empty() && !finished {
+                    let closed = values_frontier.is_empty() && alerts_frontier.is_empty();
+                    if closed && pending.is_empty() && !finished {
                         finished = true;
                         let _ = sink.send(SinkMsg::Finished { runtime });
-                    }
-                }
-            },
-        )
-    }
-}
-
-pub trait CollectAlerts<'scope> {
-    fn collect_alerts(
-        self,
-        sink: Option<SyncSender<SinkMsg>>,
-        runtime: RuntimeId,
-    ) -> Stream<'scope, u64, Vec<()>>;
-}
-
-impl<'scope> CollectAlerts<'scope> for Stream<'scope, u64, Vec<AlertChange>> {
-    /// Alert changes of all workers on worker 0, one message per completed time that has any,
-    /// sorted by (game, detector): the same for any number of workers.
-    fn collect_alerts(
-        self,
-        sink: Option<SyncSender<SinkMsg>>,
-        runtime: RuntimeId,
-    ) -> Stream<'scope, u64, Vec<()>> {
-        self.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
-            Exchange::new(|_: &AlertChange| 0u64),
-            "CollectAlerts",
-            move |_, _| {
-                let mut pending: BTreeMap<u64, Vec<AlertChange>> = BTreeMap::new();
-                move |(input, frontier), _output| {
-                    let Some(sink) = sink.as_ref() else {
-                        input.for_each(|_, _| {});
-                        return;
-                    };
-                    input.for_each(|_cap, data| {
-                        for a in data.drain(..) {
-                            pending.entry(a.time).or_default().push(a);
-                        }
-                    });
-                    let ready: Vec<u64> = pending
-                        .keys()
-                        .take_while(|t| !frontier.less_equal(t))
-                        .copied()
-                        .collect();
-                    for time in ready {
-                        let mut alerts = pending.remove(&time).unwrap_or_default();
-                        alerts.sort_by(|a, b| (&a.game, a.detector).cmp(&(&b.game, b.detector)));
-                        let _ = sink.send(SinkMsg::Alerts {
-                            runtime,
-                            time,
-                            alerts,
-                        });
                     }
                 }
             },

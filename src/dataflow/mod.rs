@@ -11,8 +11,10 @@
 //!             ├─ (online ensembles only)    game_losses → broadcast → reweight: the rows valued
 //!             │                             with the weights after every game ended before
 //!             │                             their time, the same on every worker ([`reweight`])
-//!             └─ collect_values             on worker 0: per completed time, sorted by game,
-//!                                           to the sink; progress; finished
+//!             ├─ detect_alerts              the detectors over each game's rows: alert changes
+//!             └─ collect                    on worker 0: per completed time, its values (by
+//!                                           game) and alert changes together to the sink;
+//!                                           progress; finished
 //! ```
 //!
 //! Deltas are made from these values outside the dataflow ([`crate::publish`]), where the last
@@ -33,7 +35,7 @@ use timely::dataflow::{ProbeHandle, Scope};
 
 use crate::pipeline::Plan;
 
-pub use collect::{CollectAlerts, CollectValues};
+pub use collect::Collect;
 pub use detect::DetectAlerts;
 pub use reweight::{FinishedGame, GameLosses, Reweight};
 pub use score::{Model, ScoreGames, Scorer, Valued};
@@ -44,17 +46,21 @@ pub type RuntimeId = u64;
 /// What a pipeline's dataflow hands to the outside world, from worker 0, in order.
 #[derive(Debug)]
 pub enum SinkMsg {
-    /// Every game whose values changed at `time`, sorted by game.
+    /// A completed time: every game whose values changed at `time`, sorted by game, and the
+    /// detectors' alert changes at `time`, sorted by (game, detector). One message, so that
+    /// a checkpoint never holds one without the other.
     Values {
         runtime: RuntimeId,
         time: u64,
         values: Vec<Valued>,
+        alerts: Vec<detect::AlertChange>,
     },
     /// Every value at times up to and including `time` has been handed over.
     Progress { runtime: RuntimeId, time: u64 },
     /// The runtime's input is closed and everything has been handed over.
     Finished { runtime: RuntimeId },
-    /// Alert changes at `time`, sorted by (game, detector, state).
+    /// Alert changes judged by the wall clock (staleness), outside the dataflow's completed
+    /// times: sent by the engine's input loop, not by the dataflow.
     Alerts {
         runtime: RuntimeId,
         time: u64,
@@ -118,11 +124,7 @@ pub fn build(
         let start = crate::model::online::OnlineWeights::new(&spec, ensemble.weights());
         values = values.reweight(finished, ensemble, start, known);
     }
-    values
-        .clone()
-        .detect_alerts(plan)
-        .collect_alerts(sink.clone(), runtime)
-        .probe_with(&probe);
-    values.collect_values(sink, runtime).probe_with(&probe);
+    let alerts = values.clone().detect_alerts(plan);
+    values.collect(alerts, sink, runtime).probe_with(&probe);
     (input, probe)
 }

@@ -4,7 +4,7 @@
 //! ```text
 //! score_games ──► game_losses ──► broadcast ──┐      at the game_end's time t_g: (t_g, game, losses)
 //!      │          (per game, on its worker)   ▼
-//!      └────────────────────────────────► reweight ──► collect_values
+//!      └────────────────────────────────► reweight ──► collect
 //!        (member logits per row, pipelined)   every worker: before the rows at t, the losses
 //!                                             of every game ended at a time < t, in
 //!                                             (time, game) order
