@@ -31,9 +31,10 @@ pub fn decode(bytes: &[u8], max_bytes: usize) -> Result<GameEvent, Reject> {
     let text = std::str::from_utf8(bytes)
         .map_err(|e| Reject::new(RejectCode::MalformedJson, format!("not UTF-8: {e}")))?;
     // No more opening brackets than the limit (those in strings included): the nesting cannot
-    // exceed it, and this count vectorises where the exact scan goes byte by byte.
-    let opens = bytes.iter().filter(|b| matches!(b, b'{' | b'[')).count();
-    if opens > MAX_DEPTH && nesting(text) > MAX_DEPTH {
+    // exceed it, and this SIMD search stops at the first bracket over the limit where the
+    // exact scan goes byte by byte.
+    let over = memchr::memchr2_iter(b'{', b'[', bytes).nth(MAX_DEPTH).is_some();
+    if over && nesting(text) > MAX_DEPTH {
         return Err(Reject::new(
             RejectCode::MalformedJson,
             format!("JSON nested deeper than {MAX_DEPTH}"),
