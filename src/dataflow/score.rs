@@ -251,55 +251,103 @@ impl Model {
 /// A game's variables from its row: defaults, then the row's values, then derived features;
 /// and its bookkeeping values (latest event's seq, Kafka timestamp, effective time).
 pub fn variables(plan: &Plan, row: &Row) -> (Vec<f64>, [u64; 8]) {
-    variables_of(plan, row.iter().map(|(e, f, v)| (e, *f, *v)))
+    let mut slots = Slots::new(plan);
+    for (entity, feature, value) in row {
+        slots.update(plan, entity, *feature, *value, true);
+    }
+    slots.finish(plan)
 }
 
-fn variables_of<'r>(
-    plan: &Plan,
-    row: impl IntoIterator<Item = (&'r Entity, u32, F64)>,
-) -> (Vec<f64>, [u64; 8]) {
-    let mut vars = vec![0.0; plan.vars.len()];
-    for f in &plan.features {
-        if let Some(v) = f.var {
-            vars[v] = f.default;
-            if f.group == GroupBy::Team {
-                vars[v + 1] = f.default;
+/// A game's slots as its row's variables: each slot's value where it has one, its feature's
+/// default where it has none; the bookkeeping values (0 where absent) and the result. Kept
+/// per game and updated in place, so a changed row costs its changed slots, not its all.
+#[derive(Clone, Debug)]
+struct Slots {
+    vars: Vec<f64>,
+    meta: [u64; 8],
+    result: Option<F64>,
+}
+
+impl Slots {
+    fn new(plan: &Plan) -> Slots {
+        let mut vars = vec![0.0; plan.vars.len()];
+        for f in &plan.features {
+            if let Some(v) = f.var {
+                vars[v] = f.default;
+                if f.group == GroupBy::Team {
+                    vars[v + 1] = f.default;
+                }
             }
         }
+        Slots {
+            vars,
+            meta: [0; 8],
+            result: None,
+        }
     }
-    let mut meta = [0u64; 8];
-    for (entity, feature, value) in row {
-        match feature {
-            META_SEQ => meta[0] = value.0 as u64,
-            META_INGEST => meta[1] = value.0 as u64,
-            META_AT => meta[2] = value.0 as u64,
-            META_GAPS => meta[3] = value.0 as u64,
-            META_DUPS => meta[4] = value.0 as u64,
-            META_DROPS => meta[5] = value.0 as u64,
-            META_BELOW => meta[6] = value.0 as u64,
-            META_CORRECTIONS => meta[7] = value.0 as u64,
+
+    /// A slot's value arrives (`insert`) or leaves. A leaving value the slot no longer holds
+    /// (it was replaced first) changes nothing.
+    fn update(&mut self, plan: &Plan, entity: &Entity, feature: u32, value: F64, insert: bool) {
+        let meta = match feature {
+            META_SEQ => 0,
+            META_INGEST => 1,
+            META_AT => 2,
+            META_GAPS => 3,
+            META_DUPS => 4,
+            META_DROPS => 5,
+            META_BELOW => 6,
+            META_CORRECTIONS => 7,
+            META_RESULT => {
+                if insert {
+                    self.result = Some(value);
+                } else if self.result == Some(value) {
+                    self.result = None;
+                }
+                return;
+            }
             f => {
-                let Some(base) = plan.features.get(f as usize).and_then(|f| f.var) else {
-                    continue;
+                let Some((base, default)) = plan
+                    .features
+                    .get(f as usize)
+                    .and_then(|f| f.var.map(|v| (v, f.default)))
+                else {
+                    return;
                 };
                 let at = match entity {
                     Entity::Away => base + 1,
                     _ => base,
                 };
-                vars[at] = value.0;
+                if insert {
+                    self.vars[at] = value.0;
+                } else if F64(self.vars[at]) == value {
+                    self.vars[at] = default;
+                }
+                return;
+            }
+        };
+        let v = value.0 as u64;
+        if insert {
+            self.meta[meta] = v;
+        } else if self.meta[meta] == v {
+            self.meta[meta] = 0;
+        }
+    }
+
+    /// The row's variables, derived features computed, and its bookkeeping values.
+    fn finish(&self, plan: &Plan) -> (Vec<f64>, [u64; 8]) {
+        let mut vars = self.vars.clone();
+        for d in &plan.derived {
+            vars[d.var] = d.expr.eval(&vars, &[]);
+        }
+        for v in vars.iter_mut() {
+            // One zero, so equal rows serialise equally.
+            if *v == 0.0 {
+                *v = 0.0;
             }
         }
+        (vars, self.meta)
     }
-    for d in &plan.derived {
-        vars[d.var] = d.expr.eval(&vars, &[]);
-    }
-    for v in vars.iter_mut() {
-        // One zero, so equal rows serialise equally.
-        if *v == 0.0 {
-            *v = 0.0;
-        }
-    }
-    (vars, meta)
 }
 
 type Input = (Fact, u64, isize);
@@ -309,10 +357,9 @@ type Changed = (u64, GameKey, Vec<f64>, [u64; 8], Option<f64>);
 
 /// One game's state on the worker that scores it: its key (once its [`Fact::Game`] came) and
 /// its slots' current values.
-#[derive(Default)]
 struct GameRow {
     key: Option<GameKey>,
-    slots: BTreeMap<(Entity, u32), F64>,
+    slots: Slots,
 }
 
 pub trait ScoreGames<'scope> {
@@ -324,6 +371,11 @@ pub trait ScoreGames<'scope> {
         shadow: Option<Arc<Model>>,
     ) -> Stream<'scope, u64, Vec<Valued>>;
 }
+
+/// Emptied per-time buffers kept for reuse, and the largest kept (in updates): enough for
+/// the times pending at once, without holding on to a burst's memory.
+const SPARE_BUFFERS: usize = 64;
+const SPARE_CAPACITY: usize = 4096;
 
 impl<'scope> ScoreGames<'scope> for Stream<'scope, u64, Vec<Input>> {
     fn score_games(
@@ -338,6 +390,10 @@ impl<'scope> ScoreGames<'scope> for Stream<'scope, u64, Vec<Input>> {
             move |_, _| {
                 let mut pending: BTreeMap<u64, (Capability<u64>, Vec<Input>)> = BTreeMap::new();
                 let mut rows: FxHashMap<GameId, GameRow> = FxHashMap::default();
+                // Emptied buffers of completed times, reused by the next ones: most times
+                // hold a handful of updates, and a fresh buffer per time grew (and faulted
+                // in new pages) at every one (~6% of a worker in the replay profile).
+                let mut spare: Vec<Vec<Input>> = Vec::new();
                 move |(input, frontier), output| {
                     let port = output.output_index();
                     input.for_each(|cap, data| {
@@ -349,7 +405,9 @@ impl<'scope> ScoreGames<'scope> for Stream<'scope, u64, Vec<Input>> {
                             let t = u.1;
                             pending
                                 .entry(t)
-                                .or_insert_with(|| (cap.delayed(&t, port), Vec::new()))
+                                .or_insert_with(|| {
+                                    (cap.delayed(&t, port), spare.pop().unwrap_or_default())
+                                })
                                 .1
                                 .push(u);
                         }
@@ -419,7 +477,10 @@ impl<'scope> ScoreGames<'scope> for Stream<'scope, u64, Vec<Input>> {
                                 // A released game's last window retractions.
                                 continue;
                             }
-                            let row = rows.entry(id).or_default();
+                            let row = rows.entry(id).or_insert_with(|| GameRow {
+                                key: None,
+                                slots: Slots::new(&plan),
+                            });
                             if let (1.., Some(key)) = (key_diff, key) {
                                 match &row.key {
                                     Some(k) if k != key => {
@@ -435,14 +496,8 @@ impl<'scope> ScoreGames<'scope> for Stream<'scope, u64, Vec<Input>> {
                                     continue;
                                 };
                                 touched = true;
-                                let key = (slot.entity.clone(), slot.feature);
-                                if *diff < 0 {
-                                    if row.slots.get(&key) == Some(value) {
-                                        row.slots.remove(&key);
-                                    }
-                                } else {
-                                    row.slots.insert(key, *value);
-                                }
+                                let insert = *diff > 0;
+                                row.slots.update(&plan, &slot.entity, slot.feature, *value, insert);
                             }
                             if !touched {
                                 continue;
@@ -451,14 +506,15 @@ impl<'scope> ScoreGames<'scope> for Stream<'scope, u64, Vec<Input>> {
                                 tracing::error!(id, "values of a game whose key never came; not scored");
                                 continue;
                             };
-                            let (vars, meta) = variables_of(
-                                &plan,
-                                row.slots.iter().map(|((e, f), v)| (e, *f, *v)),
-                            );
-                            let result = row.slots.get(&(Entity::Game, META_RESULT)).map(|v| v.0);
+                            let (vars, meta) = row.slots.finish(&plan);
+                            let result = row.slots.result.map(|v| v.0);
                             changed.push((t, game, vars, meta, result));
                         }
                         caps.push(cap);
+                        if spare.len() < SPARE_BUFFERS && updates.capacity() <= SPARE_CAPACITY {
+                            updates.clear();
+                            spare.push(updates);
+                        }
                     }
                     let batch: Vec<&[f64]> = changed.iter().map(|c| c.2.as_slice()).collect();
                     let scored = match model.online() {
