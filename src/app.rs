@@ -524,15 +524,19 @@ impl App {
                         write_checkpoint(&publisher, store);
                     }
                 }
+                engine::thread_cpu()
             })
             .map_err(|e| AppError::Server(e.to_string()))?;
         let result = engine::run(&self.cfg, self.control.clone(), tx, self.stop.clone());
-        let _ = pump.join();
+        let publisher_cpu = pump.join().unwrap_or_default();
         lock(&self.publisher).flush();
         if let Some(store) = &self.checkpoints {
             write_checkpoint(&self.publisher, store);
         }
-        Ok(result?)
+        Ok(EngineStats {
+            publisher_cpu,
+            ..result?
+        })
     }
 
     /// Stops the network side.

@@ -41,6 +41,20 @@ pub struct EngineStats {
     pub redelivered: u64,
     /// Games whose state was released, `retention` after their end.
     pub games_closed: u64,
+    /// CPU time of the worker threads (Linux; zero elsewhere).
+    pub cpu: Duration,
+    /// CPU time of the thread that turns their values into deltas and alerts (set by
+    /// [`crate::app::App::run_engine`]).
+    pub publisher_cpu: Duration,
+}
+
+/// The CPU time of the calling thread so far: the scheduler's own count, in nanoseconds, from
+/// `/proc/thread-self/schedstat` (Linux); zero where there is none.
+pub fn thread_cpu() -> Duration {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .map_or(Duration::ZERO, Duration::from_nanos)
 }
 
 /// When the engine stops.
@@ -167,6 +181,7 @@ pub fn run(
                 for id in worker.installed_dataflows() {
                     worker.drop_dataflow(id);
                 }
+                stats.cpu = thread_cpu();
                 return Ok(stats);
             }
             closing.extend(runtimes.drain(..).map(|r| r.close(index)));
@@ -176,6 +191,7 @@ pub fn run(
                 }
                 worker.step_or_park(Some(Duration::from_millis(1)));
             }
+            stats.cpu = thread_cpu();
             Ok::<EngineStats, String>(stats)
         }));
         let result = match run {
@@ -217,6 +233,7 @@ pub fn run(
                 total.late += s.late;
                 total.redelivered += s.redelivered;
                 total.games_closed += s.games_closed;
+                total.cpu += s.cpu;
             }
             Err(e) => failures.push(e),
         }

@@ -33,7 +33,9 @@ pub fn decode(bytes: &[u8], max_bytes: usize) -> Result<GameEvent, Reject> {
     // No more opening brackets than the limit (those in strings included): the nesting cannot
     // exceed it, and this SIMD search stops at the first bracket over the limit where the
     // exact scan goes byte by byte.
-    let over = memchr::memchr2_iter(b'{', b'[', bytes).nth(MAX_DEPTH).is_some();
+    let over = memchr::memchr2_iter(b'{', b'[', bytes)
+        .nth(MAX_DEPTH)
+        .is_some();
     if over && nesting(text) > MAX_DEPTH {
         return Err(Reject::new(
             RejectCode::MalformedJson,
