@@ -160,11 +160,9 @@ impl Version {
                 }
             };
             if publish {
-                let previous = previous.cloned();
-                let direction = previous
-                    .as_ref()
-                    .map_or(0.0, |p| (v.value - p.value).signum());
-                self.published.insert(
+                let direction = previous.map_or(0.0, |p| (v.value - p.value).signum());
+                // What it replaces is the delta's previous row: moved out, not copied.
+                let previous = self.published.insert(
                     v.game.clone(),
                     Published {
                         value: v.value,

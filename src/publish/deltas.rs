@@ -89,23 +89,29 @@ pub(super) fn delta(
 ) -> (Delta, Option<Vec<f64>>) {
     let changed = match previous {
         None => Vec::new(),
-        Some(prev) => version
-            .names
-            .iter()
-            .zip(&v.vars)
-            .filter_map(|(name, to)| {
-                let from = prev
-                    .names
-                    .iter()
-                    .position(|n| n == name)
-                    .map(|i| prev.vars[i]);
-                (from != Some(*to)).then(|| FeatureChange {
-                    feature: name.clone(),
-                    from,
-                    to: *to,
+        Some(prev) => {
+            // Published by this version (nearly always): the same names at the same places.
+            let same = Arc::ptr_eq(&prev.names, &version.names);
+            version
+                .names
+                .iter()
+                .zip(&v.vars)
+                .enumerate()
+                .filter_map(|(i, (name, to))| {
+                    let from = if same {
+                        prev.vars.get(i).copied()
+                    } else {
+                        let at = prev.names.iter().position(|n| n == name);
+                        at.map(|i| prev.vars[i])
+                    };
+                    (from != Some(*to)).then(|| FeatureChange {
+                        feature: name.clone(),
+                        from,
+                        to: *to,
+                    })
                 })
-            })
-            .collect(),
+                .collect()
+        }
     };
     // A new version's first delta moved because the version changed: no contributors.
     let before = previous.filter(|_| cause == DeltaCause::Moved);
