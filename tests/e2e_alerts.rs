@@ -89,6 +89,14 @@ fn detectors_alert_deterministically_and_reach_the_alerts_topic() {
     for (i, a) in alerts.iter().enumerate() {
         assert_eq!(a.seq, i as u64 + 1, "alerts numbered without a gap");
         assert!(a.evidence.value.is_finite() && a.evidence.threshold > 0.0);
+        // Both detectors compare a score with the threshold, and the message says so (a
+        // resolve without a score, such as at the game's release, names the value).
+        let compared = match a.evidence.score {
+            Some(score) => format!("score {score:.4} against threshold"),
+            None => format!("value {:.4} against threshold", a.evidence.value),
+        };
+        assert!(a.message.contains(&compared), "{}", a.message);
+        assert!(a.evidence.score.is_some() || a.state != AlertState::Open);
     }
     // Every alert that resolves or escalates was opened before, under the same id.
     for a in alerts.iter().filter(|a| a.state != AlertState::Open) {

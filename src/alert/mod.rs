@@ -45,7 +45,9 @@ pub enum AlertState {
 pub struct Evidence {
     /// The observed value (a feature, a prediction, a gap, ...).
     pub value: f64,
-    /// The threshold it crossed (or fell back under, on resolve).
+    /// The threshold crossed (or fallen back under, on resolve): by the score's magnitude for
+    /// the statistical detectors (`zscore`, `robust`, `cusum`, `jump`, `divergence`), by the
+    /// value for the others.
     pub threshold: f64,
     /// The detector's score (z-score, CUSUM sum, |delta p|, ...), where it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -55,6 +57,29 @@ pub struct Evidence {
     pub baseline: Option<f64>,
     /// The window or horizon, in words ("ewma alpha 0.1", "last 5 plays", "30 s wall").
     pub window: String,
+}
+
+impl Evidence {
+    /// What was compared with the threshold, in words: the score (with the value and the
+    /// baseline it came from) when `by_score`, the value otherwise.
+    pub fn describe(&self, by_score: bool) -> String {
+        match self.score.filter(|_| by_score) {
+            Some(score) => {
+                let baseline = self
+                    .baseline
+                    .map(|b| format!(", baseline {b:.4}"))
+                    .unwrap_or_default();
+                format!(
+                    "score {score:.4} against threshold ±{:.4} (value {:.4}{baseline})",
+                    self.threshold, self.value
+                )
+            }
+            None => format!(
+                "value {:.4} against threshold {:.4}",
+                self.value, self.threshold
+            ),
+        }
+    }
 }
 
 /// One change in an alert's life. `id` is stable across the changes of one alert and across
@@ -77,4 +102,38 @@ pub struct Alert {
     pub opened_at_ms: u64,
     pub message: String,
     pub evidence: Evidence,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_names_what_crossed_the_threshold() {
+        let jump = Evidence {
+            value: 0.4793,
+            threshold: 0.1,
+            score: Some(-0.1192),
+            baseline: Some(0.5985),
+            window: "last 180000 ms".into(),
+        };
+        assert_eq!(
+            jump.describe(true),
+            "score -0.1192 against threshold ±0.1000 (value 0.4793, baseline 0.5985)"
+        );
+        // The feed's score detector: the value fell under the threshold (its high).
+        assert_eq!(
+            jump.describe(false),
+            "value 0.4793 against threshold 0.1000"
+        );
+        let stale = Evidence {
+            score: None,
+            baseline: None,
+            ..jump
+        };
+        assert_eq!(
+            stale.describe(true),
+            "value 0.4793 against threshold 0.1000"
+        );
+    }
 }

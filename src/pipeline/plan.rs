@@ -237,6 +237,15 @@ pub enum DetectorRule {
 }
 
 impl DetectorRule {
+    /// Whether its threshold applies to the score's magnitude (the statistical detectors) rather
+    /// than to the value (the feed-health ones).
+    pub fn thresholds_score(&self) -> bool {
+        !matches!(
+            self,
+            DetectorRule::Sequence | DetectorRule::Score | DetectorRule::Staleness { .. }
+        )
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             DetectorRule::Zscore { .. } => "zscore",

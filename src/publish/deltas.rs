@@ -69,8 +69,11 @@ pub(super) fn number_alerts(p: &mut PipelineOut, changes: Vec<AlertChange>) -> V
                 event_time_ms: c.time,
                 opened_at_ms: c.opened_at,
                 message: format!(
-                    "{} {what} on {} {}: value {:.4} against threshold {:.4}",
-                    d.name, c.game.sport, c.game.game_id, c.evidence.value, c.evidence.threshold
+                    "{} {what} on {} {}: {}",
+                    d.name,
+                    c.game.sport,
+                    c.game.game_id,
+                    c.evidence.describe(d.rule.thresholds_score())
                 ),
                 evidence: c.evidence,
             })
