@@ -10,7 +10,8 @@
 //! completed every time the live version has, it takes over at that time `T`: each game whose
 //! value differs gets a delta (cause `version`) from the old version's published value to the
 //! new version's value as of `T`, the candidate's values after `T` follow as usual, and the
-//! old version is stopped. Sequence numbers run on without a gap.
+//! old version is stopped. Sequence numbers run on without a gap. Alerts open in one version
+//! and not the other end or open at `T` (`publish/alerts.rs`).
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -27,9 +28,11 @@ use crate::output::KafkaOutput;
 use crate::pipeline::plan::Output;
 use crate::pipeline::Plan;
 
+mod alerts;
 mod deltas;
 mod outputs;
-use deltas::{delta, number, number_alerts};
+use alerts::{deliver_alerts, swap_changes, OpenAlerts};
+use deltas::{delta, number};
 pub use outputs::VersionOutputs;
 
 /// Where published deltas go besides the hub: the observer (`--delta-log`, the demo's printer)
@@ -83,6 +86,8 @@ struct Version {
     outputs: VersionOutputs,
     /// An online ensemble's finished games, by (end time, game): the checkpoint's.
     games: BTreeMap<(u64, GameKey), Vec<f64>>,
+    /// The alerts it has open (for a candidate, as of the live version's time).
+    open_alerts: OpenAlerts,
 }
 
 impl Version {
@@ -107,6 +112,7 @@ impl Version {
             newly_released: Vec::new(),
             outputs,
             games: BTreeMap::new(),
+            open_alerts: OpenAlerts::default(),
         }
     }
 
@@ -188,6 +194,23 @@ struct Candidate {
     /// Its wall-clock (staleness) alert changes beyond the live version's time: delivered if
     /// it takes over.
     alerts: VecDeque<(u64, Vec<AlertChange>)>,
+}
+
+impl Candidate {
+    /// Applies what it completed up to the live version's time `live_done`: its values decide
+    /// what it would have published, its alert changes what it has open. Nothing is delivered:
+    /// up to that time, the live version's deltas and alerts are the ones delivered.
+    fn catch_up(&mut self, live_done: u64) {
+        while self.queue.front().is_some_and(|(t, ..)| *t <= live_done) {
+            let (_, values, alerts) = self.queue.pop_front().expect("front checked");
+            self.version.decide(values);
+            self.version.open_alerts.track(&self.version.plan, &alerts);
+        }
+        while self.alerts.front().is_some_and(|(t, _)| *t <= live_done) {
+            let (_, alerts) = self.alerts.pop_front().expect("front checked");
+            self.version.open_alerts.track(&self.version.plan, &alerts);
+        }
+    }
 }
 
 struct PipelineOut {
@@ -486,8 +509,7 @@ impl Publisher {
                         &deltas,
                     );
                     release(&self.hub, &mut p.live);
-                    let numbered = number_alerts(p, alerts);
-                    emit_alerts(&self.hub, &p.live, self.sink.as_mut(), &numbered);
+                    deliver_alerts(&self.hub, p, self.sink.as_mut(), alerts);
                 }
                 SinkMsg::Progress { time, .. } => {
                     p.live.done = p.live.done.max(Some(time));
@@ -496,8 +518,7 @@ impl Publisher {
                 SinkMsg::Finished { .. } => p.live.finished = true,
                 SinkMsg::GamesFinished { games, .. } => p.live.note_games(games),
                 SinkMsg::Alerts { alerts, .. } => {
-                    let numbered = number_alerts(p, alerts);
-                    emit_alerts(&self.hub, &p.live, self.sink.as_mut(), &numbered);
+                    deliver_alerts(&self.hub, p, self.sink.as_mut(), alerts)
                 }
             }
         } else if let Some(c) = p.candidate.as_mut().filter(|c| c.version.id == runtime) {
@@ -517,15 +538,9 @@ impl Publisher {
             // Silently catch up with the live version, so the queues stay short: up to the
             // live version's time, the live version's alerts are the ones delivered.
             let live_done = p.live.done.unwrap_or(0);
-            while c.queue.front().is_some_and(|(t, ..)| *t <= live_done) {
-                let (_, values, _) = c.queue.pop_front().expect("front checked");
-                c.version.decide(values);
-            }
+            c.catch_up(live_done);
             // The hub hears of its releases if it takes over (all of them then).
             c.version.newly_released.clear();
-            while c.alerts.front().is_some_and(|(t, _)| *t <= live_done) {
-                c.alerts.pop_front();
-            }
         }
         self.try_swap(&name);
     }
@@ -546,10 +561,10 @@ impl Publisher {
             return;
         }
         let mut c = p.candidate.take().expect("checked above");
-        while c.queue.front().is_some_and(|(t, ..)| *t <= live_done) {
-            let (_, values, _) = c.queue.pop_front().expect("front checked");
-            c.version.decide(values);
-        }
+        c.catch_up(live_done);
+        // The alerts only the old version has open end now, as its own last changes.
+        let (ended, raised) = swap_changes(&p.live, &c.version, live_done);
+        deliver_alerts(&self.hub, p, self.sink.as_mut(), ended);
         // Each game moves from what the old version published to what the new one would
         // have published had it run alone. A released game the old version no longer holds
         // (it forgot the earliest released first) is final: not announced again.
@@ -601,6 +616,8 @@ impl Publisher {
             &p.live.plan,
             &deltas,
         );
+        // The alerts only the new version has open open now, as it opened them.
+        deliver_alerts(&self.hub, p, self.sink.as_mut(), raised);
         self.control.stop(old.id);
         self.owners.remove(&old.id);
         old.outputs.retire();
@@ -623,14 +640,10 @@ impl Publisher {
                 &p.live.plan,
                 &deltas,
             );
-            let numbered = number_alerts(p, alerts);
-            emit_alerts(&self.hub, &p.live, self.sink.as_mut(), &numbered);
+            deliver_alerts(&self.hub, p, self.sink.as_mut(), alerts);
         }
-        while let Some((time, alerts)) = c.alerts.pop_front() {
-            if time > live_done {
-                let numbered = number_alerts(p, alerts);
-                emit_alerts(&self.hub, &p.live, self.sink.as_mut(), &numbered);
-            }
+        while let Some((_, alerts)) = c.alerts.pop_front() {
+            deliver_alerts(&self.hub, p, self.sink.as_mut(), alerts);
         }
         if let Some(done) = candidate_done.filter(|d| *d > live_done) {
             p.live.done = p.live.done.max(Some(done));
@@ -654,28 +667,6 @@ fn release(hub: &Hub, version: &mut Version) {
             hub.release(channel, &games);
         }
     }
-}
-
-/// Delivers numbered alert changes to the version's alert outputs and the observer.
-fn emit_alerts(hub: &Hub, version: &Version, sink: &mut dyn DeltaSink, alerts: &[Alert]) {
-    if alerts.is_empty() {
-        return;
-    }
-    metrics::counter!("sideline_alerts_out_total", "pipeline" => version.plan.name.clone())
-        .increment(alerts.len() as u64);
-    for o in &version.plan.outputs {
-        match (o, version.outputs.kafka.as_ref()) {
-            (Output::KafkaAlerts { topic }, Some(k)) => k.send_alerts(topic, alerts),
-            (Output::WebSocketAlerts { channel }, _) => hub.publish_alerts(channel, alerts),
-            _ => {}
-        }
-    }
-    if let Some(w) = &version.outputs.webhooks {
-        for a in alerts {
-            w.send(a);
-        }
-    }
-    sink.alerts(&version.plan, alerts);
 }
 
 /// Numbered deltas, each with the Kafka timestamp of the event that caused it (none for a

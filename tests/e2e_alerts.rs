@@ -3,26 +3,11 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
 use sideline::alert::{Alert, AlertState};
 use sideline::delta::Delta;
-use sideline::pipeline::plan::Plan;
-use sideline::publish::DeltaSink;
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<(Vec<Delta>, Vec<Alert>)>>);
-
-impl DeltaSink for Capture {
-    fn deltas(&mut self, _: &Plan, deltas: &[Delta]) {
-        self.0.lock().unwrap().0.extend_from_slice(deltas);
-    }
-    fn alerts(&mut self, _: &Plan, alerts: &[Alert]) {
-        self.0.lock().unwrap().1.extend_from_slice(alerts);
-    }
-}
 
 const DETECTORS: &str = r#"
 [[detector]]

@@ -43,7 +43,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 
 use common::*;
 use rand::{Rng, SeedableRng};
@@ -51,8 +50,6 @@ use rand_chacha::ChaCha8Rng;
 use sideline::alert::{Alert, AlertState};
 use sideline::delta::Delta;
 use sideline::event::{EventKind, GameEvent, OddsQuote};
-use sideline::pipeline::plan::Plan;
-use sideline::publish::DeltaSink;
 
 /// An alert counts for an injection when it opens this long after it at most (event time).
 const TOLERANCE_MS: u64 = 60_000;
@@ -84,18 +81,6 @@ on = "prediction"
 against = "market_prob"
 threshold = 0.3
 "#;
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<(Vec<Delta>, Vec<Alert>)>>);
-
-impl DeltaSink for Capture {
-    fn deltas(&mut self, _: &Plan, deltas: &[Delta]) {
-        self.0.lock().unwrap().0.extend_from_slice(deltas);
-    }
-    fn alerts(&mut self, _: &Plan, alerts: &[Alert]) {
-        self.0.lock().unwrap().1.extend_from_slice(alerts);
-    }
-}
 
 /// An injected anomaly: its game and event time.
 #[derive(Clone, Debug)]

@@ -7,6 +7,7 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
+use sideline::alert::{Alert, AlertState};
 use sideline::app::{App, DeployError};
 use sideline::delta::{Delta, DeltaCause};
 use sideline::event::GameKey;
@@ -61,23 +62,32 @@ fn finals(deltas: &[Delta]) -> std::collections::BTreeMap<GameKey, f64> {
         .collect()
 }
 
-/// Replays the first half of the fixture, runs `during` with the app while the engine runs,
-/// then replays the second half and drains. Returns the delta log and the subscriber.
-fn replay_with(topic: &str, during: impl FnOnce(&Arc<App>)) -> (Vec<Delta>, Client, Arc<App>) {
+/// What a replay published: the delta log and the alert changes.
+type Published = (Vec<Delta>, Vec<Alert>);
+
+/// Replays the first half of the fixture through version 1 (with `detectors` appended), runs
+/// `during` with the app while the engine runs, then replays the second half and drains.
+/// Returns what was published and the subscriber.
+fn replay_with(
+    topic: &str,
+    detectors: &str,
+    during: impl FnOnce(&Arc<App>),
+) -> (Published, Client, Arc<App>) {
     let cluster = Cluster::mock(&[(topic, 4), (&format!("{topic}.dead-letters"), 1)]);
     let lines = fixture_lines();
     let half = lines.len() / 2;
     produce_all(&cluster.brokers, topic, &lines[..half]);
     let mut cfg = config(&cluster.brokers, topic, 2);
     cfg.kafka.stop_at_end = false;
-    let app = start(&cfg, &[v1(topic)]);
+    let app = start(&cfg, &[format!("{}{detectors}", v1(topic))]);
     let client = Client::connect(app.ws_addr, SUBSCRIBE);
     client.wait_for("the first snapshot", |ms| {
         ms.iter()
             .any(|m| matches!(m, ServerMessage::Snapshot { .. }))
     });
-    let log = std::thread::scope(|s| {
-        let engine = s.spawn(|| run_engine(&app).1);
+    let capture = Capture::default();
+    std::thread::scope(|s| {
+        let engine = s.spawn(|| app.run_engine_with(Box::new(capture.clone())).unwrap());
         // Deltas are flowing before anything else happens.
         client.wait_for("deltas of the first half", |ms| {
             ms.iter()
@@ -88,10 +98,11 @@ fn replay_with(topic: &str, during: impl FnOnce(&Arc<App>)) -> (Vec<Delta>, Clie
         during(&app);
         produce_all(&cluster.brokers, topic, &lines[half..]);
         app.stop.drain();
-        engine.join().unwrap()
+        engine.join().unwrap();
     });
     drop(cluster);
-    (log, client, app)
+    let published = capture.0.lock().unwrap().clone();
+    (published, client, app)
 }
 
 #[test]
@@ -101,7 +112,7 @@ fn a_new_version_takes_over_without_a_gap_and_ends_where_it_would_alone() {
     assert_ne!(finals(&v1_alone), finals(&v2_alone), "the versions differ");
 
     let topic = "nfl.redeploy";
-    let (log, client, app) = replay_with(topic, |app| {
+    let ((log, _), client, app) = replay_with(topic, "", |app| {
         let d = app.deploy("v2.toml", &v2(topic)).unwrap();
         assert_eq!((d.version, d.state.as_str()), (2, "warming"));
     });
@@ -179,7 +190,7 @@ fn a_new_version_takes_over_without_a_gap_and_ends_where_it_would_alone() {
 fn a_refused_deploy_changes_nothing() {
     let v1_alone = alone(v1, "refused");
     let topic = "nfl.refused";
-    let (log, _client, app) = replay_with(topic, |app| {
+    let ((log, _), _client, app) = replay_with(topic, "", |app| {
         let broken = v2(topic).replace("aggregate = \"sum\"", "aggregate = \"summ\"");
         match app.deploy("broken.toml", &broken) {
             Err(DeployError::Invalid(e)) => {
@@ -211,7 +222,7 @@ fn a_refused_deploy_changes_nothing() {
 #[test]
 fn a_pipeline_removed_and_deployed_again_numbers_on() {
     let topic = "nfl.again";
-    let (log, client, app) = replay_with(topic, |app| {
+    let ((log, _), client, app) = replay_with(topic, "", |app| {
         assert!(app.remove("nfl_win_probability"));
         let d = app.deploy("again.toml", &v2(topic)).unwrap();
         assert_eq!(d.state, "live");
@@ -231,5 +242,73 @@ fn a_pipeline_removed_and_deployed_again_numbers_on() {
         );
     }
     assert!(log.iter().any(|d| d.version == 1) && log.iter().any(|d| d.version == 2));
+    app.shutdown();
+}
+
+/// Version 1 watches for swings of the prediction; version 2 for wider ones, under another
+/// name, so no alert of one is an alert of the other.
+const SWING: &str = "\n[[detector]]\nname = \"swing\"\nkind = \"jump\"\non = \"prediction\"\nthreshold = 0.1\nwindow = \"3m\"\n";
+const WIDE: &str = "\n[[detector]]\nname = \"wide_swing\"\nkind = \"jump\"\non = \"prediction\"\nthreshold = 0.15\nwindow = \"10m\"\n";
+
+/// A new version with other detectors takes over while alerts are open: the old version's
+/// open alerts end at the swap, the new version's open ones open there, and so every alert a
+/// subscriber sees changes only after it opened and ends exactly once.
+#[test]
+fn alerts_open_at_a_swap_end_there_and_none_changes_unseen() {
+    let topic = "nfl.redeploy.alerts";
+    let ((log, alerts), _client, app) = replay_with(topic, SWING, |app| {
+        let d = app.deploy("v2.toml", &format!("{}{WIDE}", v2(topic)));
+        assert_eq!(d.unwrap().state, "warming");
+        // Live before the second half is produced: the swap falls mid-game.
+        wait_until("version 2 live", 120, || {
+            let p = app.publisher.lock().unwrap();
+            let live = p.pipelines().first().map(|(l, _)| l.version);
+            (p.settled("nfl_win_probability") && live == Some(2)).then_some(())
+        });
+    });
+    let at = log
+        .iter()
+        .find(|d| d.version == 2)
+        .expect("version 2 went live")
+        .event_time_ms;
+    for (i, a) in alerts.iter().enumerate() {
+        assert_eq!(a.seq, i as u64 + 1, "alerts numbered without a gap");
+    }
+    // Each alert's life, in order: opened once, then escalated or ended while open.
+    let mut open = std::collections::BTreeSet::new();
+    for a in &alerts {
+        let known = match a.state {
+            AlertState::Open => open.insert(a.id.as_str()),
+            AlertState::Escalated => open.contains(a.id.as_str()),
+            AlertState::Resolved | AlertState::Retracted => open.remove(a.id.as_str()),
+        };
+        assert!(
+            known,
+            "{:?} of {} (version {}) out of its life",
+            a.state, a.id, a.version
+        );
+    }
+    assert!(open.is_empty(), "alerts that never ended: {open:?}");
+    let ended = alerts
+        .iter()
+        .filter(|a| a.version == 1 && a.event_time_ms == at && a.state == AlertState::Resolved)
+        .count();
+    let opened = alerts
+        .iter()
+        .filter(|a| a.version == 2 && a.event_time_ms == at && a.state == AlertState::Open)
+        .count();
+    println!(
+        "{} alert changes; at the swap ({at}): {ended} of version 1 ended, {opened} of version 2 opened",
+        alerts.len()
+    );
+    assert!(alerts.iter().any(|a| a.detector == "swing"));
+    assert!(alerts.iter().any(|a| a.detector == "wide_swing"));
+    assert!(
+        alerts
+            .iter()
+            .all(|a| (a.detector == "swing") == (a.version == 1)),
+        "each version raises only its own detector's alerts"
+    );
+    assert!(ended > 0, "some swing alert was open at the swap");
     app.shutdown();
 }

@@ -26,8 +26,6 @@ use sideline::alert::webhook::{
 };
 use sideline::alert::{Alert, AlertState};
 use sideline::delta::Delta;
-use sideline::pipeline::plan::Plan;
-use sideline::publish::DeltaSink;
 
 /// The environment variable holding the signing secret. Not `SIDELINE_*`: those are engine
 /// settings to `Config::load`, which rejects unknown ones.
@@ -46,18 +44,6 @@ on = "prediction"
 threshold = 0.2
 window = "3m"
 "#;
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<(Vec<Delta>, Vec<Alert>)>>);
-
-impl DeltaSink for Capture {
-    fn deltas(&mut self, _: &Plan, deltas: &[Delta]) {
-        self.0.lock().unwrap().0.extend_from_slice(deltas);
-    }
-    fn alerts(&mut self, _: &Plan, alerts: &[Alert]) {
-        self.0.lock().unwrap().1.extend_from_slice(alerts);
-    }
-}
 
 /// A request as the receiver saw it, with the status it answered.
 #[derive(Clone, Debug)]

@@ -36,51 +36,6 @@ pub(super) fn number(
     out
 }
 
-/// Numbers the live version's alert changes and gives each its stable id.
-pub(super) fn number_alerts(p: &mut PipelineOut, changes: Vec<AlertChange>) -> Vec<Alert> {
-    let plan = &p.live.plan;
-    let delivered = p.delivered_through;
-    changes
-        .into_iter()
-        .filter(|c| delivered.is_none_or(|t| c.time > t))
-        .filter_map(|c| {
-            let d = plan.detectors.get(c.detector as usize)?;
-            p.alert_seq += 1;
-            let what = match c.state {
-                crate::alert::AlertState::Open => "opened",
-                crate::alert::AlertState::Escalated => "escalated",
-                crate::alert::AlertState::Resolved => "resolved",
-                crate::alert::AlertState::Retracted => "retracted",
-            };
-            Some(Alert {
-                seq: p.alert_seq,
-                id: format!(
-                    "{}/{}/{}/{}/{}",
-                    plan.name, d.name, c.game.sport, c.game.game_id, c.opened_at
-                ),
-                pipeline: plan.name.clone(),
-                version: plan.version,
-                detector: d.name.clone(),
-                kind: d.rule.kind().to_string(),
-                sport: c.game.sport,
-                game_id: c.game.game_id.clone(),
-                state: c.state,
-                severity: c.severity,
-                event_time_ms: c.time,
-                opened_at_ms: c.opened_at,
-                message: format!(
-                    "{} {what} on {} {}: {}",
-                    d.name,
-                    c.game.sport,
-                    c.game.game_id,
-                    c.evidence.describe(d.rule.thresholds_score())
-                ),
-                evidence: c.evidence,
-            })
-        })
-        .collect()
-}
-
 /// The delta from `previous` to `v`, with the model's attributions of `v` (when it explains
 /// itself).
 pub(super) fn delta(

@@ -246,6 +246,19 @@ pub fn config(brokers: &str, topic: &str, workers: usize) -> Config {
     cfg
 }
 
+/// An observer that keeps every delta and alert change the engine publishes.
+#[derive(Clone, Default)]
+pub struct Capture(pub Arc<Mutex<(Vec<Delta>, Vec<sideline::alert::Alert>)>>);
+
+impl sideline::publish::DeltaSink for Capture {
+    fn deltas(&mut self, _: &Plan, deltas: &[Delta]) {
+        self.0.lock().unwrap().0.extend_from_slice(deltas);
+    }
+    fn alerts(&mut self, _: &Plan, alerts: &[sideline::alert::Alert]) {
+        self.0.lock().unwrap().1.extend_from_slice(alerts);
+    }
+}
+
 /// Runs the engine to the end of the topic; returns its stats and the delta log.
 pub fn run_engine(app: &App) -> (EngineStats, Vec<Delta>) {
     let log: Arc<Mutex<Vec<Delta>>> = Arc::default();
