@@ -9,25 +9,6 @@ use common::*;
 use sideline::alert::{Alert, AlertState};
 use sideline::delta::Delta;
 
-const DETECTORS: &str = r#"
-[[detector]]
-name = "swing"
-kind = "jump"
-on = "prediction"
-threshold = 0.2
-window = "3m"
-
-[[detector]]
-name = "shock"
-kind = "zscore"
-on = "score_diff"
-alpha = 0.2
-warn = 4.0
-crit = 8.0
-min-samples = 20
-cooldown = "5m"
-"#;
-
 fn replay(run: usize) -> (Vec<Delta>, Vec<Alert>, Vec<Alert>) {
     let input = format!("nfl.alerts.{run}");
     let alerts_topic = format!("nfl.alerts.{run}.out");
@@ -38,7 +19,7 @@ fn replay(run: usize) -> (Vec<Delta>, Vec<Alert>, Vec<Alert>) {
     ]);
     produce_all(&cluster.brokers, &input, &fixture_lines());
     let text = format!(
-        "{}\n{DETECTORS}\n[[output]]\nkind = \"kafka\"\nstream = \"alerts\"\ntopic = \"{alerts_topic}\"\n\n[[output]]\nkind = \"websocket\"\nstream = \"alerts\"\nchannel = \"nfl.alerts\"\n",
+        "{}\n{NFL_DETECTORS}\n[[output]]\nkind = \"kafka\"\nstream = \"alerts\"\ntopic = \"{alerts_topic}\"\n\n[[output]]\nkind = \"websocket\"\nstream = \"alerts\"\nchannel = \"nfl.alerts\"\n",
         nfl_pipeline(&[&input])
     );
     let cfg = config(&cluster.brokers, &input, 2);

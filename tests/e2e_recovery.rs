@@ -29,27 +29,6 @@ const KILLS: usize = 20;
 /// Chunks the feed is produced in; a kill falls after a random chunk.
 const CHUNKS: usize = 60;
 
-/// Detectors whose state spans many events (a window, a moving average), so that a restart
-/// must rebuild it to raise the same alerts with the same numbers.
-const DETECTORS: &str = r#"
-[[detector]]
-name = "swing"
-kind = "jump"
-on = "prediction"
-threshold = 0.1
-window = "3m"
-
-[[detector]]
-name = "shock"
-kind = "zscore"
-on = "score_diff"
-alpha = 0.2
-warn = 3.0
-crit = 6.0
-min-samples = 10
-cooldown = "5m"
-"#;
-
 /// One engine process and the WebSocket address it printed.
 struct Engine {
     child: Child,
@@ -203,7 +182,7 @@ fn write_config(dir: &Path, brokers: &str, topic: &str) -> std::path::PathBuf {
     let pipeline = nfl_pipeline(&[topic]).replace("idle-timeout = \"2s\"", "idle-timeout = \"1h\"");
     assert!(pipeline.contains("idle-timeout = \"1h\""));
     let file = format!(
-        "{pipeline}\n{DETECTORS}\n[[output]]\nkind = \"kafka\"\ntopic = \"{topic}.deltas\"\n\n\
+        "{pipeline}\n{NFL_DETECTORS}\n[[output]]\nkind = \"kafka\"\ntopic = \"{topic}.deltas\"\n\n\
          [[output]]\nkind = \"kafka\"\nstream = \"alerts\"\ntopic = \"{topic}.alerts\"\n"
     );
     std::fs::write(pipelines.join("nfl.toml"), file).unwrap();

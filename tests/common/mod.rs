@@ -246,6 +246,27 @@ pub fn config(brokers: &str, topic: &str, workers: usize) -> Config {
     cfg
 }
 
+/// Two detectors for the NFL pipeline whose state spans many events (a window, a moving
+/// average): swings of the prediction, and shocks in the score difference.
+pub const NFL_DETECTORS: &str = r#"
+[[detector]]
+name = "swing"
+kind = "jump"
+on = "prediction"
+threshold = 0.2
+window = "3m"
+
+[[detector]]
+name = "shock"
+kind = "zscore"
+on = "score_diff"
+alpha = 0.2
+warn = 4.0
+crit = 8.0
+min-samples = 20
+cooldown = "5m"
+"#;
+
 /// An observer that keeps every delta and alert change the engine publishes.
 #[derive(Clone, Default)]
 pub struct Capture(pub Arc<Mutex<(Vec<Delta>, Vec<sideline::alert::Alert>)>>);
