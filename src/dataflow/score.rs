@@ -373,9 +373,12 @@ pub trait ScoreGames<'scope> {
 }
 
 /// Emptied per-time buffers kept for reuse, and the largest kept (in updates): enough for
-/// the times pending at once, without holding on to a burst's memory.
-const SPARE_BUFFERS: usize = 64;
-const SPARE_CAPACITY: usize = 4096;
+/// the times that complete at once (hundreds when a held frontier moves), without holding on
+/// to a burst's memory (at most ~4.5 MiB). A fresh buffer starts with room for one event's
+/// updates, about 14 with the NFL pipeline.
+const SPARE_BUFFERS: usize = 256;
+const SPARE_CAPACITY: usize = 256;
+const FRESH_CAPACITY: usize = 16;
 
 impl<'scope> ScoreGames<'scope> for Stream<'scope, u64, Vec<Input>> {
     fn score_games(
@@ -406,7 +409,8 @@ impl<'scope> ScoreGames<'scope> for Stream<'scope, u64, Vec<Input>> {
                             pending
                                 .entry(t)
                                 .or_insert_with(|| {
-                                    (cap.delayed(&t, port), spare.pop().unwrap_or_default())
+                                    let fresh = || Vec::with_capacity(FRESH_CAPACITY);
+                                    (cap.delayed(&t, port), spare.pop().unwrap_or_else(fresh))
                                 })
                                 .1
                                 .push(u);
