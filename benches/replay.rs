@@ -143,7 +143,7 @@ fn throughput() {
     let workers = cfg.engine.workers;
     let server = start(&cfg, "throughput");
     let _sub = subscriber(server.ws_addr);
-    let process0 = process_cpu();
+    let (process0, rss0) = (process_cpu(), status_mib("VmRSS:"));
     let t0 = Instant::now();
     let stats = server.run_engine(|_| {}).unwrap();
     let secs = t0.elapsed().as_secs_f64();
@@ -171,7 +171,22 @@ fn throughput() {
         process.as_secs_f64(),
         per(process, stats.records),
     );
+    println!(
+        "  memory: RSS {rss0:.0} MiB before the run (the mock broker holds every produced record), peak {:.0} MiB",
+        status_mib("VmHWM:")
+    );
     server.shutdown();
+}
+
+/// A `/proc/self/status` size line (`VmRSS:`, `VmHWM:` ...) in MiB (Linux; 0 elsewhere).
+fn status_mib(key: &str) -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0);
+    kib / 1024.0
 }
 
 /// This process's CPU time, ended threads included (Linux: utime + stime, in 10 ms ticks).
