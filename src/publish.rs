@@ -206,10 +206,6 @@ impl Candidate {
             self.version.decide(values);
             self.version.open_alerts.track(&self.version.plan, &alerts);
         }
-        while self.alerts.front().is_some_and(|(t, _)| *t <= live_done) {
-            let (_, alerts) = self.alerts.pop_front().expect("front checked");
-            self.version.open_alerts.track(&self.version.plan, &alerts);
-        }
     }
 }
 
@@ -509,6 +505,7 @@ impl Publisher {
                         &deltas,
                     );
                     release(&self.hub, &mut p.live);
+                    p.live.open_alerts.track(&p.live.plan, &alerts);
                     deliver_alerts(&self.hub, p, self.sink.as_mut(), alerts);
                 }
                 SinkMsg::Progress { time, .. } => {
@@ -541,6 +538,9 @@ impl Publisher {
             c.catch_up(live_done);
             // The hub hears of its releases if it takes over (all of them then).
             c.version.newly_released.clear();
+            while c.alerts.front().is_some_and(|(t, _)| *t <= live_done) {
+                c.alerts.pop_front();
+            }
         }
         self.try_swap(&name);
     }
@@ -640,10 +640,14 @@ impl Publisher {
                 &p.live.plan,
                 &deltas,
             );
+            p.live.open_alerts.track(&p.live.plan, &alerts);
             deliver_alerts(&self.hub, p, self.sink.as_mut(), alerts);
         }
-        while let Some((_, alerts)) = c.alerts.pop_front() {
-            deliver_alerts(&self.hub, p, self.sink.as_mut(), alerts);
+        // Its wall-clock alerts after the swap (not in time order: filtered, not cut).
+        while let Some((time, alerts)) = c.alerts.pop_front() {
+            if time > live_done {
+                deliver_alerts(&self.hub, p, self.sink.as_mut(), alerts);
+            }
         }
         if let Some(done) = candidate_done.filter(|d| *d > live_done) {
             p.live.done = p.live.done.max(Some(done));

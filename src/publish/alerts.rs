@@ -7,6 +7,11 @@
 //! old one does not is opened at `T` (under the new version, with the evidence it opened on).
 //! Every alert a subscriber saw open therefore ends, whatever the versions' detectors, and every
 //! change after the swap follows one the subscriber has seen.
+//!
+//! Only the dataflow's alerts are followed: those of a completed time, the same for both
+//! versions. The wall-clock (staleness) alerts are each runtime's own, judged by when it read
+//! a game's events (a warming version reads them all at once); the live version's are the ones
+//! delivered up to the swap, the new version's after it, as before.
 
 use super::*;
 use crate::alert::AlertState;
@@ -57,9 +62,9 @@ fn alert_id(plan: &Plan, c: &AlertChange) -> Option<String> {
     ))
 }
 
-/// The live version's alert changes: followed in its open set, numbered, and delivered to its
-/// alert outputs and the observer. After a restart, those at or before the checkpoint's time
-/// were delivered before it: followed, not delivered again.
+/// The live version's alert changes, numbered and delivered to its alert outputs and the
+/// observer. After a restart, those at or before the checkpoint's time were delivered before
+/// it: not delivered again.
 pub(super) fn deliver_alerts(
     hub: &Hub,
     p: &mut PipelineOut,
@@ -69,7 +74,6 @@ pub(super) fn deliver_alerts(
     if changes.is_empty() {
         return;
     }
-    p.live.open_alerts.track(&p.live.plan, &changes);
     let numbered = number_alerts(p, changes);
     emit_alerts(hub, &p.live, sink, &numbered);
 }
