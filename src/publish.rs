@@ -560,6 +560,12 @@ impl Publisher {
         if c.version.done.is_none_or(|d| d < live_done) {
             return;
         }
+        // Nor while the live version is still rebuilding to a restart's checkpoint: what it
+        // recomputes up to there was delivered before the restart, with numbers a swap's
+        // deltas and alerts would take again.
+        if p.delivered_through.is_some_and(|t| live_done < t) {
+            return;
+        }
         let mut c = p.candidate.take().expect("checked above");
         c.catch_up(live_done);
         // The alerts only the old version has open end now, as its own last changes.
