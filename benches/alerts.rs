@@ -152,7 +152,7 @@ fn run(topic: &str, outputs: &str) -> Run {
     );
     let text = format!("{text}\n{SWING}\n{outputs}");
 
-    let lines = sideline::demo::replicate(&sideline::demo::fixture_events(), 1);
+    let lines = sideline::demo::replicate(&sideline::demo::fixture_events(), 1, 0);
     sideline::metrics::reset_latency();
     let app = App::start(&cfg).unwrap();
     app.deploy("nfl.toml", &text).unwrap();

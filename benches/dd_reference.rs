@@ -396,7 +396,7 @@ fn main() {
         .find(|a| !a.starts_with('-'))
         .and_then(|a| a.parse().ok())
         .unwrap_or(20);
-    let lines = sideline::demo::replicate(&sideline::demo::fixture_events(), copies);
+    let lines = sideline::demo::replicate(&sideline::demo::fixture_events(), copies, 0);
     let mut ids: HashMap<String, u32> = HashMap::new();
     let mut names = Vec::new();
     let events: Vec<(u32, GameEvent)> = lines

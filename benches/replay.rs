@@ -1,9 +1,11 @@
 //! End to end on one machine: real NFL games through librdkafka's in-process mock cluster,
 //! the engine (2 workers) and the WebSocket server to one subscriber.
 //!
-//! 1. Throughput: the 32 bundled games x 12 (game ids shifted) produced first into 8
+//! 1. Throughput: the 32 bundled games x 12 (`REPLAY_COPIES`; game ids shifted, and event
+//!    times by `REPLAY_SHIFT_MS` x the copy's number) produced first into 8 or more
 //!    partitions (the mock cluster keeps only about 10k records per partition), then read at
-//!    full speed; events/s from engine start to last delta.
+//!    full speed; events/s from engine start to last delta, CPU time of the workers, the
+//!    publisher and the process, peak memory.
 //! 2. Latency: the bundled games replayed at 600x recorded pace while the engine runs; the
 //!    Kafka record timestamp to socket write latency of every delta (HDR histogram).
 //! 3. Latency at fixed offered rates (1k, 10k, 100k events/s): 100 games' plays interleaved and
@@ -37,8 +39,15 @@ use sideline::produce::{self, Pace};
 #[path = "../tests/common/mod.rs"]
 mod common;
 
+/// `n` copies of the bundled games. Copies share their event times unless `REPLAY_SHIFT_MS`
+/// moves copy `k` that many milliseconds times `k` later (a feed whose times hold one event
+/// each, rather than one per copy).
 fn copies(n: usize) -> Vec<String> {
-    sideline::demo::replicate(&sideline::demo::fixture_events(), n)
+    let shift = std::env::var("REPLAY_SHIFT_MS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    sideline::demo::replicate(&sideline::demo::fixture_events(), n, shift)
 }
 
 fn setup(

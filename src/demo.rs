@@ -34,13 +34,15 @@ pub fn fixture_events() -> Vec<GameEvent> {
         .collect()
 }
 
-/// `events` `copies` times over, each copy's game ids suffixed `-k`, as JSON lines in feed
-/// order (event time, game, seq): more games, same feed. For tests and benchmarks.
-pub fn replicate(events: &[GameEvent], copies: usize) -> Vec<String> {
+/// `events` `copies` times over, each copy's game ids suffixed `-k` and its event times moved
+/// `k * shift_ms` later, as JSON lines in feed order (event time, game, seq): more games, same
+/// feed. With no shift every copy's events share their times. For tests and benchmarks.
+pub fn replicate(events: &[GameEvent], copies: usize, shift_ms: u64) -> Vec<String> {
     let mut out: Vec<GameEvent> = Vec::with_capacity(events.len() * copies);
     for k in 0..copies {
         out.extend(events.iter().cloned().map(|mut e| {
             e.game_id = format!("{}-{k}", e.game_id);
+            e.event_time_ms += k as u64 * shift_ms;
             e
         }));
     }

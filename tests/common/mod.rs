@@ -39,7 +39,7 @@ pub fn fixture_lines() -> Vec<String> {
 
 /// The fixture `copies` times over, each copy's game ids suffixed `-k`: more games, same feed.
 pub fn fixture_copies(copies: usize) -> Vec<String> {
-    sideline::demo::replicate(&fixture_events(), copies)
+    sideline::demo::replicate(&fixture_events(), copies, 0)
 }
 
 pub fn fixture_events() -> Vec<GameEvent> {
