@@ -2,6 +2,10 @@
 //! around it, a real WebSocket client, and the offline expectation.
 #![allow(dead_code)]
 
+mod alerts;
+#[allow(unused_imports)] // not every test binary uses them
+pub use alerts::*;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -244,40 +248,6 @@ pub fn config(brokers: &str, topic: &str, workers: usize) -> Config {
     cfg.server.ws_listen = "127.0.0.1:0".into();
     cfg.server.metrics_listen = String::new();
     cfg
-}
-
-/// Two detectors for the NFL pipeline whose state spans many events (a window, a moving
-/// average): swings of the prediction, and shocks in the score difference.
-pub const NFL_DETECTORS: &str = r#"
-[[detector]]
-name = "swing"
-kind = "jump"
-on = "prediction"
-threshold = 0.2
-window = "3m"
-
-[[detector]]
-name = "shock"
-kind = "zscore"
-on = "score_diff"
-alpha = 0.2
-warn = 4.0
-crit = 8.0
-min-samples = 20
-cooldown = "5m"
-"#;
-
-/// An observer that keeps every delta and alert change the engine publishes.
-#[derive(Clone, Default)]
-pub struct Capture(pub Arc<Mutex<(Vec<Delta>, Vec<sideline::alert::Alert>)>>);
-
-impl sideline::publish::DeltaSink for Capture {
-    fn deltas(&mut self, _: &Plan, deltas: &[Delta]) {
-        self.0.lock().unwrap().0.extend_from_slice(deltas);
-    }
-    fn alerts(&mut self, _: &Plan, alerts: &[sideline::alert::Alert]) {
-        self.0.lock().unwrap().1.extend_from_slice(alerts);
-    }
 }
 
 /// Runs the engine to the end of the topic; returns its stats and the delta log.
