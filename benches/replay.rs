@@ -150,7 +150,14 @@ fn throughput() {
     produce::produce_lines(&producer, "throughput", &lines, Pace::Max, None).unwrap();
     cfg.kafka.stop_at_end = true;
     let workers = cfg.engine.workers;
-    let server = start(&cfg, "throughput");
+    // `REPLAY_READ_AHEAD` ("1m", "1000d", ...) overrides the pipeline's `read-ahead`.
+    let mut text = sideline::pipeline::DEFAULT_PIPELINE.1.to_string();
+    if let Ok(ahead) = std::env::var("REPLAY_READ_AHEAD") {
+        let time = "idle-timeout = \"2s\"";
+        assert!(text.contains(time));
+        text = text.replace(time, &format!("{time}\nread-ahead = \"{ahead}\""));
+    }
+    let server = start_text(&cfg, "throughput", &text);
     let _sub = subscriber(server.ws_addr);
     let (process0, rss0) = (process_cpu(), status_mib("VmRSS:"));
     let t0 = Instant::now();
@@ -181,8 +188,9 @@ fn throughput() {
         per(process, stats.records),
     );
     println!(
-        "  memory: RSS {rss0:.0} MiB before the run (the mock broker holds every produced record), peak {:.0} MiB",
-        status_mib("VmHWM:")
+        "  memory: RSS {rss0:.0} MiB before the run (the mock broker holds every produced record), peak {:.0} MiB; partition reads held back (read-ahead): {}",
+        status_mib("VmHWM:"),
+        stats.held
     );
     server.shutdown();
 }

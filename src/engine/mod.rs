@@ -41,6 +41,9 @@ pub struct EngineStats {
     pub redelivered: u64,
     /// Games whose state was released, `retention` after their end.
     pub games_closed: u64,
+    /// Partition reads skipped because the partition was more than `read-ahead` past the
+    /// frontier (one per partition per worker step).
+    pub held: u64,
     /// CPU time of the worker threads (Linux; zero elsewhere).
     pub cpu: Duration,
     /// CPU time of the thread that turns their values into deltas and alerts (set by
@@ -233,6 +236,7 @@ pub fn run(
                 total.late += s.late;
                 total.redelivered += s.redelivered;
                 total.games_closed += s.games_closed;
+                total.held += s.held;
                 total.cpu += s.cpu;
             }
             Err(e) => failures.push(e),

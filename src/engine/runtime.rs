@@ -37,6 +37,13 @@ pub struct Runtime {
     /// where alert changes go (every worker judges its own games).
     staleness: Vec<(u32, Duration)>,
     live: HashMap<GameKey, Liveness>,
+    /// Per owned partition ([`KafkaReader::owned`] order): whether it is held back, being
+    /// more than `read-ahead` past the frontier, and when it was last let go (its games were
+    /// not silent while it was held).
+    held: Vec<bool>,
+    released_at: Vec<Option<Instant>>,
+    /// The watermark above which partitions are held back, from the last step.
+    read_limit: Option<u64>,
     alerts: std::sync::mpsc::SyncSender<SinkMsg>,
     last_check: Instant,
     /// When the partitions' marks were last posted for checkpoints.
@@ -82,6 +89,8 @@ const MARK_INTERVAL: Duration = Duration::from_millis(50);
 
 /// A game's last event, for the wall-clock staleness detectors.
 struct Liveness {
+    /// Its partition, by [`KafkaReader::owned`] position.
+    partition: usize,
     wall: Instant,
     time: u64,
     ended: bool,
@@ -160,6 +169,9 @@ impl Runtime {
                 })
                 .collect(),
             live: HashMap::new(),
+            held: vec![false; owned.len()],
+            released_at: vec![None; owned.len()],
+            read_limit: None,
             alerts,
             last_check: Instant::now(),
             last_mark: None,
@@ -188,10 +200,23 @@ impl Runtime {
         let (ingest, games, updates) = (&mut self.ingest, &mut self.games, &mut self.updates);
         let counters = &mut self.counters;
         let retention = plan.time.retention.as_millis() as u64;
+        // A partition more than `read-ahead` past the frontier waits: what it would hand over
+        // now would only wait in the dataflow for the frontier.
+        for (i, (topic, partition)) in self.reader.owned().enumerate() {
+            let hold = self
+                .read_limit
+                .is_some_and(|limit| ingest.ahead_of(topic, partition, limit));
+            if self.held[i] && !hold {
+                self.released_at[i] = Some(now);
+            }
+            self.held[i] = hold;
+            stats.held += u64::from(hold);
+        }
         let (staleness, live) = (&self.staleness, &mut self.live);
         // (game, (detector, gap), opened at, time, opening?, wall clock)
         let mut stale_changes: Vec<StaleChange> = Vec::new();
-        let polled = self.reader.poll(POLL_BATCH, |p| match p {
+        let reader = &self.reader;
+        let polled = reader.poll(POLL_BATCH, &self.held, |p| match p {
             Polled::Record(rec) => {
                 // After a restart, records read before it are read again only for the games
                 // being rebuilt, and are not dead-lettered twice.
@@ -213,6 +238,10 @@ impl Runtime {
                             let key = a.event.key();
                             if !staleness.is_empty() {
                                 let l = live.entry(key.clone()).or_insert_with(|| Liveness {
+                                    partition: reader
+                                        .owned()
+                                        .position(|o| o == (rec.topic, rec.partition))
+                                        .unwrap_or(0),
                                     wall: now,
                                     time: a.time,
                                     ended: false,
@@ -272,12 +301,14 @@ impl Runtime {
             keys.sort();
             for key in keys {
                 let l = &self.live[key];
-                if l.ended {
+                // A held partition's games are not silent: their events wait to be read.
+                if l.ended || self.held[l.partition] {
                     continue;
                 }
+                let since = self.released_at[l.partition].map_or(l.wall, |r| r.max(l.wall));
                 for (k, det) in self.staleness.iter().enumerate() {
-                    if l.open[k].is_none() && now.duration_since(l.wall) >= det.1 {
-                        stale_changes.push((key.clone(), *det, l.time, l.time, true, l.wall));
+                    if l.open[k].is_none() && now.duration_since(since) >= det.1 {
+                        stale_changes.push((key.clone(), *det, l.time, l.time, true, since));
                     }
                 }
             }
@@ -296,6 +327,11 @@ impl Runtime {
             }
         }
         self.input.flush();
+        let read_ahead = self.deployment.plan.time.read_ahead.as_millis() as u64;
+        self.read_limit = self
+            .deployment
+            .board
+            .read_limit(*self.input.time(), read_ahead);
         if self
             .last_mark
             .is_none_or(|t| now.duration_since(t) >= MARK_INTERVAL)

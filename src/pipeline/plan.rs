@@ -90,6 +90,7 @@ pub struct Plan {
 pub struct TimePlan {
     pub allowed_lateness: Duration,
     pub idle_timeout: Duration,
+    pub read_ahead: Duration,
     pub late_policy: LatePolicy,
     pub retention: Duration,
 }
@@ -449,6 +450,7 @@ impl Planner<'_> {
         let mut time = TimePlan {
             allowed_lateness: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(2),
+            read_ahead: Duration::from_secs(60),
             late_policy: LatePolicy::DeadLetter,
             retention: Duration::from_secs(6 * 3600),
         };
@@ -463,6 +465,9 @@ impl Planner<'_> {
                 if time.idle_timeout.is_zero() {
                     self.err(d.span(), "`idle-timeout` must be longer than 0");
                 }
+            }
+            if let Some(d) = &t.read_ahead {
+                time.read_ahead = self.duration(d, "read-ahead").unwrap_or(time.read_ahead);
             }
             if let Some(p) = &t.late_policy {
                 time.late_policy = *p.get();

@@ -143,6 +143,11 @@ pub struct TimeSpec {
     /// A partition with nothing new for this long (wall time) stops holding time back ("2s").
     #[serde(default)]
     pub idle_timeout: Option<Sp<String>>,
+    /// How far past the frontier (event time) a partition is read while the partition holding
+    /// the frontier back still has records to read ("1m"). Records read ahead wait in memory
+    /// until the frontier passes them.
+    #[serde(default)]
+    pub read_ahead: Option<Sp<String>>,
     /// `dead-letter` or `fold-in`.
     #[serde(default)]
     pub late_policy: Option<Sp<crate::config::LatePolicy>>,

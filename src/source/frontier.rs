@@ -5,6 +5,10 @@
 //! time seen (everything read is released; a later event older than that is late). A
 //! partition whose watermark is still unknown blocks any advance until it is idle, and so
 //! does a worker that has not posted yet.
+//!
+//! The board also says how far past the frontier partitions may be read
+//! ([`FrontierBoard::read_limit`]): records read ahead of the frontier wait in the dataflow
+//! until it passes them, so a backlog read at full speed would wait there whole.
 
 use std::sync::Mutex;
 
@@ -42,6 +46,21 @@ impl FrontierBoard {
             .min()
             .or_else(|| live.iter().filter_map(|m| m.idle_release).max())
     }
+
+    /// The watermark above which a partition is not read for now, with the frontier at
+    /// `frontier`: `read_ahead` past it. None (read everything) while a partition read to its
+    /// end holds the frontier within that reach: only new records or its idle timeout move
+    /// the frontier then, and holding the others back would only delay them (and a drain).
+    /// Whatever is at the frontier otherwise has records to read, so the frontier moves.
+    pub fn read_limit(&self, frontier: u64, read_ahead: u64) -> Option<u64> {
+        let limit = frontier.saturating_add(read_ahead);
+        let marks = self.marks.lock().unwrap_or_else(|e| e.into_inner());
+        let waiting = marks
+            .iter()
+            .flatten()
+            .any(|m| m.waiting_at.is_some_and(|w| w <= limit));
+        (!waiting).then_some(limit)
+    }
 }
 
 #[cfg(test)]
@@ -57,7 +76,30 @@ mod tests {
             blocked,
             active_min,
             idle_release,
+            waiting_at: None,
         })
+    }
+
+    #[test]
+    fn partitions_ahead_are_held_while_the_frontier_has_records_to_read() {
+        let b = FrontierBoard::new(2);
+        b.post(0, mark(false, Some(100), None));
+        b.post(1, mark(false, Some(900), None));
+        assert_eq!(b.read_limit(100, 60), Some(160));
+        // Worker 1's partition at 900 is read to its end: out of reach, it changes nothing.
+        let waiting = |at| {
+            Some(LocalMark {
+                waiting_at: Some(at),
+                ..mark(false, Some(100), None).unwrap()
+            })
+        };
+        b.post(1, waiting(900));
+        assert_eq!(b.read_limit(100, 60), Some(160));
+        // At 150 it may hold the frontier below the limit until it idles: nothing is held.
+        b.post(1, waiting(150));
+        assert_eq!(b.read_limit(100, 60), None);
+        b.post(1, None);
+        assert_eq!(b.read_limit(100, 60), Some(160));
     }
 
     #[test]

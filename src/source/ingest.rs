@@ -54,6 +54,10 @@ pub struct LocalMark {
     pub active_min: Option<u64>,
     /// Just past the highest event time of the idle partitions: how far they may release.
     pub idle_release: Option<u64>,
+    /// Lowest watermark among the partitions read to their end but not idle yet (0 for one
+    /// with no event yet): the frontier may wait there for new records or the idle timeout,
+    /// which reading the other partitions cannot shorten.
+    pub waiting_at: Option<u64>,
 }
 
 /// Which (topic, partition) each game's events come from, shared by the workers of a process.
@@ -579,6 +583,20 @@ impl Ingest {
             .all(|p| p.caught_up_since.is_some())
     }
 
+    /// Whether the partition's watermark is past `limit` while it still has records to read.
+    /// One read to its end is never held back: it could not tell new records from none, and
+    /// would go idle with them unread.
+    pub fn ahead_of(&self, topic: &str, partition: i32, limit: u64) -> bool {
+        self.partitions
+            .get(&(topic.to_string(), partition))
+            .is_some_and(|p| match p.state {
+                PartitionState::Live { max_time } => {
+                    p.caught_up_since.is_none() && max_time.saturating_sub(self.lateness_ms) > limit
+                }
+                PartitionState::Unstarted => false,
+            })
+    }
+
     /// This worker's view of event time at wall time `now`.
     pub fn mark(&self, now: Instant) -> LocalMark {
         let mut mark = LocalMark::default();
@@ -586,6 +604,13 @@ impl Ingest {
             let idle = p
                 .caught_up_since
                 .is_some_and(|s| now.duration_since(s) >= self.idle_timeout);
+            if p.caught_up_since.is_some() && !idle {
+                let at = match p.state {
+                    PartitionState::Unstarted => 0,
+                    PartitionState::Live { max_time } => max_time.saturating_sub(self.lateness_ms),
+                };
+                mark.waiting_at = Some(mark.waiting_at.map_or(at, |m| m.min(at)));
+            }
             match p.state {
                 PartitionState::Unstarted => mark.blocked |= !idle,
                 PartitionState::Live { max_time } if idle => {

@@ -210,14 +210,21 @@ impl KafkaReader {
             .collect()
     }
 
-    /// Hands up to `max` records per partition to `f`, and serves librdkafka's events. Returns
-    /// how many records it handed over.
+    /// The owned partitions, in the order [`KafkaReader::poll`] takes `held` in.
+    pub fn owned(&self) -> impl Iterator<Item = (&str, i32)> {
+        self.queues.iter().map(|(t, p, _)| (t.as_str(), *p))
+    }
+
+    /// Hands up to `max` records per partition to `f`, except from the partitions `held` says
+    /// (by [`KafkaReader::owned`] position; their records wait in librdkafka's queue, which
+    /// stops fetching at `queued.max.messages.kbytes`), and serves librdkafka's events.
+    /// Returns how many records it handed over.
     ///
     /// Records fetched between `assign` and `split_partition_queue` stay on the consumer's
     /// main queue (rdkafka's docs say so). All of them are there before the first poll, and
     /// each precedes every record of its partition on the partition's own queue, so the main
     /// queue is drained first: they are handed over in their partition's order, never lost.
-    pub fn poll(&self, max: usize, mut f: impl FnMut(Polled<'_>)) -> usize {
+    pub fn poll(&self, max: usize, held: &[bool], mut f: impl FnMut(Polled<'_>)) -> usize {
         let mut n = 0;
         while let Some(event) = self.consumer.poll(Duration::ZERO) {
             match event {
@@ -259,7 +266,10 @@ impl KafkaReader {
                 Err(e) => tracing::warn!(error = %e, "kafka consumer error"),
             }
         }
-        for (topic, partition, queue) in &self.queues {
+        for (i, (topic, partition, queue)) in self.queues.iter().enumerate() {
+            if held.get(i).copied().unwrap_or(false) {
+                continue;
+            }
             for _ in 0..max {
                 match queue.poll(Duration::ZERO) {
                     None => break,
