@@ -152,17 +152,17 @@ fn leader_down_fetch_errors_and_latency_leave_the_delta_log_unchanged() {
         ),
         (Some(0), Some(0))
     );
-    // The failed fetches were counted by kind (NOT_LEADER_FOR_PARTITION is handled inside
-    // librdkafka: a metadata refresh, no error).
-    for kind in ["request_timed_out", "unknown"] {
-        assert!(
-            recovered["errors"][kind].as_u64() >= Some(1),
-            "no {kind} error counted"
-        );
-    }
     wait_until("every record to be read", 120, || {
         (events_in() >= lines.len() as f64).then_some(())
     });
+    // The failed fetches were counted by kind (NOT_LEADER_FOR_PARTITION is handled inside
+    // librdkafka: a metadata refresh, no error). A fetch error comes on its partition's queue,
+    // so one of a partition held back for `read-ahead` is counted when the partition is read
+    // again: by the end of the records at the latest.
+    for kind in ["request_timed_out", "unknown"] {
+        let errors = health(&admin).1["errors"][kind].as_u64();
+        assert!(errors >= Some(1), "no {kind} error counted");
+    }
     server.stop.drain();
     let (stats, log) = engine.join().expect("the engine thread does not panic");
     server.shutdown();
