@@ -452,7 +452,17 @@ impl Publisher {
     }
 
     pub fn handle(&mut self, msg: SinkMsg) {
+        let msg = match msg {
+            SinkMsg::Batch(msgs) => {
+                for m in msgs {
+                    self.handle(m);
+                }
+                return;
+            }
+            other => other,
+        };
         let runtime = match &msg {
+            SinkMsg::Batch(_) => return,
             SinkMsg::Values { runtime, .. }
             | SinkMsg::Progress { runtime, .. }
             | SinkMsg::Alerts { runtime, .. }
@@ -517,6 +527,8 @@ impl Publisher {
                 SinkMsg::Alerts { alerts, .. } => {
                     deliver_alerts(&self.hub, p, self.sink.as_mut(), alerts)
                 }
+                // Taken apart on arrival.
+                SinkMsg::Batch(_) => {}
             }
         } else if let Some(c) = p.candidate.as_mut().filter(|c| c.version.id == runtime) {
             match msg {
@@ -531,6 +543,7 @@ impl Publisher {
                 SinkMsg::GamesFinished { games, .. } => c.version.note_games(games),
                 // Kept until the swap: those after it are delivered then.
                 SinkMsg::Alerts { time, alerts, .. } => c.alerts.push_back((time, alerts)),
+                SinkMsg::Batch(_) => {}
             }
             // Silently catch up with the live version, so the queues stay short: up to the
             // live version's time, the live version's alerts are the ones delivered.

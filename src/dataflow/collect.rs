@@ -6,7 +6,9 @@
 //! time's values sorted by game and its alert changes sorted by (game, detector) go to the sink
 //! together as one [`SinkMsg::Values`], then a [`SinkMsg::Progress`] for the completed time;
 //! [`SinkMsg::Finished`] once the input is closed and drained. The order depends only on the
-//! input, never on how many workers computed it or when.
+//! input, never on how many workers computed it or when. What one activation completes goes
+//! over in one [`SinkMsg::Batch`]: with a handful of values per time, a channel hand-over per
+//! time (and the publisher's wake-up of a worker blocked on it) cost more than the values.
 //!
 //! One message per time is what makes a checkpoint consistent: the publisher handles messages
 //! one at a time, so whatever it has numbered when it writes a checkpoint is every delta and
@@ -73,11 +75,12 @@ impl<'scope> Collect<'scope> for Stream<'scope, u64, Vec<Valued>> {
                     let complete =
                         |t: &u64| !values_frontier.less_equal(t) && !alerts_frontier.less_equal(t);
                     let ready: Vec<u64> = pending.keys().copied().take_while(complete).collect();
+                    let mut batch = Vec::with_capacity(ready.len() + 1);
                     for time in ready {
                         let (mut values, mut alerts) = pending.remove(&time).unwrap_or_default();
                         values.sort_by(|a, b| a.game.cmp(&b.game));
                         alerts.sort_by(|a, b| (&a.game, a.detector).cmp(&(&b.game, b.detector)));
-                        let _ = sink.send(SinkMsg::Values {
+                        batch.push(SinkMsg::Values {
                             runtime,
                             time,
                             values,
@@ -96,7 +99,7 @@ impl<'scope> Collect<'scope> for Stream<'scope, u64, Vec<Valued>> {
                     if let Some(done) = done {
                         if progress.is_none_or(|p| done > p) {
                             progress = Some(done);
-                            let _ = sink.send(SinkMsg::Progress {
+                            batch.push(SinkMsg::Progress {
                                 runtime,
                                 time: done,
                             });
@@ -105,7 +108,10 @@ impl<'scope> Collect<'scope> for Stream<'scope, u64, Vec<Valued>> {
                     let closed = values_frontier.is_empty() && alerts_frontier.is_empty();
                     if closed && pending.is_empty() && !finished {
                         finished = true;
-                        let _ = sink.send(SinkMsg::Finished { runtime });
+                        batch.push(SinkMsg::Finished { runtime });
+                    }
+                    if !batch.is_empty() {
+                        let _ = sink.send(SinkMsg::Batch(batch));
                     }
                 }
             },

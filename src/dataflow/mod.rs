@@ -66,6 +66,8 @@ pub enum SinkMsg {
         time: u64,
         alerts: Vec<detect::AlertChange>,
     },
+    /// Messages of one runtime in order, handed over at once ([`collect`]).
+    Batch(Vec<SinkMsg>),
     /// An online ensemble's finished games (their per-member losses), sent before the
     /// [`SinkMsg::Progress`] of their times: what a checkpoint keeps of the weights.
     GamesFinished {

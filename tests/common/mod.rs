@@ -786,10 +786,12 @@ pub fn engine_values(plan: &Plan, events: &[GameEvent]) -> Vec<Valued> {
             worker.step();
         }
     });
-    rx.try_iter()
-        .flat_map(|m| match m {
+    fn values(m: SinkMsg) -> Vec<Valued> {
+        match m {
             SinkMsg::Values { values, .. } => values,
+            SinkMsg::Batch(msgs) => msgs.into_iter().flat_map(values).collect(),
             _ => Vec::new(),
-        })
-        .collect()
+        }
+    }
+    rx.try_iter().flat_map(values).collect()
 }
