@@ -66,3 +66,87 @@ fn holding_partitions_back_changes_no_delta_and_never_waits_for_idle() {
         );
     }
 }
+
+/// A partition held back is not a stalled feed: its games' staleness is judged from when it
+/// is read again. Game B's events are 10 days (event time) ahead of game A's, on another
+/// partition: once B's first records are read, B waits while A's partition, read in small
+/// fetches 200 ms apart, still has records (seconds). With a 1 s staleness gap, B would go
+/// stale while held, if held partitions counted.
+#[test]
+fn a_held_partition_s_games_do_not_go_stale() {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    use sideline::alert::AlertState;
+
+    let topic = "nfl.ahead.stale";
+    let cluster = Cluster::mock(&[(topic, 2), ("nfl.ahead.stale.dead-letters", 1)]);
+    let events = fixture_events();
+    let first = events[0].game_id.clone();
+    let second = events
+        .iter()
+        .map(|e| e.game_id.clone())
+        .find(|g| *g != first)
+        .expect("two games");
+    const TEN_DAYS_MS: u64 = 10 * 86_400_000;
+    let producer: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &cluster.brokers)
+        .set("batch.size", "4096")
+        .create()
+        .unwrap();
+    let mut read_ahead_of = [0usize; 2];
+    for (partition, game, shift) in [(0, &first, 0), (1, &second, TEN_DAYS_MS)] {
+        for e in events.iter().filter(|e| e.game_id == *game) {
+            let mut e = e.clone();
+            e.event_time_ms += shift;
+            let line = serde_json::to_string(&e).unwrap();
+            producer
+                .send(
+                    BaseRecord::to(topic)
+                        .partition(partition)
+                        .key(game.as_str())
+                        .payload(&line),
+                )
+                .unwrap();
+            read_ahead_of[partition as usize] += 1;
+        }
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+    // Every fetch takes 200 ms more and returns about 4 KB a partition: A's partition takes
+    // seconds to read.
+    cluster
+        .mock
+        .broker_round_trip_time(1, Duration::from_millis(200))
+        .unwrap();
+    let text = format!(
+        "{}\n[[detector]]\nname = \"stale\"\nkind = \"staleness\"\ngap = \"1s\"\n",
+        nfl_pipeline(&[topic]).replace(
+            "idle-timeout = \"2s\"",
+            "idle-timeout = \"1h\"\nread-ahead = \"1m\""
+        )
+    );
+    let mut cfg = config(&cluster.brokers, topic, 1);
+    cfg.kafka
+        .consumer_options
+        .insert("max.partition.fetch.bytes".into(), "4096".into());
+    let app = start(&cfg, &[text]);
+    let capture = Capture::default();
+    let started = std::time::Instant::now();
+    let stats = app.run_engine_with(Box::new(capture.clone())).unwrap();
+    let took = started.elapsed();
+    app.shutdown();
+    let alerts = capture.0.lock().unwrap().1.clone();
+    assert_eq!(stats.accepted as usize, read_ahead_of.iter().sum::<usize>());
+    assert!(stats.held > 0, "game B's partition was never held back");
+    assert!(
+        took > Duration::from_secs(2),
+        "the replay took {took:?}: too short for a 1 s gap to say anything"
+    );
+    let opened: Vec<&str> = alerts
+        .iter()
+        .filter(|a| a.state == AlertState::Open)
+        .map(|a| a.game_id.as_str())
+        .collect();
+    assert!(
+        opened.is_empty(),
+        "games went stale while their partition was held back: {opened:?}"
+    );
+}

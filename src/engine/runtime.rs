@@ -44,6 +44,8 @@ pub struct Runtime {
     released_at: Vec<Option<Instant>>,
     /// The watermark above which partitions are held back, from the last step.
     read_limit: Option<u64>,
+    /// How many of them are held back now (`sideline_partitions_held{pipeline,worker}`).
+    held_gauge: metrics::Gauge,
     alerts: std::sync::mpsc::SyncSender<SinkMsg>,
     last_check: Instant,
     /// When the partitions' marks were last posted for checkpoints.
@@ -172,6 +174,7 @@ impl Runtime {
             held: vec![false; owned.len()],
             released_at: vec![None; owned.len()],
             read_limit: None,
+            held_gauge: metrics::gauge!("sideline_partitions_held", "pipeline" => d.plan.name.clone(), "worker" => index.to_string()),
             alerts,
             last_check: Instant::now(),
             last_mark: None,
@@ -212,6 +215,8 @@ impl Runtime {
             self.held[i] = hold;
             stats.held += u64::from(hold);
         }
+        self.held_gauge
+            .set(self.held.iter().filter(|h| **h).count() as f64);
         let (staleness, live) = (&self.staleness, &mut self.live);
         // (game, (detector, gap), opened at, time, opening?, wall clock)
         let mut stale_changes: Vec<StaleChange> = Vec::new();
