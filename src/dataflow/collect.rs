@@ -7,8 +7,10 @@
 //! together as one [`SinkMsg::Values`], then a [`SinkMsg::Progress`] for the completed time;
 //! [`SinkMsg::Finished`] once the input is closed and drained. The order depends only on the
 //! input, never on how many workers computed it or when. What one activation completes goes
-//! over in one [`SinkMsg::Batch`]: with a handful of values per time, a channel hand-over per
-//! time (and the publisher's wake-up of a worker blocked on it) cost more than the values.
+//! over in [`SinkMsg::Batch`]es of up to [`BATCH_TIMES`] times: with a handful of values per
+//! time, a channel hand-over per time (and the publisher's wake-up of a worker blocked on it)
+//! cost more than the values. The cap keeps the channel's bound a bound on times, and the
+//! publisher's lock, held for a whole batch, short.
 //!
 //! One message per time is what makes a checkpoint consistent: the publisher handles messages
 //! one at a time, so whatever it has numbered when it writes a checkpoint is every delta and
@@ -26,6 +28,9 @@ use timely::dataflow::Stream;
 
 use super::detect::AlertChange;
 use super::{RuntimeId, SinkMsg, Valued};
+
+/// The most completed times one [`SinkMsg::Batch`] holds.
+pub const BATCH_TIMES: usize = 64;
 
 pub trait Collect<'scope> {
     fn collect(
@@ -75,8 +80,11 @@ impl<'scope> Collect<'scope> for Stream<'scope, u64, Vec<Valued>> {
                     let complete =
                         |t: &u64| !values_frontier.less_equal(t) && !alerts_frontier.less_equal(t);
                     let ready: Vec<u64> = pending.keys().copied().take_while(complete).collect();
-                    let mut batch = Vec::with_capacity(ready.len() + 1);
+                    let mut batch = Vec::with_capacity(ready.len().min(BATCH_TIMES) + 1);
                     for time in ready {
+                        if batch.len() == BATCH_TIMES {
+                            let _ = sink.send(SinkMsg::Batch(std::mem::take(&mut batch)));
+                        }
                         let (mut values, mut alerts) = pending.remove(&time).unwrap_or_default();
                         values.sort_by(|a, b| a.game.cmp(&b.game));
                         alerts.sort_by(|a, b| (&a.game, a.detector).cmp(&(&b.game, b.detector)));

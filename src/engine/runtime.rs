@@ -38,13 +38,15 @@ pub struct Runtime {
     staleness: Vec<(u32, Duration)>,
     live: HashMap<GameKey, Liveness>,
     /// Per owned partition ([`KafkaReader::owned`] order): whether it is held back, being
-    /// more than `read-ahead` past the frontier, and when it was last let go (its games were
-    /// not silent while it was held).
+    /// more than `read-ahead` past the frontier; since when; and for how long in all its
+    /// finished holds. Its games' silence leaves out the time it was held: their events were
+    /// waiting to be read.
     held: Vec<bool>,
-    released_at: Vec<Option<Instant>>,
+    held_from: Vec<Option<Instant>>,
+    held_for: Vec<Duration>,
     /// The watermark above which partitions are held back, from the last step.
     read_limit: Option<u64>,
-    /// How many of them are held back now (`sideline_partitions_held{pipeline,worker}`).
+    /// How many of them are held back now (`sideline_partitions_held{pipeline,version,worker}`).
     held_gauge: metrics::Gauge,
     alerts: std::sync::mpsc::SyncSender<SinkMsg>,
     last_check: Instant,
@@ -91,8 +93,10 @@ const MARK_INTERVAL: Duration = Duration::from_millis(50);
 
 /// A game's last event, for the wall-clock staleness detectors.
 struct Liveness {
-    /// Its partition, by [`KafkaReader::owned`] position.
+    /// Its partition, by [`KafkaReader::owned`] position, and how long the partition had been
+    /// held back in all when the last event was read.
     partition: usize,
+    held_before: Duration,
     wall: Instant,
     time: u64,
     ended: bool,
@@ -172,9 +176,10 @@ impl Runtime {
                 .collect(),
             live: HashMap::new(),
             held: vec![false; owned.len()],
-            released_at: vec![None; owned.len()],
+            held_from: vec![None; owned.len()],
+            held_for: vec![Duration::ZERO; owned.len()],
             read_limit: None,
-            held_gauge: metrics::gauge!("sideline_partitions_held", "pipeline" => d.plan.name.clone(), "worker" => index.to_string()),
+            held_gauge: metrics::gauge!("sideline_partitions_held", "pipeline" => d.plan.name.clone(), "version" => d.plan.version.to_string(), "worker" => index.to_string()),
             alerts,
             last_check: Instant::now(),
             last_mark: None,
@@ -209,15 +214,20 @@ impl Runtime {
             let hold = self
                 .read_limit
                 .is_some_and(|limit| ingest.ahead_of(topic, partition, limit));
-            if self.held[i] && !hold {
-                self.released_at[i] = Some(now);
+            match (self.held_from[i], hold) {
+                (None, true) => self.held_from[i] = Some(now),
+                (Some(from), false) => {
+                    self.held_for[i] += now.duration_since(from);
+                    self.held_from[i] = None;
+                }
+                _ => {}
             }
             self.held[i] = hold;
             stats.held += u64::from(hold);
         }
         self.held_gauge
             .set(self.held.iter().filter(|h| **h).count() as f64);
-        let (staleness, live) = (&self.staleness, &mut self.live);
+        let (staleness, live, held_for) = (&self.staleness, &mut self.live, &self.held_for);
         // (game, (detector, gap), opened at, time, opening?, wall clock)
         let mut stale_changes: Vec<StaleChange> = Vec::new();
         let reader = &self.reader;
@@ -247,12 +257,14 @@ impl Runtime {
                                         .owned()
                                         .position(|o| o == (rec.topic, rec.partition))
                                         .unwrap_or(0),
+                                    held_before: Duration::ZERO,
                                     wall: now,
                                     time: a.time,
                                     ended: false,
                                     open: vec![None; staleness.len()],
                                 });
                                 l.wall = now;
+                                l.held_before = held_for.get(l.partition).copied().unwrap_or_default();
                                 l.time = a.time;
                                 l.ended |= a.event.kind == crate::event::EventKind::GameEnd;
                                 for (k, open) in l.open.iter_mut().enumerate() {
@@ -299,6 +311,7 @@ impl Runtime {
                 }
             }
             Polled::End { topic, partition } => ingest.caught_up(topic, partition, now),
+            Polled::Failed { topic, partition } => ingest.forget_caught_up_of(topic, partition),
         });
         if !self.staleness.is_empty() && now.duration_since(self.last_check) >= STALENESS_CHECK {
             self.last_check = now;
@@ -310,9 +323,11 @@ impl Runtime {
                 if l.ended || self.held[l.partition] {
                     continue;
                 }
-                let since = self.released_at[l.partition].map_or(l.wall, |r| r.max(l.wall));
+                let held = self.held_for[l.partition].saturating_sub(l.held_before);
+                let silence = now.duration_since(l.wall).saturating_sub(held);
+                let since = now.checked_sub(silence).unwrap_or(l.wall);
                 for (k, det) in self.staleness.iter().enumerate() {
-                    if l.open[k].is_none() && now.duration_since(since) >= det.1 {
+                    if l.open[k].is_none() && silence >= det.1 {
                         stale_changes.push((key.clone(), *det, l.time, l.time, true, since));
                     }
                 }
@@ -443,6 +458,7 @@ impl Runtime {
 
     /// Closes the input: the dataflow drains and completes once every worker has closed it.
     pub fn close(self, index: usize) -> ProbeHandle<u64> {
+        self.held_gauge.set(0.0);
         self.deployment.board.post(index, None);
         self.input.close();
         self.probe

@@ -552,6 +552,13 @@ impl Ingest {
         }
     }
 
+    /// A fetch of the partition failed: as [`Ingest::forget_caught_up`], for that partition.
+    pub fn forget_caught_up_of(&mut self, topic: &str, partition: i32) {
+        if let Some(p) = self.partitions.get_mut(&(topic.to_string(), partition)) {
+            p.caught_up_since = None;
+        }
+    }
+
     /// The transport read the partition to its end.
     pub fn caught_up(&mut self, topic: &str, partition: i32, now: Instant) {
         let key = (topic.to_string(), partition);

@@ -129,6 +129,12 @@ pub enum Polled<'a> {
         topic: &'a str,
         partition: i32,
     },
+    /// A fetch of the partition failed (logged and counted): it may have records the consumer
+    /// cannot see.
+    Failed {
+        topic: &'a str,
+        partition: i32,
+    },
 }
 
 /// A (topic, partition) and an offset in it.
@@ -143,6 +149,8 @@ pub struct KafkaReader {
         i32,
         rdkafka::consumer::base_consumer::PartitionQueue<LagContext>,
     )>,
+    /// Of `errors`, those that came on a partition's own queue ([`Polled::Failed`]).
+    partition_errors: std::cell::Cell<u64>,
 }
 
 impl KafkaReader {
@@ -184,6 +192,7 @@ impl KafkaReader {
             consumer,
             errors,
             queues,
+            partition_errors: std::cell::Cell::new(0),
         })
     }
 
@@ -191,8 +200,17 @@ impl KafkaReader {
     /// the broker is out of reach a partition that was read to its end may have records the
     /// consumer cannot see, so after an error it no longer counts as read to its end (nor as
     /// idle) until the broker says so again.
+    ///
+    /// An error that comes on one partition's queue (a failed fetch) is that partition's alone
+    /// ([`Polled::Failed`]), and not counted here. It may come long after the fetch: a partition
+    /// held back for `read-ahead` is not read, and neither is its error. Counted here, such an
+    /// error once made every partition read to its end forget it, and since librdkafka says a
+    /// partition is at its end once per end offset, a drain with nothing new to read never
+    /// finished.
     pub fn errors(&self) -> u64 {
-        self.errors.load(std::sync::atomic::Ordering::Relaxed)
+        self.errors
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .saturating_sub(self.partition_errors.get())
     }
 
     /// Each owned partition's high watermark (the offset after its last record), asked of the
@@ -292,7 +310,13 @@ impl KafkaReader {
                         break;
                     }
                     Some(Err(e)) => {
+                        // `LagContext::error` counted it, as the consumer's.
+                        self.partition_errors.set(self.partition_errors.get() + 1);
                         tracing::warn!(%topic, partition, error = %e, "kafka read error");
+                        f(Polled::Failed {
+                            topic,
+                            partition: *partition,
+                        });
                         break;
                     }
                 }

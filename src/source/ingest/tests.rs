@@ -185,6 +185,31 @@ fn caught_up_partition_goes_idle_after_the_timeout() {
     assert_eq!((m.active_min, m.idle_release), (None, Some(1_001)));
 }
 
+/// A failed fetch of one partition makes that one forget it was read to its end, not the
+/// others: they go idle as before, it holds the frontier.
+#[test]
+fn a_failed_fetch_forgets_only_its_partition_s_end() {
+    let mut ing = ingest(
+        Duration::ZERO,
+        Duration::from_millis(10),
+        LatePolicy::FoldIn,
+    );
+    ing.add_partition("t", 0);
+    ing.add_partition("t", 1);
+    ing.accept(&rec(0, &line("a", 1, 1_000)), 0).unwrap();
+    ing.accept(&rec(1, &line("b", 1, 5_000)), 0).unwrap();
+    let t0 = Instant::now();
+    ing.caught_up("t", 0, t0);
+    ing.caught_up("t", 1, t0);
+    ing.forget_caught_up_of("t", 0);
+    let m = ing.mark(t0 + Duration::from_millis(10));
+    assert_eq!((m.active_min, m.idle_release), (Some(1_000), Some(5_001)));
+    assert_eq!(
+        m.waiting_at, None,
+        "partition 0 may have records it cannot see"
+    );
+}
+
 #[test]
 fn late_events_follow_the_policy() {
     let mut dl = ingest(
