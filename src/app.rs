@@ -348,6 +348,10 @@ impl App {
             crate::engine::control::Resumed {
                 partitions: resume,
                 known_games,
+                open_staleness: resumed
+                    .as_ref()
+                    .map(|cp| cp.open_staleness.clone())
+                    .unwrap_or_default(),
             },
         );
         let mut history = lock(&self.history);

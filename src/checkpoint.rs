@@ -62,6 +62,20 @@ pub struct PipelineCheckpoint {
     /// numbers; all of them are kept, so the weights at any recomputed time are exact).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub finished_games: Vec<crate::dataflow::FinishedGame>,
+    /// The wall-clock (staleness) alerts open when it was taken. They are judged outside the
+    /// dataflow, so a restart does not recompute them: the workers take them up again, and
+    /// the game's next new event resolves each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub open_staleness: Vec<OpenStaleness>,
+}
+
+/// An open staleness alert: its game, its detector (by name: a restart may run an edited
+/// file), and the event time of the game's last event, which it opened at.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct OpenStaleness {
+    pub game: GameKey,
+    pub detector: String,
+    pub opened_at: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -291,6 +305,7 @@ mod tests {
                     // Written and read back bit for bit: restarted weights are the same.
                     losses: vec![0.1 + 0.2, std::f64::consts::PI / 7.0],
                 }],
+                open_staleness: vec![],
             },
         );
         cp

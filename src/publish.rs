@@ -13,11 +13,11 @@
 //! old version is stopped. Sequence numbers run on without a gap. Alerts open in one version
 //! and not the other end or open at `T` (`publish/alerts.rs`).
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use crate::alert::Alert;
-use crate::checkpoint::{Checkpoint, PartitionCheckpoint, PipelineCheckpoint};
+use crate::checkpoint::{Checkpoint, OpenStaleness, PartitionCheckpoint, PipelineCheckpoint};
 use crate::dataflow::detect::AlertChange;
 use crate::dataflow::{FinishedGame, Model, RuntimeId, SinkMsg, Valued};
 use crate::delta::{Delta, DeltaCause, FeatureChange};
@@ -31,7 +31,7 @@ use crate::pipeline::Plan;
 mod alerts;
 mod deltas;
 mod outputs;
-use alerts::{deliver_alerts, swap_changes, OpenAlerts};
+use alerts::{deliver_alerts, deliver_staleness, swap_changes, OpenAlerts};
 use deltas::{delta, number};
 pub use outputs::VersionOutputs;
 
@@ -88,6 +88,8 @@ struct Version {
     games: BTreeMap<(u64, GameKey), Vec<f64>>,
     /// The alerts it has open (for a candidate, as of the live version's time).
     open_alerts: OpenAlerts,
+    /// The wall-clock (staleness) alerts it delivered open, for checkpoints.
+    open_staleness: BTreeSet<OpenStaleness>,
 }
 
 impl Version {
@@ -113,6 +115,7 @@ impl Version {
             outputs,
             games: BTreeMap::new(),
             open_alerts: OpenAlerts::default(),
+            open_staleness: BTreeSet::new(),
         }
     }
 
@@ -336,6 +339,7 @@ impl Publisher {
         p.alert_seq = p.alert_seq.max(cp.alert_seq);
         p.delivered_through = cp.done;
         p.live.note_games(cp.finished_games.clone());
+        p.live.open_staleness = cp.open_staleness.iter().cloned().collect();
         p.rebuilding_since = cp.done.map(|_| std::time::Instant::now());
         for o in &p.live.plan.outputs {
             match o {
@@ -411,6 +415,7 @@ impl Publisher {
                         .collect(),
                     definition: Some(p.live.plan.source.clone()),
                     finished_games: p.live.games_through(done),
+                    open_staleness: p.live.open_staleness.iter().cloned().collect(),
                 },
             );
         }
@@ -525,7 +530,7 @@ impl Publisher {
                 SinkMsg::Finished { .. } => p.live.finished = true,
                 SinkMsg::GamesFinished { games, .. } => p.live.note_games(games),
                 SinkMsg::Alerts { alerts, .. } => {
-                    deliver_alerts(&self.hub, p, self.sink.as_mut(), alerts)
+                    deliver_staleness(&self.hub, p, self.sink.as_mut(), alerts)
                 }
                 // Taken apart on arrival.
                 SinkMsg::Batch(_) => {}
@@ -665,7 +670,7 @@ impl Publisher {
         // Its wall-clock alerts after the swap (not in time order: filtered, not cut).
         while let Some((time, alerts)) = c.alerts.pop_front() {
             if time > live_done {
-                deliver_alerts(&self.hub, p, self.sink.as_mut(), alerts);
+                deliver_staleness(&self.hub, p, self.sink.as_mut(), alerts);
             }
         }
         if let Some(done) = candidate_done.filter(|d| *d > live_done) {

@@ -223,6 +223,92 @@ fn feed_health_detectors_find_exactly_the_injected_faults() {
     }
 }
 
+/// A staleness alert open when the engine stops ends after the restart, at the game's next new
+/// event: the worker state that judged it is gone, so the checkpoint keeps the open ones and
+/// the workers take them up. Nothing opens twice.
+#[test]
+fn a_staleness_alert_open_at_a_restart_resolves_after_it() {
+    use std::collections::BTreeSet;
+    let input = "nfl.stale.restart";
+    let cluster = Cluster::mock(&[(input, 4), ("nfl.stale.restart.dead-letters", 1)]);
+    let lines = fixture_lines();
+    let half = lines.len() / 2;
+    produce_all(&cluster.brokers, input, &lines[..half]);
+    let text = format!(
+        "{}\n[[detector]]\nname = \"stale\"\nkind = \"staleness\"\ngap = \"1s\"\n",
+        nfl_pipeline(&[input]).replace("idle-timeout = \"2s\"", "idle-timeout = \"10m\"")
+    );
+    let checkpoints = tempfile::tempdir().unwrap();
+    let mut cfg = config(&cluster.brokers, input, 2);
+    cfg.kafka.stop_at_end = false;
+    cfg.engine.checkpoint_dir = checkpoints.path().display().to_string();
+
+    // Up to the pause, until the games in progress go stale; then stopped.
+    let app = start(&cfg, std::slice::from_ref(&text));
+    let before = Capture::default();
+    std::thread::scope(|s| {
+        let c = before.clone();
+        let engine = s.spawn(|| app.run_engine_with(Box::new(c)).unwrap());
+        wait_until("a staleness alert", 120, || {
+            (!before.0.lock().unwrap().1.is_empty()).then_some(())
+        });
+        // The other games in progress go stale within the same second.
+        std::thread::sleep(Duration::from_millis(1500));
+        app.stop.stop();
+        engine.join().unwrap();
+    });
+    app.shutdown();
+    let before = before.0.lock().unwrap().1.clone();
+    let opened: BTreeSet<&str> = before
+        .iter()
+        .filter(|a| a.state == AlertState::Open)
+        .map(|a| a.id.as_str())
+        .collect();
+    assert!(!opened.is_empty());
+    assert!(
+        before.iter().all(|a| a.state == AlertState::Open),
+        "nothing resumed yet"
+    );
+    let store = sideline::checkpoint::Store::open(checkpoints.path()).unwrap();
+    let (cp, _) = store.load().unwrap().unwrap();
+    let kept = &cp.pipelines.values().next().unwrap().open_staleness;
+    assert_eq!(
+        kept.len(),
+        opened.len(),
+        "the checkpoint keeps the open ones"
+    );
+
+    // The rest of the feed, read by a restarted engine.
+    produce_all(&cluster.brokers, input, &lines[half..]);
+    cfg.kafka.stop_at_end = true;
+    let app = start(&cfg, &[text]);
+    let after = Capture::default();
+    app.run_engine_with(Box::new(after.clone())).unwrap();
+    app.shutdown();
+    let after = after.0.lock().unwrap().1.clone();
+    let last = before.iter().map(|a| a.seq).max().unwrap();
+    assert!(
+        after.iter().all(|a| a.seq > last),
+        "alert seqs go on from the checkpoint's"
+    );
+    for id in &opened {
+        let changes: Vec<&Alert> = after.iter().filter(|a| a.id == *id).collect();
+        assert_eq!(
+            changes.iter().map(|a| a.state).collect::<Vec<_>>(),
+            vec![AlertState::Resolved],
+            "alert {id}, open at the restart: its changes after it"
+        );
+        // At a new event: the restart reads the game's events before the pause again, and
+        // those are not news.
+        assert!(
+            changes[0].event_time_ms > changes[0].opened_at_ms,
+            "alert {id} resolved at {}, not after its last event ({})",
+            changes[0].event_time_ms,
+            changes[0].opened_at_ms
+        );
+    }
+}
+
 /// Staleness is judged by the wall clock: a live game whose feed stops for longer than the
 /// gap alerts, a game that has ended does not, and the next event resolves the alert.
 #[test]

@@ -21,6 +21,8 @@ use crate::source::ingest::{GameOwners, PartitionMark, Resume};
 pub struct Resumed {
     pub partitions: BTreeMap<(String, i32), Resume>,
     pub known_games: Vec<crate::dataflow::FinishedGame>,
+    /// The staleness alerts open at the checkpoint.
+    pub open_staleness: Vec<crate::checkpoint::OpenStaleness>,
 }
 
 /// One pipeline version to run: the plan, its model (and shadow model), and what its workers
@@ -41,6 +43,9 @@ pub struct Deployment {
     /// An online ensemble's games finished before this version started (a checkpoint's, or
     /// the replaced version's): they weigh its members from the start.
     pub known_games: Vec<crate::dataflow::FinishedGame>,
+    /// The staleness alerts open when the checkpoint it resumes from was taken: the workers
+    /// reading their games take them up ([`crate::engine::runtime::Runtime::start`]).
+    pub open_staleness: Vec<crate::checkpoint::OpenStaleness>,
     /// Each partition's read position and games, posted by the worker reading it, for
     /// checkpoints.
     pub marks: Mutex<BTreeMap<(String, i32), PartitionMark>>,
@@ -114,6 +119,7 @@ impl Control {
         let Resumed {
             partitions: resume,
             known_games,
+            open_staleness,
         } = resumed;
         let d = Arc::new(Deployment {
             id,
@@ -125,6 +131,7 @@ impl Control {
             owners: Arc::default(),
             resume,
             known_games,
+            open_staleness,
             marks: Mutex::default(),
             checkpointed: AtomicU64::new(0),
         });

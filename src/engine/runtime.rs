@@ -153,6 +153,43 @@ impl Runtime {
                 ingest.resume(t, *p, r.clone());
             }
         }
+        let staleness: Vec<(u32, Duration)> = d
+            .plan
+            .detectors
+            .iter()
+            .enumerate()
+            .filter_map(|(i, det)| match det.rule {
+                crate::pipeline::plan::DetectorRule::Staleness { gap_ms } => {
+                    Some((i as u32, Duration::from_millis(gap_ms)))
+                }
+                _ => None,
+            })
+            .collect();
+        // The staleness alerts open at the checkpoint, of the games this worker reads: taken
+        // up, so that the game's next new event resolves each (and none opens twice).
+        let mut live: HashMap<GameKey, Liveness> = HashMap::new();
+        for open in &d.open_staleness {
+            let detector = staleness
+                .iter()
+                .position(|(i, _)| d.plan.detectors[*i as usize].name == open.detector);
+            let partition = owned.iter().position(|k| {
+                d.resume
+                    .get(k)
+                    .is_some_and(|r| r.open.contains_key(&open.game))
+            });
+            let (Some(k), Some(partition)) = (detector, partition) else {
+                continue;
+            };
+            let l = live.entry(open.game.clone()).or_insert_with(|| Liveness {
+                partition,
+                held_before: Duration::ZERO,
+                wall: Instant::now(),
+                time: open.opened_at,
+                ended: false,
+                open: vec![None; staleness.len()],
+            });
+            l.open[k] = Some(open.opened_at);
+        }
         Ok(Runtime {
             input,
             probe,
@@ -162,19 +199,8 @@ impl Runtime {
             checkpoints: !cfg.engine.checkpoint_dir.is_empty(),
             updates: Updates::default(),
             drain_targets: None,
-            staleness: d
-                .plan
-                .detectors
-                .iter()
-                .enumerate()
-                .filter_map(|(i, det)| match det.rule {
-                    crate::pipeline::plan::DetectorRule::Staleness { gap_ms } => {
-                        Some((i as u32, Duration::from_millis(gap_ms)))
-                    }
-                    _ => None,
-                })
-                .collect(),
-            live: HashMap::new(),
+            staleness,
+            live,
             held: vec![false; owned.len()],
             held_from: vec![None; owned.len()],
             held_for: vec![Duration::ZERO; owned.len()],
@@ -267,9 +293,14 @@ impl Runtime {
                                 l.held_before = held_for.get(l.partition).copied().unwrap_or_default();
                                 l.time = a.time;
                                 l.ended |= a.event.kind == crate::event::EventKind::GameEnd;
-                                for (k, open) in l.open.iter_mut().enumerate() {
-                                    if let Some(opened_at) = open.take() {
-                                        stale_changes.push((key.clone(), staleness[k], opened_at, a.time, false, now));
+                                // A record read again to rebuild the game after a restart
+                                // is not news: only a new one ends an alert (one open at the
+                                // checkpoint was taken up in `start`).
+                                if replay == Replay::Fresh {
+                                    for (k, open) in l.open.iter_mut().enumerate() {
+                                        if let Some(opened_at) = open.take() {
+                                            stale_changes.push((key.clone(), staleness[k], opened_at, a.time, false, now));
+                                        }
                                     }
                                 }
                             }

@@ -78,6 +78,36 @@ pub(super) fn deliver_alerts(
     emit_alerts(hub, &p.live, sink, &numbered);
 }
 
+/// The live version's wall-clock (staleness) alert changes, delivered as
+/// [`deliver_alerts`] does; those it delivers are followed, so that a checkpoint keeps the
+/// open ones (a restart does not recompute them).
+pub(super) fn deliver_staleness(
+    hub: &Hub,
+    p: &mut PipelineOut,
+    sink: &mut dyn DeltaSink,
+    changes: Vec<AlertChange>,
+) {
+    let delivered = p.delivered_through;
+    for c in changes
+        .iter()
+        .filter(|c| delivered.is_none_or(|t| c.time > t))
+    {
+        let Some(d) = p.live.plan.detectors.get(c.detector as usize) else {
+            continue;
+        };
+        let open = OpenStaleness {
+            game: c.game.clone(),
+            detector: d.name.clone(),
+            opened_at: c.opened_at,
+        };
+        match c.state {
+            AlertState::Open | AlertState::Escalated => p.live.open_staleness.insert(open),
+            AlertState::Resolved | AlertState::Retracted => p.live.open_staleness.remove(&open),
+        };
+    }
+    deliver_alerts(hub, p, sink, changes);
+}
+
 /// The changes a swap at `time` makes, before the new version takes over: the alerts only the
 /// old (live) version has open, resolved; and, to deliver once the new one is live, those
 /// only the new one has open, opened.
