@@ -44,15 +44,29 @@ impl Channel {
     }
 
     /// Removes a subscriber; whether it was there.
+    ///
+    /// Only the index entries of its own games are touched: scanning every game's list under
+    /// the channel's lock made each removal cost all the subscriptions, and 10,000
+    /// subscribers leaving at once held up publishing for every other one.
     pub(super) fn remove(&mut self, id: u64) -> bool {
-        let before = self.subscribers.len();
-        self.subscribers.retain(|s| s.id != id);
-        self.any_game.retain(|s| s.id != id);
-        self.by_game.retain(|_, subs| {
-            subs.retain(|s| s.id != id);
-            !subs.is_empty()
-        });
-        self.subscribers.len() < before
+        let Some(at) = self.subscribers.iter().position(|s| s.id == id) else {
+            return false;
+        };
+        let sub = self.subscribers.remove(at);
+        match sub.filter.games() {
+            Some(games) => {
+                for g in games {
+                    if let Some(subs) = self.by_game.get_mut(g) {
+                        subs.retain(|s| s.id != id);
+                        if subs.is_empty() {
+                            self.by_game.remove(g);
+                        }
+                    }
+                }
+            }
+            None => self.any_game.retain(|s| s.id != id),
+        }
+        true
     }
 }
 

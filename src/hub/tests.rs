@@ -309,6 +309,28 @@ fn fan_out_reaches_exactly_the_subscribers_of_each_game() {
     assert_eq!(taken_seqs(&one), vec![13]);
     assert_eq!(taken_seqs(&two), vec![14]);
     assert_eq!(taken_seqs(&all), vec![11, 12, 13, 14]);
+    let index = |hub: &Hub| {
+        let ch = hub.channel("p").unwrap();
+        let ch = lock(&ch);
+        let mut by_game: Vec<(String, usize)> = ch
+            .by_game
+            .iter()
+            .map(|(g, subs)| (g.clone(), subs.len()))
+            .collect();
+        by_game.sort();
+        (by_game, ch.any_game.len(), ch.subscribers.len())
+    };
+    assert_eq!(
+        index(&hub),
+        (vec![("g01".into(), 1), ("g02".into(), 1)], 1, 3)
+    );
+    drop(one);
+    drop(all);
+    assert_eq!(
+        index(&hub),
+        (vec![("g02".into(), 1)], 0, 1),
+        "a game nobody follows leaves the index"
+    );
 }
 
 fn game(g: usize) -> GameKey {
