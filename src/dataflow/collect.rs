@@ -22,10 +22,11 @@ use std::collections::BTreeMap;
 use std::sync::mpsc::SyncSender;
 
 use timely::container::CapacityContainerBuilder;
-use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::channels::pact::ExchangeCore;
 use timely::dataflow::operators::Operator;
 use timely::dataflow::Stream;
 
+use super::batches::SmallBatches;
 use super::detect::AlertChange;
 use super::{RuntimeId, SinkMsg, Valued};
 
@@ -50,8 +51,8 @@ impl<'scope> Collect<'scope> for Stream<'scope, u64, Vec<Valued>> {
     ) -> Stream<'scope, u64, Vec<()>> {
         self.binary_frontier::<_, CapacityContainerBuilder<Vec<()>>, _, _, _, _>(
             alerts,
-            Exchange::new(|_: &Valued| 0u64),
-            Exchange::new(|_: &AlertChange| 0u64),
+            ExchangeCore::<SmallBatches<Valued>, _>::new_core(|_: &Valued| 0u64),
+            ExchangeCore::<SmallBatches<AlertChange>, _>::new_core(|_: &AlertChange| 0u64),
             "Collect",
             move |_, _| {
                 let mut pending: BTreeMap<u64, (Vec<Valued>, Vec<AlertChange>)> = BTreeMap::new();

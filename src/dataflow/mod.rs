@@ -20,6 +20,7 @@
 //! Deltas are made from these values outside the dataflow ([`crate::publish`]), where the last
 //! published value of each game lives across pipeline versions.
 
+pub mod batches;
 pub mod collect;
 pub mod detect;
 pub mod features;

@@ -16,8 +16,9 @@ use std::collections::BTreeMap;
 use rustc_hash::FxHashMap;
 use std::sync::Arc;
 
-use timely::container::CapacityContainerBuilder;
-use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::channels::pact::ExchangeCore;
+
+use super::batches::SmallBatches;
 use timely::dataflow::operators::{Capability, Operator};
 use timely::dataflow::Stream;
 
@@ -387,8 +388,8 @@ impl<'scope> ScoreGames<'scope> for Stream<'scope, u64, Vec<Input>> {
         model: Arc<Model>,
         shadow: Option<Arc<Model>>,
     ) -> Stream<'scope, u64, Vec<Valued>> {
-        self.unary_frontier::<CapacityContainerBuilder<Vec<Valued>>, _, _, _>(
-            Exchange::new(|(fact, _, _): &Input| fact.game()),
+        self.unary_frontier::<SmallBatches<Valued>, _, _, _>(
+            ExchangeCore::<SmallBatches<Input>, _>::new_core(|(fact, _, _): &Input| fact.game()),
             "ScoreGames",
             move |_, _| {
                 let mut pending: BTreeMap<u64, (Capability<u64>, Vec<Input>)> = BTreeMap::new();
@@ -470,7 +471,7 @@ impl<'scope> ScoreGames<'scope> for Stream<'scope, u64, Vec<Input>> {
                             if key_diff < 0 {
                                 // Released: forgotten, and every later stage told.
                                 if let Some(GameRow { key: Some(k), .. }) = rows.remove(&id) {
-                                    output.session(&cap).give(Valued::closed(t, k));
+                                    output.session_with_builder(&cap).give(Valued::closed(t, k));
                                 }
                                 continue;
                             }
@@ -561,7 +562,7 @@ impl<'scope> ScoreGames<'scope> for Stream<'scope, u64, Vec<Input>> {
                         while *caps[c].time() < t {
                             c += 1;
                         }
-                        output.session(&caps[c]).give(Valued {
+                        output.session_with_builder(&caps[c]).give(Valued {
                             time: t,
                             game,
                             value,
