@@ -223,6 +223,15 @@ fn feed_health_detectors_find_exactly_the_injected_faults() {
     }
 }
 
+/// The NFL pipeline reading `input`, with a staleness detector of `gap` and partitions that
+/// do not go idle while the feed is paused.
+fn stale_pipeline(input: &str, gap: &str) -> String {
+    format!(
+        "{}\n[[detector]]\nname = \"stale\"\nkind = \"staleness\"\ngap = \"{gap}\"\n",
+        nfl_pipeline(&[input]).replace("idle-timeout = \"2s\"", "idle-timeout = \"10m\"")
+    )
+}
+
 /// A staleness alert open when the engine stops ends after the restart, at the game's next new
 /// event: the worker state that judged it is gone, so the checkpoint keeps the open ones and
 /// the workers take them up. Nothing opens twice.
@@ -234,10 +243,7 @@ fn a_staleness_alert_open_at_a_restart_resolves_after_it() {
     let lines = fixture_lines();
     let half = lines.len() / 2;
     produce_all(&cluster.brokers, input, &lines[..half]);
-    let text = format!(
-        "{}\n[[detector]]\nname = \"stale\"\nkind = \"staleness\"\ngap = \"1s\"\n",
-        nfl_pipeline(&[input]).replace("idle-timeout = \"2s\"", "idle-timeout = \"10m\"")
-    );
+    let text = stale_pipeline(input, "1s");
     let checkpoints = tempfile::tempdir().unwrap();
     let mut cfg = config(&cluster.brokers, input, 2);
     cfg.kafka.stop_at_end = false;
@@ -319,10 +325,7 @@ fn a_stalled_feed_alerts_by_the_wall_clock_and_resolves_when_it_resumes() {
     let events = fixture_events();
     let half = lines.len() / 2;
     produce_all(&cluster.brokers, input, &lines[..half]);
-    let text = format!(
-        "{}\n[[detector]]\nname = \"stale\"\nkind = \"staleness\"\ngap = \"3s\"\n",
-        nfl_pipeline(&[input]).replace("idle-timeout = \"2s\"", "idle-timeout = \"10m\"")
-    );
+    let text = stale_pipeline(input, "3s");
     let mut cfg = config(&cluster.brokers, input, 2);
     cfg.kafka.stop_at_end = false;
     let app = start(&cfg, &[text]);

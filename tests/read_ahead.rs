@@ -92,7 +92,7 @@ fn a_held_partition_s_games_do_not_go_stale() {
         .set("batch.size", "4096")
         .create()
         .unwrap();
-    let mut read_ahead_of = [0usize; 2];
+    let mut produced = [0usize; 2];
     for (partition, game, shift) in [(0, &first, 0), (1, &second, TEN_DAYS_MS)] {
         for e in events.iter().filter(|e| e.game_id == *game) {
             let mut e = e.clone();
@@ -106,7 +106,7 @@ fn a_held_partition_s_games_do_not_go_stale() {
                         .payload(&line),
                 )
                 .unwrap();
-            read_ahead_of[partition as usize] += 1;
+            produced[partition as usize] += 1;
         }
     }
     producer.flush(Duration::from_secs(10)).unwrap();
@@ -134,7 +134,7 @@ fn a_held_partition_s_games_do_not_go_stale() {
     let took = started.elapsed();
     app.shutdown();
     let alerts = capture.0.lock().unwrap().1.clone();
-    assert_eq!(stats.accepted as usize, read_ahead_of.iter().sum::<usize>());
+    assert_eq!(stats.accepted as usize, produced.iter().sum::<usize>());
     assert!(stats.held > 0, "game B's partition was never held back");
     assert!(
         took > Duration::from_secs(2),

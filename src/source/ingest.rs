@@ -36,6 +36,17 @@ enum PartitionState {
     Live { max_time: u64 },
 }
 
+impl PartitionState {
+    /// The partition's watermark (its highest event time minus `lateness_ms`), once it has an
+    /// event.
+    fn watermark(&self, lateness_ms: u64) -> Option<u64> {
+        match self {
+            PartitionState::Unstarted => None,
+            PartitionState::Live { max_time } => Some(max_time.saturating_sub(lateness_ms)),
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 struct Partition {
     state: PartitionState,
@@ -502,10 +513,7 @@ impl Ingest {
         // Late against the event's own partition (max event time read there minus the allowed
         // lateness), which depends only on the partition's order; and, for a partition that
         // was idle and lost its hold, against the frontier itself.
-        let own = match part.state {
-            PartitionState::Unstarted => 0,
-            PartitionState::Live { max_time } => max_time.saturating_sub(self.lateness_ms),
-        };
+        let own = part.state.watermark(self.lateness_ms).unwrap_or(0);
         let floor = own.max(frontier);
         let late = event.event_time_ms < floor;
         if late && self.policy == LatePolicy::DeadLetter {
@@ -600,11 +608,11 @@ impl Ingest {
     pub fn ahead_of(&self, topic: &str, partition: i32, limit: u64) -> bool {
         self.partitions
             .get(&(topic.to_string(), partition))
-            .is_some_and(|p| match p.state {
-                PartitionState::Live { max_time } => {
-                    p.caught_up_since.is_none() && max_time.saturating_sub(self.lateness_ms) > limit
-                }
-                PartitionState::Unstarted => false,
+            .is_some_and(|p| {
+                p.caught_up_since.is_none()
+                    && p.state
+                        .watermark(self.lateness_ms)
+                        .is_some_and(|w| w > limit)
             })
     }
 
@@ -616,10 +624,7 @@ impl Ingest {
                 .caught_up_since
                 .is_some_and(|s| now.duration_since(s) >= self.idle_timeout);
             if p.caught_up_since.is_some() && !idle {
-                let at = match p.state {
-                    PartitionState::Unstarted => 0,
-                    PartitionState::Live { max_time } => max_time.saturating_sub(self.lateness_ms),
-                };
+                let at = p.state.watermark(self.lateness_ms).unwrap_or(0);
                 mark.waiting_at = Some(mark.waiting_at.map_or(at, |m| m.min(at)));
             }
             match p.state {
