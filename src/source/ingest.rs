@@ -582,16 +582,12 @@ impl Ingest {
         }
     }
 
-    /// Whether every partition is read past `targets` (offsets the broker reported as its end
-    /// when a drain began): an end seen before records produced since then were fetched does
-    /// not count. Past its target, a partition needs no word of its end: after a client
-    /// error it forgets the one it had, and librdkafka says a partition is at its end once
-    /// per end offset, so with nothing new produced it would never say so again. One
-    /// without a target (the broker did not answer) must be read to its end.
+    /// Whether every partition is read to its end and past `targets` (offsets the broker
+    /// reported as its end when a drain began): an end seen before records produced since
+    /// then were fetched does not count.
     pub fn reached(&self, targets: &HashMap<(String, i32), i64>) -> bool {
-        self.partitions.iter().all(|(k, p)| match targets.get(k) {
-            Some(target) => p.next_offset >= *target,
-            None => p.caught_up_since.is_some(),
+        self.partitions.iter().all(|(k, p)| {
+            p.caught_up_since.is_some() && p.next_offset >= targets.get(k).copied().unwrap_or(0)
         })
     }
 

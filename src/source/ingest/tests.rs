@@ -210,41 +210,6 @@ fn a_failed_fetch_forgets_only_its_partition_s_end() {
     );
 }
 
-/// A drain is done once every partition is read past the end the broker gave when it began,
-/// whether or not the transport still says it is at its end (a client error makes it forget,
-/// and it is not told again while nothing new comes). Without such an end, it must be read
-/// to its end.
-#[test]
-fn a_drain_ends_past_the_broker_s_ends() {
-    let mut ing = ingest(Duration::ZERO, Duration::from_secs(1), LatePolicy::FoldIn);
-    ing.add_partition("t", 0);
-    ing.add_partition("t", 1);
-    let at = |offset| Record {
-        offset,
-        ..rec(0, b"not json")
-    };
-    let _ = ing.accept(&at(4), 0);
-    let _ = ing.accept(
-        &Record {
-            partition: 1,
-            ..at(9)
-        },
-        0,
-    );
-    let targets: HashMap<(String, i32), i64> =
-        [(("t".to_string(), 0), 5), (("t".to_string(), 1), 10)].into();
-    assert!(ing.reached(&targets), "both read past their ends");
-    ing.forget_caught_up();
-    assert!(ing.reached(&targets), "still past them after an error");
-    let short: HashMap<(String, i32), i64> = [(("t".to_string(), 0), 6)].into();
-    assert!(!ing.reached(&short), "partition 0 short of its end");
-    // No end from the broker for partition 1: read to its end, as the transport says.
-    let only_0: HashMap<(String, i32), i64> = [(("t".to_string(), 0), 5)].into();
-    assert!(!ing.reached(&only_0));
-    ing.caught_up("t", 1, Instant::now());
-    assert!(ing.reached(&only_0));
-}
-
 #[test]
 fn late_events_follow_the_policy() {
     let mut dl = ingest(
