@@ -226,7 +226,9 @@ impl Runtime {
         let errors = self.reader.errors();
         if errors != self.kafka_errors {
             self.kafka_errors = errors;
-            self.ingest.forget_caught_up();
+            for (topic, partition) in self.ingest.forget_caught_up() {
+                self.reader.rearm_end(&topic, partition);
+            }
         }
         let plan = &self.deployment.plan;
         let name = plan.name.as_str();
@@ -256,6 +258,7 @@ impl Runtime {
         let (staleness, live, held_for) = (&self.staleness, &mut self.live, &self.held_for);
         // (game, (detector, gap), opened at, time, opening?, wall clock)
         let mut stale_changes: Vec<StaleChange> = Vec::new();
+        let mut forgot: Vec<(String, i32)> = Vec::new();
         let reader = &self.reader;
         let polled = reader.poll(POLL_BATCH, &self.held, |p| match p {
             Polled::Record(rec) => {
@@ -342,8 +345,15 @@ impl Runtime {
                 }
             }
             Polled::End { topic, partition } => ingest.caught_up(topic, partition, now),
-            Polled::Failed { topic, partition } => ingest.forget_caught_up_of(topic, partition),
+            Polled::Failed { topic, partition } => {
+                if ingest.forget_caught_up_of(topic, partition) {
+                    forgot.push((topic.to_string(), partition));
+                }
+            }
         });
+        for (topic, partition) in forgot {
+            self.reader.rearm_end(&topic, partition);
+        }
         if !self.staleness.is_empty() && now.duration_since(self.last_check) >= STALENESS_CHECK {
             self.last_check = now;
             let mut keys: Vec<&GameKey> = self.live.keys().collect();

@@ -554,17 +554,25 @@ impl Ingest {
     /// (or idle) until the transport says so again. Otherwise, after an outage, the partitions
     /// fetched first would carry the frontier past the records of those fetched later, which
     /// would all be late.
-    pub fn forget_caught_up(&mut self) {
-        for p in self.partitions.values_mut() {
-            p.caught_up_since = None;
+    ///
+    /// Returns the partitions that were read to their end: the transport must be asked to say
+    /// so again even when nothing new comes (see `KafkaReader::rearm_end`).
+    pub fn forget_caught_up(&mut self) -> Vec<(String, i32)> {
+        let mut forgot = Vec::new();
+        for (k, p) in &mut self.partitions {
+            if p.caught_up_since.take().is_some() {
+                forgot.push(k.clone());
+            }
         }
+        forgot
     }
 
     /// A fetch of the partition failed: as [`Ingest::forget_caught_up`], for that partition.
-    pub fn forget_caught_up_of(&mut self, topic: &str, partition: i32) {
-        if let Some(p) = self.partitions.get_mut(&(topic.to_string(), partition)) {
-            p.caught_up_since = None;
-        }
+    /// Returns whether it was read to its end.
+    pub fn forget_caught_up_of(&mut self, topic: &str, partition: i32) -> bool {
+        self.partitions
+            .get_mut(&(topic.to_string(), partition))
+            .is_some_and(|p| p.caught_up_since.take().is_some())
     }
 
     /// The transport read the partition to its end.

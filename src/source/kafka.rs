@@ -62,7 +62,7 @@ pub fn client_config(cfg: &KafkaConfig) -> ClientConfig {
 
 /// Publishes librdkafka's per-partition consumer lag as a gauge, and what the consumer sees of
 /// the brokers (errors, connections) through [`super::kafka_health`]. Counts the errors, so the
-/// reader knows its partitions' "read to the end" may be stale (see [`KafkaReader::outages`]).
+/// reader knows its partitions' "read to the end" may be stale (see [`KafkaReader::errors`]).
 #[derive(Default)]
 pub struct LagContext {
     errors: Arc<std::sync::atomic::AtomicU64>,
@@ -151,6 +151,9 @@ pub struct KafkaReader {
     )>,
     /// Of `errors`, those that came on a partition's own queue ([`Polled::Failed`]).
     partition_errors: std::cell::Cell<u64>,
+    /// Per queue, the offset after the last record handed over (before any, where it was
+    /// assigned from): where [`KafkaReader::rearm_end`] seeks.
+    next: Vec<std::cell::Cell<i64>>,
 }
 
 impl KafkaReader {
@@ -182,7 +185,11 @@ impl KafkaReader {
         }
         consumer.assign(&tpl).map_err(kafka("assigning"))?;
         let mut queues = Vec::new();
+        let mut next = Vec::new();
         for (t, p) in owned {
+            next.push(std::cell::Cell::new(
+                starts.get(&(t.clone(), *p)).copied().unwrap_or(0),
+            ));
             let q = consumer
                 .split_partition_queue(t, *p)
                 .ok_or_else(|| SourceError::NoSuchTopic(t.clone()))?;
@@ -193,6 +200,7 @@ impl KafkaReader {
             errors,
             queues,
             partition_errors: std::cell::Cell::new(0),
+            next,
         })
     }
 
@@ -228,6 +236,31 @@ impl KafkaReader {
             .collect()
     }
 
+    /// Asks librdkafka to say again when the partition is read to its end ([`Polled::End`]),
+    /// for one that was when the consumer lost sight of the broker. librdkafka says it once per
+    /// end offset, so with nothing new since, a partition that forgot it would never go idle
+    /// (holding the frontier back) and a drain would never end. A seek to the next unread
+    /// offset restarts the partition's fetch, and with it that count: the first fetch answer
+    /// at the end says so again, which is the fresh word from the broker the partition waits
+    /// for. Records fetched and not yet handed over are dropped by the seek and fetched again.
+    pub fn rearm_end(&self, topic: &str, partition: i32) {
+        let Some(i) = self
+            .queues
+            .iter()
+            .position(|(t, p, _)| t == topic && *p == partition)
+        else {
+            return;
+        };
+        let offset = self.next[i].get();
+        // Without a wait: librdkafka carries the seek out when the broker answers.
+        if let Err(e) = self
+            .consumer
+            .seek(topic, partition, Offset::Offset(offset), Duration::ZERO)
+        {
+            tracing::warn!(%topic, partition, offset, error = %e, "kafka seek to re-read the end failed");
+        }
+    }
+
     /// The owned partitions, in the order [`KafkaReader::poll`] takes `held` in.
     pub fn owned(&self) -> impl Iterator<Item = (&str, i32)> {
         self.queues.iter().map(|(t, p, _)| (t.as_str(), *p))
@@ -247,11 +280,11 @@ impl KafkaReader {
         while let Some(event) = self.consumer.poll(Duration::ZERO) {
             match event {
                 Ok(m) => {
-                    let Some((topic, partition)) = self
+                    let Some((i, (topic, partition, _))) = self
                         .queues
                         .iter()
-                        .find(|(t, p, _)| t == m.topic() && *p == m.partition())
-                        .map(|(t, p, _)| (t.as_str(), *p))
+                        .enumerate()
+                        .find(|(_, (t, p, _))| t == m.topic() && *p == m.partition())
                     else {
                         tracing::error!(
                             topic = m.topic(),
@@ -262,9 +295,10 @@ impl KafkaReader {
                         continue;
                     };
                     n += 1;
+                    self.next[i].set(m.offset() + 1);
                     f(Polled::Record(Record {
                         topic,
-                        partition,
+                        partition: *partition,
                         offset: m.offset(),
                         timestamp_ms: m.timestamp().to_millis(),
                         key: m.key(),
@@ -293,6 +327,7 @@ impl KafkaReader {
                     None => break,
                     Some(Ok(m)) => {
                         n += 1;
+                        self.next[i].set(m.offset() + 1);
                         f(Polled::Record(Record {
                             topic,
                             partition: *partition,

@@ -201,13 +201,40 @@ fn a_failed_fetch_forgets_only_its_partition_s_end() {
     let t0 = Instant::now();
     ing.caught_up("t", 0, t0);
     ing.caught_up("t", 1, t0);
-    ing.forget_caught_up_of("t", 0);
+    assert!(ing.forget_caught_up_of("t", 0), "it was read to its end");
+    assert!(
+        !ing.forget_caught_up_of("t", 0),
+        "forgotten already: the transport was asked once to say it again"
+    );
     let m = ing.mark(t0 + Duration::from_millis(10));
     assert_eq!((m.active_min, m.idle_release), (Some(1_000), Some(5_001)));
     assert_eq!(
         m.waiting_at, None,
         "partition 0 may have records it cannot see"
     );
+}
+
+/// The consumer lost sight of the broker: every partition forgets it was read to its end,
+/// and the ones that were are named, for the transport to be asked to say so again.
+#[test]
+fn an_outage_names_the_partitions_that_forgot_their_end() {
+    let mut ing = ingest(Duration::ZERO, Duration::from_secs(60), LatePolicy::FoldIn);
+    for p in 0..3 {
+        ing.add_partition("t", p);
+    }
+    let t0 = Instant::now();
+    ing.caught_up("t", 0, t0);
+    ing.caught_up("t", 2, t0);
+    assert_eq!(
+        ing.forget_caught_up(),
+        vec![("t".to_string(), 0), ("t".to_string(), 2)]
+    );
+    assert!(!ing.all_caught_up());
+    assert_eq!(ing.forget_caught_up(), Vec::<(String, i32)>::new());
+    ing.caught_up("t", 0, t0);
+    ing.caught_up("t", 1, t0);
+    ing.caught_up("t", 2, t0);
+    assert!(ing.all_caught_up());
 }
 
 #[test]
