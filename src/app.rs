@@ -129,7 +129,7 @@ impl App {
             }
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
+            .worker_threads(cfg.server.threads)
             .thread_name("sideline-net")
             .enable_all()
             .build()

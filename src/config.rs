@@ -87,6 +87,9 @@ pub struct ServerConfig {
     pub metrics_listen: String,
     /// Admin HTTP listen address (deploy, list and remove pipelines).
     pub admin_listen: String,
+    /// Threads of the network runtime (WebSocket fan-out, admin and metrics endpoints), beside
+    /// the engine's workers.
+    pub threads: usize,
     /// Per-subscriber queue length.
     pub queue_capacity: usize,
     /// Deltas kept per channel.
@@ -207,6 +210,11 @@ impl Config {
                     .into(),
             ));
         }
+        if server.threads == 0 {
+            return Err(ConfigError::Value(
+                "server.threads must be at least 1".into(),
+            ));
+        }
         if self.engine.workers == 0 {
             return Err(ConfigError::Value(
                 "engine.workers must be at least 1".into(),
@@ -280,6 +288,29 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(e.contains("pong-timeout"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn zero_threads_or_workers_are_refused() {
+        figment::Jail::expect_with(|jail| {
+            for (file, text, key) in [
+                ("net.toml", "[server]\nthreads = 0\n", "server.threads"),
+                ("work.toml", "[engine]\nworkers = 0\n", "engine.workers"),
+            ] {
+                jail.create_file(file, text)?;
+                let e = Config::load(Some(Path::new(file))).unwrap_err().to_string();
+                assert!(e.contains(key), "{e}");
+            }
+            jail.set_env("SIDELINE_SERVER__THREADS", "3");
+            assert_eq!(
+                Config::load(None)
+                    .map_err(|e| e.to_string())?
+                    .server
+                    .threads,
+                3
+            );
             Ok(())
         });
     }
