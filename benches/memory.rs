@@ -62,7 +62,7 @@ fn run(label: &str, retention: Duration, rounds: usize, fixture: &[GameEvent]) {
                 None,
                 0,
                 Some(tx),
-                Vec::new(),
+                Default::default(),
             )
         });
         let mut games = Games::new(&plan);

@@ -335,7 +335,10 @@ impl App {
         // An online ensemble's weights go on: from the checkpoint's finished games, or from
         // those of the version this one replaces (when it runs the same model).
         let known_games = match &resumed {
-            Some(cp) => cp.finished_games.clone(),
+            Some(cp) => crate::dataflow::KnownGames {
+                folded: cp.folded_games.clone(),
+                games: cp.finished_games.clone(),
+            },
             None => publisher.finished_games(&plan.name, &model.version()),
         };
         publisher.seed_games(&plan.name, id, known_games.clone());
@@ -523,9 +526,12 @@ impl App {
                         Err(mpsc::RecvTimeoutError::Timeout) => {}
                         Err(mpsc::RecvTimeoutError::Disconnected) => break,
                     }
-                    if let Some(store) = store.as_ref().filter(|_| last.elapsed() >= interval) {
+                    if last.elapsed() >= interval {
                         last = Instant::now();
-                        write_checkpoint(&publisher, store);
+                        match store.as_ref() {
+                            Some(store) => write_checkpoint(&publisher, store),
+                            None => lock(&publisher).fold_finished_games(),
+                        }
                     }
                 }
                 engine::thread_cpu()
@@ -558,7 +564,8 @@ impl App {
 /// logged and counted; the previous checkpoint stays.
 fn write_checkpoint(publisher: &SharedPublisher, store: &Store) {
     let cp = {
-        let p = lock(publisher);
+        let mut p = lock(publisher);
+        p.fold_finished_games();
         let cp = p.checkpoint();
         // The Kafka outputs' writes up to this checkpoint are committed first: a checkpoint
         // never claims a delivery a transaction did not make.

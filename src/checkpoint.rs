@@ -58,10 +58,15 @@ pub struct PipelineCheckpoint {
     pub definition: Option<String>,
     /// An online ensemble's finished games through `done`, with their per-member losses
     /// ([`crate::dataflow::reweight`]): a restart does not read the games that were over
-    /// again, so their part in the member weights is kept here (a game's loss is a few
-    /// numbers; all of them are kept, so the weights at any recomputed time are exact).
+    /// again, so their part in the member weights is kept here, one by one for those that
+    /// ended after the earliest row a restart values (so the weights at any recomputed time
+    /// are exact), folded for the others.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub finished_games: Vec<crate::dataflow::FinishedGame>,
+    /// The finished games before those, folded into the member weights they lead to: no
+    /// row a restart values is before them ([`crate::dataflow::FinishedGames::fold_before`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folded_games: Option<crate::dataflow::FoldedGames>,
     /// The wall-clock (staleness) alerts open when it was taken. They are judged outside the
     /// dataflow, so a restart does not recompute them: the workers take them up again, and
     /// the game's next new event resolves each.
@@ -97,19 +102,13 @@ pub struct PartitionCheckpoint {
 impl PartitionCheckpoint {
     /// What `mark` says once everything through `done` was delivered: the games not over.
     pub fn from_mark(mark: &PartitionMark, done: Option<u64>, retention_ms: u64) -> Self {
-        let over = |ended: Option<u64>| match (ended, done) {
-            (Some(end), Some(done)) => end.saturating_add(retention_ms) <= done,
-            _ => false,
-        };
         PartitionCheckpoint {
             topic: mark.topic.clone(),
             partition: mark.partition,
             below: mark.next_offset,
             open: mark
-                .games
-                .iter()
-                .filter(|(_, _, ended)| !over(*ended))
-                .map(|(g, first, _)| (g.clone(), *first))
+                .reread(done, retention_ms)
+                .map(|(g, first, ..)| (g.clone(), *first))
                 .collect(),
             max_time: mark.max_time,
             caught_up_ms: mark.caught_up_ms,
@@ -305,6 +304,26 @@ mod tests {
                     // Written and read back bit for bit: restarted weights are the same.
                     losses: vec![0.1 + 0.2, std::f64::consts::PI / 7.0],
                 }],
+                // Also bit for bit: the folded state's running sums and weights.
+                folded_games: Some(crate::dataflow::FoldedGames {
+                    through: (
+                        700,
+                        GameKey {
+                            sport: crate::event::Sport::Nfl,
+                            game_id: "2018090900".into(),
+                        },
+                    ),
+                    state: {
+                        let spec = crate::model::online::OnlineSpec {
+                            method: crate::model::online::OnlineMethod::ExpLogLoss,
+                            eta: 1.0,
+                            half_life_games: 50.0,
+                        };
+                        let mut w = crate::model::online::OnlineWeights::new(&spec, vec![0.7, 0.3]);
+                        w.update(&[0.1 + 0.2, std::f64::consts::E / 3.0]);
+                        w
+                    },
+                }),
                 open_staleness: vec![],
             },
         );
@@ -364,18 +383,21 @@ mod tests {
             partition: 0,
             next_offset: 90,
             games: vec![
-                (g("over"), 0, Some(1_000)),
-                (g("just-ended"), 30, Some(9_500)),
-                (g("live"), 60, None),
+                (g("over"), 0, Some(1_000), 100),
+                (g("just-ended"), 30, Some(9_500), 8_000),
+                (g("live"), 60, None, 9_000),
             ],
             max_time: Some(9_900),
+            fresh_from: 9_800,
             caught_up_ms: Some(5_000),
         };
         let cp = PartitionCheckpoint::from_mark(&mark, Some(10_000), 1_000);
         assert_eq!(cp.open, vec![(g("just-ended"), 30), (g("live"), 60)]);
         assert_eq!(cp.resume().start(), 30);
+        assert_eq!(mark.earliest_row(Some(10_000), 1_000), 8_000);
         // Before anything was delivered, every game is open.
         let cp = PartitionCheckpoint::from_mark(&mark, None, 1_000);
         assert_eq!(cp.resume().start(), 0);
+        assert_eq!(mark.earliest_row(None, 1_000), 100);
     }
 }

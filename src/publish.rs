@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use crate::alert::Alert;
 use crate::checkpoint::{Checkpoint, OpenStaleness, PartitionCheckpoint, PipelineCheckpoint};
 use crate::dataflow::detect::AlertChange;
-use crate::dataflow::{FinishedGame, Model, RuntimeId, SinkMsg, Valued};
+use crate::dataflow::{FinishedGame, FinishedGames, KnownGames, Model, RuntimeId, SinkMsg, Valued};
 use crate::delta::{Delta, DeltaCause, FeatureChange};
 use crate::engine::Control;
 use crate::event::GameKey;
@@ -84,8 +84,8 @@ struct Version {
     /// Released since the hub was last told (the live version's are passed on).
     newly_released: Vec<GameKey>,
     outputs: VersionOutputs,
-    /// An online ensemble's finished games, by (end time, game): the checkpoint's.
-    games: BTreeMap<(u64, GameKey), Vec<f64>>,
+    /// An online ensemble's finished games: the checkpoint's.
+    games: FinishedGames,
     /// The alerts it has open (for a candidate, as of the live version's time).
     open_alerts: OpenAlerts,
     /// The wall-clock (staleness) alerts it delivered open, for checkpoints.
@@ -113,29 +113,47 @@ impl Version {
             keep_released,
             newly_released: Vec::new(),
             outputs,
-            games: BTreeMap::new(),
+            games: FinishedGames::default(),
             open_alerts: OpenAlerts::default(),
             open_staleness: BTreeSet::new(),
         }
     }
 
     fn note_games(&mut self, games: Vec<FinishedGame>) {
-        for g in games {
-            self.games.entry((g.time, g.game)).or_insert(g.losses);
-        }
+        self.games.note(games);
     }
 
     /// The finished games through `done`.
-    fn games_through(&self, done: Option<u64>) -> Vec<FinishedGame> {
-        self.games
-            .iter()
-            .filter(|((t, _), _)| done.is_some_and(|d| *t <= d))
-            .map(|((time, game), losses)| FinishedGame {
-                time: *time,
-                game: game.clone(),
-                losses: losses.clone(),
-            })
-            .collect()
+    fn games_through(&self, done: Option<u64>) -> KnownGames {
+        self.games.through(done)
+    }
+
+    /// Folds the finished games no restart from a checkpoint taken now could value a row
+    /// before: those that ended before `done` and before each of the version's partitions'
+    /// `earliest` (the first row of every game a restart reads again, and the time the
+    /// records it reads anew are valued at, at least).
+    fn fold_games(&mut self, control: &Control) {
+        let Some(done) = self.done else {
+            return;
+        };
+        let Some(d) = control.deployment(self.id) else {
+            return;
+        };
+        let marks = d.marks.lock().unwrap_or_else(|e| e.into_inner());
+        // A partition not marked yet is read from its beginning by a restart.
+        if marks.len() < d.partitions.len() {
+            return;
+        }
+        let retention = self.plan.time.retention.as_millis() as u64;
+        let before = marks
+            .values()
+            .map(|m| m.earliest_row(Some(done), retention))
+            .fold(done, u64::min);
+        drop(marks);
+        // Games from a checkpoint of another model are kept as they are: this one folds none.
+        if let Some(start) = self.model.online_start() {
+            self.games.fold_before(before, || start);
+        }
     }
 
     /// Applies one completed time's values: the ones worth publishing, each with what was
@@ -338,7 +356,10 @@ impl Publisher {
         p.seq = p.seq.max(cp.seq);
         p.alert_seq = p.alert_seq.max(cp.alert_seq);
         p.delivered_through = cp.done;
-        p.live.note_games(cp.finished_games.clone());
+        p.live.games.note_known(KnownGames {
+            folded: cp.folded_games.clone(),
+            games: cp.finished_games.clone(),
+        });
         p.live.open_staleness = cp.open_staleness.iter().cloned().collect();
         p.rebuilding_since = cp.done.map(|_| std::time::Instant::now());
         for o in &p.live.plan.outputs {
@@ -352,23 +373,23 @@ impl Publisher {
 
     /// The online ensemble's finished games the live version of `name` knows, for a new
     /// version that runs the same model (`model_version`) to start from; none otherwise.
-    pub fn finished_games(&self, name: &str, model_version: &str) -> Vec<FinishedGame> {
+    pub fn finished_games(&self, name: &str, model_version: &str) -> KnownGames {
         match self.pipelines.get(name) {
             Some(p) if p.live.model_version == model_version => p.live.games_through(p.live.done),
-            _ => Vec::new(),
+            _ => KnownGames::default(),
         }
     }
 
     /// Hands a new version of `name` (live or warming) the finished games it starts from, so
     /// that its checkpoints hold them too.
-    pub fn seed_games(&mut self, name: &str, id: RuntimeId, games: Vec<FinishedGame>) {
+    pub fn seed_games(&mut self, name: &str, id: RuntimeId, games: KnownGames) {
         let Some(p) = self.pipelines.get_mut(name) else {
             return;
         };
         if p.live.id == id {
-            p.live.note_games(games);
+            p.live.games.note_known(games);
         } else if let Some(c) = p.candidate.as_mut().filter(|c| c.version.id == id) {
-            c.version.note_games(games);
+            c.version.games.note_known(games);
         }
     }
 
@@ -382,6 +403,18 @@ impl Publisher {
             }
         }
         Ok(())
+    }
+
+    /// Folds each version's finished games that no restart can value a row before (see
+    /// [`FinishedGames::fold_before`]): what an online ensemble keeps is bounded by the games
+    /// within reach of a restart, not by how long the engine has run.
+    pub fn fold_finished_games(&mut self) {
+        for p in self.pipelines.values_mut() {
+            p.live.fold_games(&self.control);
+            if let Some(c) = p.candidate.as_mut() {
+                c.version.fold_games(&self.control);
+            }
+        }
     }
 
     /// What a restart needs to go on from here: per pipeline, its live version's completed
@@ -401,6 +434,7 @@ impl Publisher {
                 d.checkpointed
                     .fetch_max(done, std::sync::atomic::Ordering::Relaxed);
             }
+            let known = p.live.games_through(done);
             cp.pipelines.insert(
                 name.clone(),
                 PipelineCheckpoint {
@@ -414,7 +448,8 @@ impl Publisher {
                         .map(|m| PartitionCheckpoint::from_mark(m, done, retention))
                         .collect(),
                     definition: Some(p.live.plan.source.clone()),
-                    finished_games: p.live.games_through(done),
+                    finished_games: known.games,
+                    folded_games: known.folded,
                     open_staleness: p.live.open_staleness.iter().cloned().collect(),
                 },
             );

@@ -239,10 +239,21 @@ fn a_restart_from_a_checkpoint_keeps_the_weights() {
     app.shutdown();
     let store = sideline::checkpoint::Store::open(checkpoints.path()).unwrap();
     let (cp, _) = store.load().unwrap().unwrap();
-    let kept = cp.pipelines.values().next().unwrap().finished_games.len();
+    // The games that ended before the first row a restart values again (the last game
+    // still within `retention` of its end is read again) are folded; the rest kept one by one.
+    let pipeline = cp.pipelines.values().next().unwrap();
+    let folded = pipeline
+        .folded_games
+        .as_ref()
+        .map_or(0, |f| f.state.games());
+    let kept = pipeline.finished_games.len() as u64;
     assert!(
-        kept >= 10,
-        "the checkpoint keeps the finished games ({kept})"
+        folded >= 10,
+        "the checkpoint folds the games no restart values a row before ({folded} folded, {kept} kept)"
+    );
+    assert!(
+        kept < folded,
+        "the games a restart may need one by one are few ({kept} kept, {folded} folded)"
     );
 
     produce_all(&cluster.brokers, topic, &rest);
@@ -262,5 +273,121 @@ fn a_restart_from_a_checkpoint_keeps_the_weights() {
         renamed(&restarted),
         renamed(&clean),
         "stopped and restarted from the checkpoint, the deltas are the clean run's"
+    );
+}
+
+/// A restart in the middle of games reads them again from their first record, and values
+/// their rows with the weights at those rows' times: a game that ended meanwhile must not be
+/// folded into the weights a checkpoint keeps. Split where one game ended after three others
+/// began, which are still on when the engine stops; they go on after the restart, and their
+/// deltas then follow from what their rebuilt rows published.
+#[test]
+fn a_restart_in_the_middle_of_games_values_their_rows_as_before() {
+    // 2018090908 ended at 1536527100001, after 2018090909-11 began (1536524700000); they end
+    // at about 1536528300000.
+    const SPLIT: u64 = 1_536_527_700_000;
+    let lines = fixture_lines();
+    let time = |l: &String| serde_json::from_str::<GameEvent>(l).unwrap().event_time_ms;
+    let (first, rest): (Vec<String>, Vec<String>) =
+        lines.iter().cloned().partition(|l| time(l) < SPLIT);
+    let last_first = first.iter().map(time).max().unwrap();
+    // A game's state is kept 1 h after its end: the games of the early afternoon are over at
+    // the split (a restart does not read them again), 2018090908 is not.
+    let pipeline = |topic: &str| {
+        let text = online_pipeline(topic);
+        assert!(text.contains("retention = \"6h\""));
+        text.replace("retention = \"6h\"", "retention = \"1h\"")
+    };
+
+    let clean_topic = "online-mid-clean";
+    let topic = "online-mid";
+    let cluster = Cluster::mock(&[
+        (clean_topic, 4),
+        ("online-mid-clean.dead-letters", 1),
+        (topic, 4),
+        ("online-mid.dead-letters", 1),
+    ]);
+    produce_all(&cluster.brokers, clean_topic, &lines);
+    let mut cfg = config(&cluster.brokers, clean_topic, 2);
+    cfg.engine.models = models().display().to_string();
+    let app = start(&cfg, &[pipeline(clean_topic)]);
+    let (_, clean) = run_engine(&app);
+    app.shutdown();
+
+    // Live, until everything read was delivered (the partitions go idle and release it),
+    // then stopped: the games on at the split are open in the checkpoint.
+    let checkpoints = tempfile::tempdir().unwrap();
+    let mut cfg = config(&cluster.brokers, topic, 2);
+    cfg.engine.models = models().display().to_string();
+    cfg.engine.checkpoint_dir = checkpoints.path().display().to_string();
+    cfg.engine.checkpoint_interval_ms = 100;
+    cfg.kafka.stop_at_end = false;
+    produce_all(&cluster.brokers, topic, &first);
+    let app = start(&cfg, &[pipeline(topic)]);
+    let log: std::sync::Arc<std::sync::Mutex<Vec<sideline::delta::Delta>>> = Default::default();
+    let engine = {
+        let (app, log) = (app.clone(), log.clone());
+        std::thread::spawn(move || {
+            app.run_engine(move |d| log.lock().unwrap().push(d.clone()))
+                .unwrap()
+        })
+    };
+    let store = sideline::checkpoint::Store::open(checkpoints.path()).unwrap();
+    wait_until("a checkpoint through the last event read", 60, || {
+        let (cp, _) = store.load().ok()??;
+        let p = cp.pipelines.values().next()?;
+        (p.done >= Some(last_first)).then_some(())
+    });
+    app.stop.stop();
+    engine.join().unwrap();
+    app.shutdown();
+    // The one written at the stop, which the restart takes up.
+    let cp = store
+        .load()
+        .unwrap()
+        .unwrap()
+        .0
+        .pipelines
+        .into_values()
+        .next()
+        .unwrap();
+    let before = log.lock().unwrap().clone();
+    let folded = cp.folded_games.as_ref().map_or(0, |f| f.state.games());
+    let open: Vec<String> = cp
+        .partitions
+        .iter()
+        .flat_map(|p| p.open.iter().map(|(g, _)| g.game_id.clone()))
+        .collect();
+    assert!(
+        folded >= 9,
+        "the games over before the split are folded ({folded})"
+    );
+    assert!(
+        cp.finished_games
+            .iter()
+            .any(|g| g.game.game_id == "2018090908"),
+        "the game that ended after open ones began is kept one by one"
+    );
+    for g in ["2018090909", "2018090910", "2018090911"] {
+        assert!(open.contains(&g.to_string()), "{g} is read again: {open:?}");
+    }
+
+    produce_all(&cluster.brokers, topic, &rest);
+    let mut cfg = cfg.clone();
+    cfg.kafka.stop_at_end = true;
+    let app = start(&cfg, &[pipeline(topic)]);
+    let (_, after) = run_engine(&app);
+    app.shutdown();
+
+    let renamed = |d: &[sideline::delta::Delta]| {
+        String::from_utf8(log_bytes(d))
+            .unwrap()
+            .replace(clean_topic, topic)
+    };
+    let restarted: Vec<sideline::delta::Delta> = before.into_iter().chain(after).collect();
+    assert_eq!(
+        renamed(&restarted),
+        renamed(&clean),
+        "stopped in the middle of games and restarted, the deltas are the clean run's"
     );
 }

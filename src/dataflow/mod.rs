@@ -38,7 +38,7 @@ use crate::pipeline::Plan;
 
 pub use collect::Collect;
 pub use detect::DetectAlerts;
-pub use reweight::{FinishedGame, GameLosses, Reweight};
+pub use reweight::{FinishedGame, FinishedGames, FoldedGames, GameLosses, KnownGames, Reweight};
 pub use score::{Model, ScoreGames, Scorer, Valued};
 
 /// Identifies one deployed pipeline version inside an engine.
@@ -91,7 +91,7 @@ pub fn build(
     shadow: Option<Arc<Model>>,
     runtime: RuntimeId,
     sink: Option<SyncSender<SinkMsg>>,
-    known: Vec<FinishedGame>,
+    known: KnownGames,
 ) -> (FeatureInput, ProbeHandle<u64>) {
     let (input, facts) = features::slot_values(scope, &plan);
     let probe = ProbeHandle::new();
@@ -120,10 +120,14 @@ pub fn build(
                     }
                 }
             });
-        let known = known
-            .into_iter()
-            .filter(|g| g.losses.len() == members)
-            .collect();
+        let known = KnownGames {
+            folded: known.folded,
+            games: known
+                .games
+                .into_iter()
+                .filter(|g| g.losses.len() == members)
+                .collect(),
+        };
         let start = crate::model::online::OnlineWeights::new(&spec, ensemble.weights());
         values = values.reweight(finished, ensemble, start, known);
     }

@@ -48,6 +48,100 @@ pub struct FinishedGame {
     pub losses: Vec<f64>,
 }
 
+/// Finished games folded into the weights they lead to: every game up to `through` (end
+/// time, game), applied in that order to the manifest's weights. What a restart can no longer
+/// value a row before needs no game of its own: a game's few numbers are kept only while
+/// some row may still be valued before it ([`FinishedGames::fold_before`]).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FoldedGames {
+    pub through: (u64, GameKey),
+    pub state: OnlineWeights,
+}
+
+/// The finished games a version starts from: folded, then one by one.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct KnownGames {
+    pub folded: Option<FoldedGames>,
+    pub games: Vec<FinishedGame>,
+}
+
+/// An online ensemble's finished games as the publisher keeps them, for checkpoints and for
+/// a new version to start from.
+#[derive(Debug, Default)]
+pub struct FinishedGames {
+    folded: Option<FoldedGames>,
+    games: BTreeMap<(u64, GameKey), Vec<f64>>,
+}
+
+impl FinishedGames {
+    /// Adds games; one already known (or folded) is kept once.
+    pub fn note(&mut self, games: Vec<FinishedGame>) {
+        for g in games {
+            let key = (g.time, g.game);
+            if self.folded.as_ref().is_some_and(|f| key <= f.through) {
+                continue;
+            }
+            self.games.entry(key).or_insert(g.losses);
+        }
+    }
+
+    /// Takes up what a checkpoint or another version knew.
+    pub fn note_known(&mut self, known: KnownGames) {
+        if self.folded.is_none() && self.games.is_empty() {
+            self.folded = known.folded;
+        }
+        self.note(known.games);
+    }
+
+    /// The folded state and the games ended through `done`.
+    pub fn through(&self, done: Option<u64>) -> KnownGames {
+        KnownGames {
+            folded: self.folded.clone(),
+            games: self
+                .games
+                .iter()
+                .filter(|((t, _), _)| done.is_some_and(|d| *t <= d))
+                .map(|((time, game), losses)| FinishedGame {
+                    time: *time,
+                    game: game.clone(),
+                    losses: losses.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Folds the games ended before `before`: no row that any restart values is at or before
+    /// their time (the caller's bound), so they only ever count all together. `start` is the
+    /// state before any game.
+    pub fn fold_before(&mut self, before: u64, start: impl FnOnce() -> OnlineWeights) {
+        if self
+            .games
+            .first_key_value()
+            .is_none_or(|(k, _)| k.0 >= before)
+        {
+            return;
+        }
+        let (mut state, mut through) = match self.folded.take() {
+            Some(f) => (f.state, Some(f.through)),
+            None => (start(), None),
+        };
+        while let Some(g) = self.games.first_entry() {
+            if g.key().0 >= before {
+                break;
+            }
+            let (key, losses) = g.remove_entry();
+            state.update(&losses);
+            through = Some(key);
+        }
+        self.folded = through.map(|through| FoldedGames { through, state });
+    }
+
+    /// Games kept one by one (not folded).
+    pub fn unfolded(&self) -> usize {
+        self.games.len()
+    }
+}
+
 /// Where one game stands for its loss.
 enum GameState {
     /// Rows before the `game_end`, accumulating.
@@ -127,14 +221,15 @@ pub trait Reweight<'scope> {
     /// time (`weights` set), at the same times.
     ///
     /// `start` is the state before any game (the manifest's weights); `known` are finished
-    /// games from before a restart (a checkpoint's), applied in their place in the order. A
-    /// game received again (one recomputed after a restart) is applied once.
+    /// games from before a restart (a checkpoint's), folded ones first, the others applied in
+    /// their place in the order. A game received again (one recomputed after a restart, or
+    /// one folded) is applied once.
     fn reweight(
         self,
         finished: Stream<'scope, u64, Vec<FinishedGame>>,
         ensemble: Arc<Ensemble>,
         start: OnlineWeights,
-        known: Vec<FinishedGame>,
+        known: KnownGames,
     ) -> Stream<'scope, u64, Vec<Valued>>;
 }
 
@@ -144,8 +239,16 @@ impl<'scope> Reweight<'scope> for Stream<'scope, u64, Vec<Valued>> {
         finished: Stream<'scope, u64, Vec<FinishedGame>>,
         ensemble: Arc<Ensemble>,
         start: OnlineWeights,
-        known: Vec<FinishedGame>,
+        known: KnownGames,
     ) -> Stream<'scope, u64, Vec<Valued>> {
+        let (mut state, mut applied) = match known.folded {
+            Some(f) if f.state.same_definition(&start) => (f.state, Some(f.through)),
+            Some(_) => {
+                tracing::warn!("folded finished games of another ensemble definition: ignored");
+                (start, None)
+            }
+            None => (start, None),
+        };
         self.binary_frontier::<_, CapacityContainerBuilder<Vec<Valued>>, _, _, _, _>(
             finished,
             Pipeline,
@@ -153,11 +256,18 @@ impl<'scope> Reweight<'scope> for Stream<'scope, u64, Vec<Valued>> {
             "Reweight",
             move |_, _| {
                 let mut pending: BTreeMap<u64, (Capability<u64>, Vec<Valued>)> = BTreeMap::new();
-                let mut games: BTreeMap<(u64, GameKey), Vec<f64>> = known
-                    .into_iter()
-                    .map(|g| ((g.time, g.game), g.losses))
-                    .collect();
-                let mut state = start;
+                let mut games: BTreeMap<(u64, GameKey), Vec<f64>> = BTreeMap::new();
+                let note = |games: &mut BTreeMap<(u64, GameKey), Vec<f64>>,
+                            applied: &Option<(u64, GameKey)>,
+                            g: FinishedGame| {
+                    let key = (g.time, g.game);
+                    if applied.as_ref().is_none_or(|a| key > *a) {
+                        games.entry(key).or_insert(g.losses);
+                    }
+                };
+                for g in known.games {
+                    note(&mut games, &applied, g);
+                }
                 move |(rows_in, rows_frontier), (games_in, games_frontier), output| {
                     rows_in.for_each(|cap, data| {
                         for v in data.drain(..) {
@@ -170,7 +280,7 @@ impl<'scope> Reweight<'scope> for Stream<'scope, u64, Vec<Valued>> {
                     });
                     games_in.for_each(|_, data| {
                         for g in data.drain(..) {
-                            games.entry((g.time, g.game)).or_insert(g.losses);
+                            note(&mut games, &applied, g);
                         }
                     });
                     while let Some(entry) = pending.first_entry() {
@@ -183,7 +293,9 @@ impl<'scope> Reweight<'scope> for Stream<'scope, u64, Vec<Valued>> {
                             if g.key().0 >= t {
                                 break;
                             }
-                            state.update(&g.remove());
+                            let (key, losses) = g.remove_entry();
+                            state.update(&losses);
+                            applied = Some(key);
                         }
                         let (cap, rows) = entry.remove();
                         let weights = state.weights();
@@ -202,5 +314,78 @@ impl<'scope> Reweight<'scope> for Stream<'scope, u64, Vec<Valued>> {
                 }
             },
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::online::{weights_from_scratch, OnlineMethod, OnlineSpec};
+
+    fn game(time: u64, id: &str, losses: [f64; 2]) -> FinishedGame {
+        FinishedGame {
+            time,
+            game: GameKey {
+                sport: crate::event::Sport::Nfl,
+                game_id: id.into(),
+            },
+            losses: losses.to_vec(),
+        }
+    }
+
+    /// Folded games count once, in (end time, game) order, as the definition says; a folded
+    /// game received again is not kept again, and the later ones stay one by one.
+    #[test]
+    fn folding_keeps_the_order_and_counts_each_game_once() {
+        let spec = OnlineSpec {
+            method: OnlineMethod::ExpLogLoss,
+            eta: 2.0,
+            half_life_games: 3.0,
+        };
+        let prior = vec![0.6, 0.4];
+        let start = || OnlineWeights::new(&spec, prior.clone());
+        let all = vec![
+            game(10, "b", [0.2, 0.9]),
+            game(10, "a", [0.7, 0.1]),
+            game(20, "c", [0.3, 0.3]),
+            game(30, "d", [0.9, 0.2]),
+        ];
+        let mut kept = FinishedGames::default();
+        kept.note(all.clone());
+        kept.fold_before(10, start);
+        assert_eq!(
+            kept.through(Some(30)).folded,
+            None,
+            "nothing ended before 10"
+        );
+        kept.fold_before(25, start);
+        assert_eq!(kept.unfolded(), 1);
+        kept.note(vec![all[0].clone(), all[2].clone()]);
+        assert_eq!(kept.unfolded(), 1, "folded games are not kept again");
+
+        let known = kept.through(Some(30));
+        let folded = known.folded.expect("three games folded");
+        assert_eq!(folded.through, (20, all[2].game.clone()));
+        assert_eq!(folded.state.games(), 3);
+        // (10, "a") before (10, "b").
+        let order = [
+            all[1].losses.clone(),
+            all[0].losses.clone(),
+            all[2].losses.clone(),
+        ];
+        let expect = weights_from_scratch(&spec, &prior, &order);
+        for (w, e) in folded.state.weights().iter().zip(&expect) {
+            assert!(
+                (w - e).abs() < 1e-12,
+                "{:?} vs {expect:?}",
+                folded.state.weights()
+            );
+        }
+        assert_eq!(known.games, vec![all[3].clone()]);
+        assert_eq!(
+            kept.through(Some(29)).games,
+            vec![],
+            "through a time before its end"
+        );
     }
 }

@@ -179,6 +179,15 @@ impl Model {
         }
     }
 
+    /// An online ensemble's state before any finished game (its manifest's weights).
+    pub fn online_start(&self) -> Option<crate::model::online::OnlineWeights> {
+        let e = self.online()?;
+        Some(crate::model::online::OnlineWeights::new(
+            e.online()?,
+            e.weights(),
+        ))
+    }
+
     /// An online ensemble's values of `rows` with its manifest's weights, and each row's
     /// member logits (`[row][member]`), in one pass per member.
     fn score_members<R: AsRef<[f64]>>(

@@ -20,7 +20,7 @@ use crate::source::ingest::{GameOwners, PartitionMark, Resume};
 #[derive(Debug, Default)]
 pub struct Resumed {
     pub partitions: BTreeMap<(String, i32), Resume>,
-    pub known_games: Vec<crate::dataflow::FinishedGame>,
+    pub known_games: crate::dataflow::KnownGames,
     /// The staleness alerts open at the checkpoint.
     pub open_staleness: Vec<crate::checkpoint::OpenStaleness>,
 }
@@ -42,7 +42,7 @@ pub struct Deployment {
     pub resume: BTreeMap<(String, i32), Resume>,
     /// An online ensemble's games finished before this version started (a checkpoint's, or
     /// the replaced version's): they weigh its members from the start.
-    pub known_games: Vec<crate::dataflow::FinishedGame>,
+    pub known_games: crate::dataflow::KnownGames,
     /// The staleness alerts open when the checkpoint it resumes from was taken: the workers
     /// reading their games take them up ([`crate::engine::runtime::Runtime::start`]).
     pub open_staleness: Vec<crate::checkpoint::OpenStaleness>,

@@ -397,28 +397,33 @@ impl Runtime {
             .last_mark
             .is_none_or(|t| now.duration_since(t) >= MARK_INTERVAL)
         {
-            self.last_mark = Some(now);
-            // Without checkpoints no checkpoint needs a closed game's mark.
-            let checkpointed = match self.checkpoints {
-                true => self
-                    .deployment
-                    .checkpointed
-                    .load(std::sync::atomic::Ordering::Relaxed),
-                false => u64::MAX,
-            };
-            let retention = self.deployment.plan.time.retention.as_millis() as u64;
-            self.ingest.forget_closed(checkpointed, retention);
-            let marks = self.ingest.marks(now);
-            let mut posted = self
-                .deployment
-                .marks
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            for m in marks {
-                posted.insert((m.topic.clone(), m.partition), m);
-            }
+            self.post_marks(now);
         }
         polled
+    }
+
+    /// Posts the partitions' marks for checkpoints.
+    fn post_marks(&mut self, now: Instant) {
+        self.last_mark = Some(now);
+        // Without checkpoints no checkpoint needs a closed game's mark.
+        let checkpointed = match self.checkpoints {
+            true => self
+                .deployment
+                .checkpointed
+                .load(std::sync::atomic::Ordering::Relaxed),
+            false => u64::MAX,
+        };
+        let retention = self.deployment.plan.time.retention.as_millis() as u64;
+        self.ingest.forget_closed(checkpointed, retention);
+        let marks = self.ingest.marks(now, *self.input.time());
+        let mut posted = self
+            .deployment
+            .marks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for m in marks {
+            posted.insert((m.topic.clone(), m.partition), m);
+        }
     }
 
     /// Releases this worker's state of every game whose release time the input has passed
@@ -498,7 +503,9 @@ impl Runtime {
     }
 
     /// Closes the input: the dataflow drains and completes once every worker has closed it.
-    pub fn close(self, index: usize) -> ProbeHandle<u64> {
+    pub fn close(mut self, index: usize) -> ProbeHandle<u64> {
+        // Where reading stopped, for the checkpoint taken once the dataflow has drained.
+        self.post_marks(Instant::now());
         self.held_gauge.set(0.0);
         self.deployment.board.post(index, None);
         self.input.close();

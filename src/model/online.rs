@@ -223,6 +223,12 @@ impl OnlineWeights {
     pub fn games(&self) -> u64 {
         self.games
     }
+
+    /// Whether `self` follows the same definition as `other` (members, prior, eta, decay):
+    /// a state saved for one ensemble is not taken up by another.
+    pub fn same_definition(&self, other: &OnlineWeights) -> bool {
+        self.prior == other.prior && self.eta == other.eta && self.decay == other.decay
+    }
 }
 
 /// `w0_i exp(-eta L_i)`, normalised. The smallest loss is taken off first, which changes

@@ -148,12 +148,43 @@ pub struct PartitionMark {
     pub topic: String,
     pub partition: i32,
     pub next_offset: i64,
-    pub games: Vec<(GameKey, i64, Option<u64>)>,
+    /// (game, offset of its first record, its end once ended, the time of its first row: 0
+    /// while it is being rebuilt after a restart, its own is not known yet).
+    pub games: Vec<(GameKey, i64, Option<u64>, u64)>,
     /// The highest event time read (none before the first event).
     pub max_time: Option<u64>,
+    /// The earliest time a record after `next_offset` is valued at, unless late: the input's
+    /// time when marked, or the partition's watermark if later.
+    #[serde(default)]
+    pub fresh_from: u64,
     /// For how long it had been read to its end (none: it was not).
     #[serde(default)]
     pub caught_up_ms: Option<u64>,
+}
+
+impl PartitionMark {
+    /// The games a restart from a checkpoint at `done` reads again: those not over (ended
+    /// `retention_ms` or more before it).
+    pub fn reread(
+        &self,
+        done: Option<u64>,
+        retention_ms: u64,
+    ) -> impl Iterator<Item = &(GameKey, i64, Option<u64>, u64)> {
+        self.games
+            .iter()
+            .filter(move |(_, _, ended, _)| match (ended, done) {
+                (Some(end), Some(done)) => end.saturating_add(retention_ms) > done,
+                _ => true,
+            })
+    }
+
+    /// The earliest time a restart from a checkpoint at `done` values a row of this partition
+    /// at: the first row of a game it reads again, or a record read anew.
+    pub fn earliest_row(&self, done: Option<u64>, retention_ms: u64) -> u64 {
+        self.reread(done, retention_ms)
+            .map(|g| g.3)
+            .fold(self.fresh_from, u64::min)
+    }
 }
 
 /// Per-worker ingest state.
@@ -175,7 +206,17 @@ pub struct Ingest {
     /// checkpoints' `done` (what was delivered) may still be behind its last values; only a
     /// checkpoint's `done` says when a game is over ([`crate::checkpoint::PartitionCheckpoint::from_mark`]).
     /// Kept until a checkpoint taken says so ([`Ingest::forget_closed`]).
-    closed_marks: HashMap<GameKey, (String, i32, i64, Option<u64>)>,
+    closed_marks: HashMap<GameKey, ClosedMark>,
+}
+
+/// What the marks keep of a closed game ([`Ingest::close_game`]).
+#[derive(Clone, Debug)]
+struct ClosedMark {
+    topic: String,
+    partition: i32,
+    first_offset: i64,
+    first_time: u64,
+    ended_at: Option<u64>,
 }
 
 /// An accepted record.
@@ -233,6 +274,9 @@ pub struct GameOrder {
     /// its latest event (its `game_end` or a later correction).
     pub first_offset: i64,
     pub ended_at: Option<u64>,
+    /// The time of the game's first accepted record: a restart that reads the game again
+    /// values its rows from there.
+    pub first_time: u64,
     /// When the ended game's state is released ([`Ingest::set_closes_at`]): an event at or
     /// after it is refused.
     pub closes_at: Option<u64>,
@@ -354,7 +398,7 @@ impl Ingest {
     /// Each partition's read position and games, for a checkpoint. A partition still being
     /// rebuilt reports its restart's position and open games, so a checkpoint taken during a
     /// rebuild loses neither.
-    pub fn marks(&self, now: Instant) -> Vec<PartitionMark> {
+    pub fn marks(&self, now: Instant, frontier: u64) -> Vec<PartitionMark> {
         let mut marks: BTreeMap<(String, i32), PartitionMark> = self
             .partitions
             .iter()
@@ -368,6 +412,10 @@ impl Ingest {
                         PartitionState::Unstarted => None,
                         PartitionState::Live { max_time } => Some(max_time),
                     },
+                    fresh_from: part
+                        .state
+                        .watermark(self.lateness_ms)
+                        .map_or(frontier, |w| w.max(frontier)),
                     caught_up_ms: part
                         .caught_up_since
                         .map(|s| now.duration_since(s).as_millis() as u64),
@@ -381,7 +429,7 @@ impl Ingest {
                             .filter(|(k, _)| {
                                 !self.games.contains_key(*k) && !self.closed.contains(*k)
                             })
-                            .map(|(k, o)| (k.clone(), *o, None)),
+                            .map(|(k, o)| (k.clone(), *o, None, 0)),
                     );
                 }
                 ((t.clone(), *p), m)
@@ -392,13 +440,18 @@ impl Ingest {
                 continue;
             }
             if let Some(m) = marks.get_mut(&(t.clone(), *p)) {
-                m.games
-                    .push((key.clone(), order.first_offset, order.ended_at));
+                m.games.push((
+                    key.clone(),
+                    order.first_offset,
+                    order.ended_at,
+                    order.first_time,
+                ));
             }
         }
-        for (key, (t, p, first, ended)) in &self.closed_marks {
-            if let Some(m) = marks.get_mut(&(t.clone(), *p)) {
-                m.games.push((key.clone(), *first, *ended));
+        for (key, c) in &self.closed_marks {
+            if let Some(m) = marks.get_mut(&(c.topic.clone(), c.partition)) {
+                m.games
+                    .push((key.clone(), c.first_offset, c.ended_at, c.first_time));
             }
         }
         let mut out: Vec<PartitionMark> = marks.into_values().collect();
@@ -430,8 +483,16 @@ impl Ingest {
     pub fn close_game(&mut self, key: &GameKey) {
         if let Some((t, p, order)) = self.games.remove(key) {
             if order.last.is_some() {
-                self.closed_marks
-                    .insert(key.clone(), (t, p, order.first_offset, order.ended_at));
+                self.closed_marks.insert(
+                    key.clone(),
+                    ClosedMark {
+                        topic: t,
+                        partition: p,
+                        first_offset: order.first_offset,
+                        first_time: order.first_time,
+                        ended_at: order.ended_at,
+                    },
+                );
             }
         }
         self.closed.insert(key.clone());
@@ -440,8 +501,9 @@ impl Ingest {
     /// Drops from the marks the closed games a checkpoint with `done` already counts as over
     /// (ended `retention_ms` or more before it): every later checkpoint does too.
     pub fn forget_closed(&mut self, done: u64, retention_ms: u64) {
-        self.closed_marks.retain(|_, (_, _, _, ended)| {
-            ended.is_none_or(|end| end.saturating_add(retention_ms) > done)
+        self.closed_marks.retain(|_, c| {
+            c.ended_at
+                .is_none_or(|end| end.saturating_add(retention_ms) > done)
         });
     }
 
@@ -532,6 +594,7 @@ impl Ingest {
         let ingest_ms = rec.timestamp_ms.unwrap_or(0).max(0) as u64;
         if game.last.is_none() {
             game.first_offset = rec.offset;
+            game.first_time = time;
         }
         game.accept(&event, fp);
         part.state = match part.state {

@@ -766,7 +766,7 @@ pub fn engine_values(plan: &Plan, events: &[GameEvent]) -> Vec<Valued> {
                 None,
                 0,
                 Some(tx.clone()),
-                Vec::new(),
+                Default::default(),
             )
         });
         let mut games: HashMap<GameKey, GameAssigner> = HashMap::new();

@@ -109,8 +109,24 @@ fn a_closed_game_stays_in_the_marks_until_a_checkpoint_counts_it_over() {
     let retention = 600;
     // The input passed 2_000 + 600; nothing was delivered past 1_500 yet.
     ing.close_game(&g);
-    let mark = ing.marks(Instant::now()).remove(0);
-    assert!(mark.games.contains(&(g.clone(), 7, Some(2_000))));
+    let mark = ing.marks(Instant::now(), 0).remove(0);
+    assert!(mark.games.contains(&(g.clone(), 7, Some(2_000), 1_000)));
+    assert_eq!(
+        (
+            mark.fresh_from,
+            ing.marks(Instant::now(), 3_000)[0].fresh_from
+        ),
+        (2_500, 3_000),
+        "records read anew are valued at the watermark or the input's time, the later"
+    );
+    assert_eq!(
+        (
+            mark.earliest_row(Some(1_500), retention),
+            mark.earliest_row(Some(2_600), retention)
+        ),
+        (1_000, 2_500),
+        "g's rows count until a checkpoint counts it over"
+    );
     let cp = crate::checkpoint::PartitionCheckpoint::from_mark(&mark, Some(1_500), retention);
     assert!(
         cp.open.contains(&(g.clone(), 7)),
@@ -120,15 +136,15 @@ fn a_closed_game_stays_in_the_marks_until_a_checkpoint_counts_it_over() {
     assert!(!cp.open.iter().any(|(k, _)| *k == g), "over");
     // Kept until a checkpoint counts it over; then gone for good.
     ing.forget_closed(2_599, retention);
-    assert!(ing.marks(Instant::now())[0]
+    assert!(ing.marks(Instant::now(), 0)[0]
         .games
         .iter()
-        .any(|(k, _, _)| *k == g));
+        .any(|(k, ..)| *k == g));
     ing.forget_closed(2_600, retention);
-    let marked: Vec<String> = ing.marks(Instant::now())[0]
+    let marked: Vec<String> = ing.marks(Instant::now(), 0)[0]
         .games
         .iter()
-        .map(|(k, _, _)| k.game_id.clone())
+        .map(|(k, ..)| k.game_id.clone())
         .collect();
     assert_eq!(marked, ["h"]);
 }
@@ -163,7 +179,7 @@ fn a_rebuilt_game_once_closed_is_not_reopened_by_its_restart() {
     ing.accept(&rec(0, end), 0).unwrap();
     ing.close_game(&g);
     ing.forget_closed(u64::MAX, 0);
-    assert_eq!(ing.marks(Instant::now())[0].games, vec![]);
+    assert_eq!(ing.marks(Instant::now(), 0)[0].games, vec![]);
 }
 
 #[test]
@@ -373,7 +389,11 @@ fn a_restarted_partition_reads_again_only_the_open_games() {
     );
     assert_eq!(ing.replay(&at(10, over)), Replay::Fresh);
     // A checkpoint taken now still holds the restart's position and open game.
-    let m = &ing.marks(Instant::now())[0];
+    let m = &ing.marks(Instant::now(), 0)[0];
     assert_eq!(m.next_offset, 10);
-    assert_eq!(m.games, vec![(open, 4, None)]);
+    assert_eq!(
+        m.games,
+        vec![(open, 4, None, 0)],
+        "its first row's time is not known until it is read again"
+    );
 }
