@@ -62,6 +62,8 @@ struct Published {
     /// The model's attributions of `vars`, once a delta has computed them (with the
     /// manifest's weights only: an online ensemble's next row is explained with its own).
     attributions: Option<Vec<f64>>,
+    /// The time of the game's first published value (its first row).
+    first_time: u64,
 }
 
 /// One running version of a pipeline and what it has published (or, for a candidate, would
@@ -128,10 +130,11 @@ impl Version {
         self.games.through(done)
     }
 
-    /// Folds the finished games no restart from a checkpoint taken now could value a row
-    /// before: those that ended before `done` and before each of the version's partitions'
-    /// `earliest` (the first row of every game a restart reads again, and the time the
-    /// records it reads anew are valued at, at least).
+    /// Folds the finished games no restart from a checkpoint taken now, and no new version
+    /// taking over, could value a row before: those that ended before `done`, before each of
+    /// the version's partitions' `earliest_row` (the first row of every game a restart reads
+    /// again, and the time the records it reads anew are valued at, at least), and before the
+    /// first row of every game it holds.
     fn fold_games(&mut self, control: &Control) {
         let Some(done) = self.done else {
             return;
@@ -145,14 +148,22 @@ impl Version {
             return;
         }
         let retention = self.plan.time.retention.as_millis() as u64;
-        let before = marks
+        let restart = marks
             .values()
             .map(|m| m.earliest_row(Some(done), retention))
             .fold(done, u64::min);
         drop(marks);
+        // A new version taking over recomputes every game from the topics and is compared
+        // with this one on each game it still holds (released ones included): their rows
+        // keep their exact weights too.
+        let before = self
+            .published
+            .values()
+            .map(|p| p.first_time)
+            .fold(restart, u64::min);
         // Games from a checkpoint of another model are kept as they are: this one folds none.
         if let Some(start) = self.model.online_start() {
-            self.games.fold_before(before, || start);
+            self.games.fold_before(before, start);
         }
     }
 
@@ -188,6 +199,7 @@ impl Version {
             };
             if publish {
                 let direction = previous.map_or(0.0, |p| (v.value - p.value).signum());
+                let first_time = previous.map_or(v.time, |p| p.first_time);
                 // What it replaces is the delta's previous row: moved out, not copied.
                 let previous = self.published.insert(
                     v.game.clone(),
@@ -199,6 +211,7 @@ impl Version {
                         event_seq: v.event_seq,
                         weights: v.weights.clone(),
                         attributions: None,
+                        first_time,
                     },
                 );
                 out.push((v, previous));

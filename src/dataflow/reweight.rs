@@ -112,8 +112,17 @@ impl FinishedGames {
 
     /// Folds the games ended before `before`: no row that any restart values is at or before
     /// their time (the caller's bound), so they only ever count all together. `start` is the
-    /// state before any game.
-    pub fn fold_before(&mut self, before: u64, start: impl FnOnce() -> OnlineWeights) {
+    /// state before any game. A folded state of another ensemble definition (members, prior,
+    /// eta, decay) is dropped, as [`Reweight`] ignores it.
+    pub fn fold_before(&mut self, before: u64, start: OnlineWeights) {
+        if self
+            .folded
+            .as_ref()
+            .is_some_and(|f| !f.state.same_definition(&start))
+        {
+            tracing::warn!("folded finished games of another ensemble definition: dropped");
+            self.folded = None;
+        }
         if self
             .games
             .first_key_value()
@@ -123,7 +132,7 @@ impl FinishedGames {
         }
         let (mut state, mut through) = match self.folded.take() {
             Some(f) => (f.state, Some(f.through)),
-            None => (start(), None),
+            None => (start, None),
         };
         while let Some(g) = self.games.first_entry() {
             if g.key().0 >= before {
@@ -352,13 +361,13 @@ mod tests {
         ];
         let mut kept = FinishedGames::default();
         kept.note(all.clone());
-        kept.fold_before(10, start);
+        kept.fold_before(10, start());
         assert_eq!(
             kept.through(Some(30)).folded,
             None,
             "nothing ended before 10"
         );
-        kept.fold_before(25, start);
+        kept.fold_before(25, start());
         assert_eq!(kept.unfolded(), 1);
         kept.note(vec![all[0].clone(), all[2].clone()]);
         assert_eq!(kept.unfolded(), 1, "folded games are not kept again");

@@ -274,8 +274,8 @@ pub struct GameOrder {
     /// its latest event (its `game_end` or a later correction).
     pub first_offset: i64,
     pub ended_at: Option<u64>,
-    /// The time of the game's first accepted record: a restart that reads the game again
-    /// values its rows from there.
+    /// The event time of the game's first accepted record: a restart that reads the game
+    /// again values its rows from there or later.
     pub first_time: u64,
     /// When the ended game's state is released ([`Ingest::set_closes_at`]): an event at or
     /// after it is refused.
@@ -594,7 +594,9 @@ impl Ingest {
         let ingest_ms = rec.timestamp_ms.unwrap_or(0).max(0) as u64;
         if game.last.is_none() {
             game.first_offset = rec.offset;
-            game.first_time = time;
+            // Its event time, not `time`: after a restart a late first record may be
+            // valued below the floor it met before.
+            game.first_time = event.event_time_ms;
         }
         game.accept(&event, fp);
         part.state = match part.state {
