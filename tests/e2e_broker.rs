@@ -56,3 +56,43 @@ fn fixture_through_a_real_broker_matches_offline_and_the_mock_cluster() {
         "real broker and mock cluster logs differ"
     );
 }
+
+/// A topic written in transactions ends with a commit marker the consumer never sees, so its
+/// last record's offset is below the partition's end. A replay (`stop-at-end`) still ends, with
+/// every record read.
+#[test]
+#[ignore = "needs a real broker: run through `bash .ci/run`, which starts one"]
+fn a_replay_of_a_transactional_topic_ends() {
+    use rdkafka::producer::Producer;
+    let brokers = brokers();
+    let run = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let topic = format!("nfl.txn.{run}");
+    let dlq = format!("{topic}.dead-letters");
+    create_topics(&brokers, &[(&topic, 2), (&dlq, 1)]);
+    let lines = fixture_lines();
+    let txn_id = format!("sideline-test-{run}");
+    let p = producer_with(&brokers, &[("transactional.id", txn_id.as_str())]);
+    let wait = std::time::Duration::from_secs(30);
+    p.init_transactions(wait).unwrap();
+    for chunk in lines.chunks(1_000) {
+        p.begin_transaction().unwrap();
+        produce::produce_lines(&p, &topic, chunk, Pace::Max, None).unwrap();
+        p.commit_transaction(wait).unwrap();
+    }
+
+    let server = start(&config(&brokers, &topic, 2), &[nfl_pipeline(&[&topic])]);
+    let engine = {
+        let server = server.clone();
+        std::thread::spawn(move || run_engine(&server))
+    };
+    wait_until("the replay to end", 120, || {
+        engine.is_finished().then_some(())
+    });
+    let (stats, log) = engine.join().expect("the engine thread does not panic");
+    server.shutdown();
+    assert_eq!((stats.accepted as usize, stats.rejected), (lines.len(), 0));
+    assert!(!log.is_empty());
+}

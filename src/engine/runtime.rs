@@ -31,8 +31,8 @@ pub struct Runtime {
     /// Whether checkpoints are written (closed games' marks wait for one).
     checkpoints: bool,
     updates: Updates,
-    /// Where the partitions ended when a drain began.
-    drain_targets: Option<HashMap<(String, i32), i64>>,
+    /// Whether a drain began, and every partition was asked to say again where its end is.
+    drain_armed: bool,
     /// Wall-clock staleness: the plan's `staleness` detectors, each game's last event, and
     /// where alert changes go (every worker judges its own games).
     staleness: Vec<(u32, Duration)>,
@@ -198,7 +198,7 @@ impl Runtime {
             games: Games::new(&d.plan),
             checkpoints: !cfg.engine.checkpoint_dir.is_empty(),
             updates: Updates::default(),
-            drain_targets: None,
+            drain_armed: false,
             staleness,
             live,
             held: vec![false; owned.len()],
@@ -486,20 +486,22 @@ impl Runtime {
         }
     }
 
+    /// Whether every partition is read to its end. A drain reads what was produced before it
+    /// began: an end librdkafka signalled before then may have records after it that were not
+    /// fetched yet, so when the drain begins every partition is asked to say it again
+    /// ([`KafkaReader::rearm_end`]: the seek also drops an end signalled before it), and only
+    /// an end signalled since counts. No offset is compared: a topic written in transactions
+    /// ends with a commit marker the consumer never sees, past its last record.
     pub fn caught_up(&mut self, draining: bool) -> bool {
-        if !draining {
-            return self.ingest.all_caught_up();
+        if draining && !self.drain_armed {
+            self.drain_armed = true;
+            self.ingest.forget_caught_up();
+            for (topic, partition) in self.reader.owned() {
+                self.reader.rearm_end(topic, partition);
+            }
+            return false;
         }
-        let targets =
-            self.drain_targets
-                .get_or_insert_with(|| match self.reader.high_watermarks() {
-                    Ok(w) => w.into_iter().collect(),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "no high watermarks: draining to the ends seen");
-                        HashMap::new()
-                    }
-                });
-        self.ingest.reached(targets)
+        self.ingest.all_caught_up()
     }
 
     /// Closes the input: the dataflow drains and completes once every worker has closed it.

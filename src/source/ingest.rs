@@ -655,15 +655,6 @@ impl Ingest {
         }
     }
 
-    /// Whether every partition is read to its end and past `targets` (offsets the broker
-    /// reported as its end when a drain began): an end seen before records produced since
-    /// then were fetched does not count.
-    pub fn reached(&self, targets: &HashMap<(String, i32), i64>) -> bool {
-        self.partitions.iter().all(|(k, p)| {
-            p.caught_up_since.is_some() && p.next_offset >= targets.get(k).copied().unwrap_or(0)
-        })
-    }
-
     /// Whether every partition is read to its end.
     pub fn all_caught_up(&self) -> bool {
         self.partitions

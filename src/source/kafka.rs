@@ -137,9 +137,6 @@ pub enum Polled<'a> {
     },
 }
 
-/// A (topic, partition) and an offset in it.
-pub type PartitionOffset = ((String, i32), i64);
-
 /// Reads the partitions one worker owns, each through its own queue.
 pub struct KafkaReader {
     consumer: Arc<BaseConsumer<LagContext>>,
@@ -221,25 +218,11 @@ impl KafkaReader {
             .saturating_sub(self.partition_errors.get())
     }
 
-    /// Each owned partition's high watermark (the offset after its last record), asked of the
-    /// broker now: where "read to its end" is, for a drain.
-    pub fn high_watermarks(&self) -> Result<Vec<PartitionOffset>, SourceError> {
-        self.queues
-            .iter()
-            .map(|(t, p, _)| {
-                let (_, high) = self
-                    .consumer
-                    .fetch_watermarks(t, *p, Duration::from_secs(10))
-                    .map_err(kafka(format!("watermarks of {t}/{p}")))?;
-                Ok(((t.clone(), *p), high))
-            })
-            .collect()
-    }
-
-    /// Asks librdkafka to say again when the partition is read to its end ([`Polled::End`]),
-    /// for one that was when the consumer lost sight of the broker. librdkafka says it once per
-    /// end offset, so with nothing new since, a partition that forgot it would never go idle
-    /// (holding the frontier back) and a drain would never end. A seek to the next unread
+    /// Asks librdkafka to say again when the partition is read to its end ([`Polled::End`]):
+    /// for one that was when the consumer lost sight of the broker, and for every partition
+    /// when a drain begins. librdkafka says it once per end offset, so with nothing new since,
+    /// a partition that forgot it would never go idle (holding the frontier back) and a drain
+    /// would never end. A seek to the next unread
     /// offset restarts the partition's fetch, and with it that count: the first fetch answer
     /// at the end says so again, which is the fresh word from the broker the partition waits
     /// for. Records fetched and not yet handed over are dropped by the seek and fetched again.
