@@ -15,13 +15,7 @@ fn brokers() -> String {
 #[ignore = "needs a real broker: run through `bash .ci/run`, which starts one"]
 fn fixture_through_a_real_broker_matches_offline_and_the_mock_cluster() {
     let brokers = brokers();
-    let run = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis();
-    let topic = format!("nfl.real.{run}");
-    let dlq = format!("{topic}.dead-letters");
-    create_topics(&brokers, &[(&topic, 4), (&dlq, 1)]);
+    let topic = create_feed_topic(&brokers, "nfl.real", 4);
     let lines = fixture_lines();
     produce_all(&brokers, &topic, &lines);
 
@@ -65,15 +59,9 @@ fn fixture_through_a_real_broker_matches_offline_and_the_mock_cluster() {
 fn a_replay_of_a_transactional_topic_ends() {
     use rdkafka::producer::Producer;
     let brokers = brokers();
-    let run = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis();
-    let topic = format!("nfl.txn.{run}");
-    let dlq = format!("{topic}.dead-letters");
-    create_topics(&brokers, &[(&topic, 2), (&dlq, 1)]);
+    let topic = create_feed_topic(&brokers, "nfl.txn", 2);
     let lines = fixture_lines();
-    let txn_id = format!("sideline-test-{run}");
+    let txn_id = format!("sideline-test-{topic}");
     let p = producer_with(&brokers, &[("transactional.id", txn_id.as_str())]);
     let wait = std::time::Duration::from_secs(30);
     p.init_transactions(wait).unwrap();

@@ -75,13 +75,7 @@ fn split(events: &[sideline::event::GameEvent]) -> usize {
 fn engine_rides_out_a_broker_restart_with_persistent_storage() {
     let brokers = brokers();
     let port = brokers.rsplit(':').next().unwrap().to_string();
-    let run = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis();
-    let topic = format!("nfl.restart.{run}");
-    let dlq = format!("{topic}.dead-letters");
-    create_topics(&brokers, &[(&topic, 4), (&dlq, 1)]);
+    let topic = create_feed_topic(&brokers, "nfl.restart", 4);
     let lines = fixture_lines();
     let cut = split(&fixture_events());
     produce_all(&brokers, &topic, &lines[..cut]);

@@ -200,6 +200,56 @@ fn online_pipeline(topic: &str) -> String {
     )
 }
 
+/// A cluster with `clean_topic` and `topic` (4 partitions each), and the delta log of the
+/// whole fixture through `pipeline` on `clean_topic`, never stopped.
+fn clean_run(
+    clean_topic: &str,
+    topic: &str,
+    pipeline: impl Fn(&str) -> String,
+) -> (Cluster, Vec<sideline::delta::Delta>) {
+    let (clean_dlq, dlq) = (
+        format!("{clean_topic}.dead-letters"),
+        format!("{topic}.dead-letters"),
+    );
+    let cluster = Cluster::mock(&[(clean_topic, 4), (&clean_dlq, 1), (topic, 4), (&dlq, 1)]);
+    produce_all(&cluster.brokers, clean_topic, &fixture_lines());
+    let mut cfg = config(&cluster.brokers, clean_topic, 2);
+    cfg.engine.models = models().display().to_string();
+    let app = start(&cfg, &[pipeline(clean_topic)]);
+    let (_, clean) = run_engine(&app);
+    app.shutdown();
+    (cluster, clean)
+}
+
+/// The stopped and restarted runs' settings: checkpoints in `dir`, and no released game held
+/// (a new version is compared with none of them, so the games before their first rows may be
+/// folded too).
+fn checkpointed(cluster: &Cluster, topic: &str, dir: &std::path::Path) -> sideline::config::Config {
+    let mut cfg = config(&cluster.brokers, topic, 2);
+    cfg.engine.models = models().display().to_string();
+    cfg.engine.checkpoint_dir = dir.display().to_string();
+    cfg.server.released_games = 0;
+    cfg
+}
+
+/// The restarted run's deltas (`before` the stop, then `after`) are the clean run's, with the
+/// restarted run's topic in their ids.
+fn assert_same_as_clean(
+    before: Vec<sideline::delta::Delta>,
+    after: Vec<sideline::delta::Delta>,
+    clean: &[sideline::delta::Delta],
+    (clean_topic, topic): (&str, &str),
+    what: &str,
+) {
+    let renamed = |d: &[sideline::delta::Delta]| {
+        String::from_utf8(log_bytes(d))
+            .unwrap()
+            .replace(clean_topic, topic)
+    };
+    let restarted: Vec<sideline::delta::Delta> = before.into_iter().chain(after).collect();
+    assert_eq!(renamed(&restarted), renamed(clean), "{what}");
+}
+
 /// A restart from a checkpoint does not read the games that were over again: their losses
 /// come from the checkpoint, so the weights, and the deltas, go on as in a run that never
 /// stopped. The first week's games are read, the engine stops (its checkpoint written), the
@@ -214,28 +264,11 @@ fn a_restart_from_a_checkpoint_keeps_the_weights() {
     let (first, rest): (Vec<String>, Vec<String>) = lines.iter().cloned().partition(week1);
     assert!(!first.is_empty() && !rest.is_empty());
 
-    let clean_topic = "online-clean";
-    let topic = "online-restart";
-    let cluster = Cluster::mock(&[
-        (clean_topic, 4),
-        ("online-clean.dead-letters", 1),
-        (topic, 4),
-        ("online-restart.dead-letters", 1),
-    ]);
-    produce_all(&cluster.brokers, clean_topic, &lines);
-    let mut cfg = config(&cluster.brokers, clean_topic, 2);
-    cfg.engine.models = models().display().to_string();
-    let app = start(&cfg, &[online_pipeline(clean_topic)]);
-    let (_, clean) = run_engine(&app);
-    app.shutdown();
+    let (clean_topic, topic) = ("online-clean", "online-restart");
+    let (cluster, clean) = clean_run(clean_topic, topic, online_pipeline);
 
     let checkpoints = tempfile::tempdir().unwrap();
-    let mut cfg = config(&cluster.brokers, topic, 2);
-    cfg.engine.models = models().display().to_string();
-    cfg.engine.checkpoint_dir = checkpoints.path().display().to_string();
-    // No released game held: a new version is compared with none of them, so the games
-    // before their first rows may be folded too.
-    cfg.server.released_games = 0;
+    let cfg = checkpointed(&cluster, topic, checkpoints.path());
     produce_all(&cluster.brokers, topic, &first);
     let app = start(&cfg, &[online_pipeline(topic)]);
     let (_, before) = run_engine(&app);
@@ -264,18 +297,13 @@ fn a_restart_from_a_checkpoint_keeps_the_weights() {
     let (_, after) = run_engine(&app);
     app.shutdown();
 
-    // The deltas of the clean run, with the restarted run's topic in their ids.
-    let renamed = |d: &[sideline::delta::Delta]| {
-        String::from_utf8(log_bytes(d))
-            .unwrap()
-            .replace(clean_topic, topic)
-    };
-    let restarted: Vec<sideline::delta::Delta> = before.into_iter().chain(after).collect();
     assert!(clean.len() > 100);
-    assert_eq!(
-        renamed(&restarted),
-        renamed(&clean),
-        "stopped and restarted from the checkpoint, the deltas are the clean run's"
+    assert_same_as_clean(
+        before,
+        after,
+        &clean,
+        (clean_topic, topic),
+        "stopped and restarted from the checkpoint, the deltas are the clean run's",
     );
 }
 
@@ -302,30 +330,13 @@ fn a_restart_in_the_middle_of_games_values_their_rows_as_before() {
         text.replace("retention = \"6h\"", "retention = \"1h\"")
     };
 
-    let clean_topic = "online-mid-clean";
-    let topic = "online-mid";
-    let cluster = Cluster::mock(&[
-        (clean_topic, 4),
-        ("online-mid-clean.dead-letters", 1),
-        (topic, 4),
-        ("online-mid.dead-letters", 1),
-    ]);
-    produce_all(&cluster.brokers, clean_topic, &lines);
-    let mut cfg = config(&cluster.brokers, clean_topic, 2);
-    cfg.engine.models = models().display().to_string();
-    let app = start(&cfg, &[pipeline(clean_topic)]);
-    let (_, clean) = run_engine(&app);
-    app.shutdown();
+    let (clean_topic, topic) = ("online-mid-clean", "online-mid");
+    let (cluster, clean) = clean_run(clean_topic, topic, pipeline);
 
     // Live, until everything read was delivered (the partitions go idle and release it),
     // then stopped: the games on at the split are open in the checkpoint.
     let checkpoints = tempfile::tempdir().unwrap();
-    let mut cfg = config(&cluster.brokers, topic, 2);
-    cfg.engine.models = models().display().to_string();
-    cfg.engine.checkpoint_dir = checkpoints.path().display().to_string();
-    // No released game held: a new version is compared with none of them, so the games
-    // before their first rows may be folded too.
-    cfg.server.released_games = 0;
+    let mut cfg = checkpointed(&cluster, topic, checkpoints.path());
     cfg.engine.checkpoint_interval_ms = 100;
     cfg.kafka.stop_at_end = false;
     produce_all(&cluster.brokers, topic, &first);
@@ -385,15 +396,11 @@ fn a_restart_in_the_middle_of_games_values_their_rows_as_before() {
     let (_, after) = run_engine(&app);
     app.shutdown();
 
-    let renamed = |d: &[sideline::delta::Delta]| {
-        String::from_utf8(log_bytes(d))
-            .unwrap()
-            .replace(clean_topic, topic)
-    };
-    let restarted: Vec<sideline::delta::Delta> = before.into_iter().chain(after).collect();
-    assert_eq!(
-        renamed(&restarted),
-        renamed(&clean),
-        "stopped in the middle of games and restarted, the deltas are the clean run's"
+    assert_same_as_clean(
+        before,
+        after,
+        &clean,
+        (clean_topic, topic),
+        "stopped in the middle of games and restarted, the deltas are the clean run's",
     );
 }

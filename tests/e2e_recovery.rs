@@ -617,10 +617,7 @@ fn sigkill_at_20_points_through_the_mock_cluster() {
 fn sigkill_at_20_points_through_the_real_broker() {
     let brokers = std::env::var("KAFKA_TEST_BROKERS")
         .expect("KAFKA_TEST_BROKERS names the broker to test against; `bash .ci/run` starts one");
-    let run = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis();
+    let run = run_id();
     let (clean, killed) = (
         format!("recovery.clean.{run}"),
         format!("recovery.killed.{run}"),

@@ -79,6 +79,23 @@ impl Cluster {
     }
 }
 
+/// A suffix for topic names on a real broker, which keeps its topics across runs: the time.
+pub fn run_id() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+}
+
+/// Creates `{name}.{run}` with `partitions` and its dead-letter topic (1 partition) on a real
+/// broker; returns the topic's name.
+pub fn create_feed_topic(brokers: &str, name: &str, partitions: i32) -> String {
+    let topic = format!("{name}.{}", run_id());
+    let dlq = format!("{topic}.dead-letters");
+    create_topics(brokers, &[(&topic, partitions), (&dlq, 1)]);
+    topic
+}
+
 /// Creates topics on a real broker through the admin client, with the explicit retention
 /// configs tansu wants.
 pub fn create_topics(brokers: &str, topics: &[(&str, i32)]) {
