@@ -6,10 +6,12 @@ mod common;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use axum::http::StatusCode;
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::Router;
 use common::*;
+use sideline::alert::webhook::{ATTEMPT_HEADER, IDEMPOTENCY_HEADER};
 use sideline::alert::Alert;
 use sideline::delta::Delta;
 use sideline::pipeline::plan::Plan;
@@ -27,7 +29,10 @@ impl DeltaSink for Capture {
 
 #[test]
 fn alerts_a_webhook_refuses_are_dead_lettered_with_the_reason() {
-    // A receiver that refuses everything (400: not retried).
+    // A receiver that reads each request, as a real one must to check its signature, notes
+    // its idempotency key and attempt number, and refuses it (400: not retried).
+    let seen: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let noted = seen.clone();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -38,7 +43,15 @@ fn alerts_a_webhook_refuses_are_dead_lettered_with_the_reason() {
         .unwrap();
     let addr = listener.local_addr().unwrap();
     rt.spawn(async move {
-        let app = Router::new().route("/hook", post(|| async { StatusCode::BAD_REQUEST }));
+        let refuse = move |headers: HeaderMap, _body: Bytes| async move {
+            let header = |name: &str| headers[name].to_str().unwrap().to_string();
+            noted
+                .lock()
+                .unwrap()
+                .push((header(IDEMPOTENCY_HEADER), header(ATTEMPT_HEADER)));
+            StatusCode::BAD_REQUEST
+        };
+        let app = Router::new().route("/hook", post(refuse));
         axum::serve(listener, app).await.unwrap();
     });
     // Not a SIDELINE_ variable: those are engine configuration.
@@ -69,10 +82,18 @@ fn alerts_a_webhook_refuses_are_dead_lettered_with_the_reason() {
     let got: Vec<&Alert> = dead.iter().map(|(a, _)| a).collect();
     let want: Vec<&Alert> = alerts.iter().collect();
     assert_eq!(got, want, "every refused alert is in the dead-letter topic");
-    for (_, h) in &dead {
+    // A 400 is final: the receiver saw each alert once. The dead letter counts the attempts
+    // the engine made, which is the attempt the receiver answered: an attempt lost in transport
+    // before it (a pooled connection closed under load) counts, and is not a second answer.
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), alerts.len(), "one request per alert: {seen:?}");
+    let attempt_of: BTreeMap<String, String> = seen.into_iter().collect();
+    assert_eq!(attempt_of.len(), alerts.len(), "no alert was sent twice");
+    for (a, h) in &dead {
         assert_eq!(h["sideline.reason"], "webhook_rejected");
         assert!(h["sideline.detail"].contains("400"), "{h:?}");
-        assert_eq!(h["sideline.attempts"], "1");
+        let key = sideline::alert::webhook::idempotency_key(a);
+        assert_eq!(h["sideline.attempts"], attempt_of[&key], "{h:?}");
         assert_eq!(h["sideline.pipeline"], "nfl_win_probability");
     }
 }
