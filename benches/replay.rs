@@ -5,7 +5,11 @@
 //!    times by `REPLAY_SHIFT_MS` x the copy's number) produced first into 8 or more
 //!    partitions (the mock cluster keeps only about 10k records per partition), then read at
 //!    full speed; events/s from engine start to last delta, CPU time of the workers, the
-//!    publisher and the process, peak memory.
+//!    publisher and the process, peak memory. Then the reading floor on the same records:
+//!    as many threads as workers only reading the same partitions through the engine's reader
+//!    (`KafkaReader`, same client settings), once handing records over untouched and once
+//!    decoding each as the engine does; no ordering, windows, dataflow or publishing. What
+//!    the engine reaches is bounded by that.
 //! 2. Latency: the bundled games replayed at 600x recorded pace while the engine runs; the
 //!    Kafka record timestamp to socket write latency of every delta (HDR histogram).
 //! 3. Latency at fixed offered rates (1k, 10k, 100k events/s): 100 games' plays interleaved and
@@ -193,6 +197,78 @@ fn throughput() {
         stats.held
     );
     server.shutdown();
+    for decode in [false, true] {
+        let (events, secs, cpu) = read_floor(&cfg, "throughput", partitions, workers, decode);
+        println!(
+            "  reading floor, {workers} threads reading only{}: {:.0} events/s ({:.0} per thread), readers' CPU {:.2} us/event",
+            if decode { " and decoding JSON" } else { "" },
+            events as f64 / secs,
+            events as f64 / secs / workers as f64,
+            per(cpu, events),
+        );
+    }
+}
+
+/// `threads` threads, each reading its share of `topic`'s partitions (as the engine deals
+/// them: partition `p` to `p % threads`) with the engine's reader from the beginning to the
+/// end, handing each record over and, with `decode`, decoding it as the engine does. The
+/// records read, the wall time (seconds) from the first reader's creation to the last
+/// one's end, and the readers' CPU time.
+fn read_floor(
+    cfg: &Config,
+    topic: &str,
+    partitions: i32,
+    threads: usize,
+    decode: bool,
+) -> (u64, f64, Duration) {
+    use sideline::source::kafka::{KafkaReader, Polled};
+    let t0 = Instant::now();
+    let readers: Vec<_> = (0..threads)
+        .map(|w| {
+            let kafka = cfg.kafka.clone();
+            let owned: Vec<(String, i32)> = (0..partitions)
+                .filter(|p| *p as usize % threads == w)
+                .map(|p| (topic.to_string(), p))
+                .collect();
+            std::thread::spawn(move || {
+                let cpu0 = sideline::engine::thread_cpu();
+                let reader = KafkaReader::new(&kafka, &owned, &Default::default()).unwrap();
+                let held = vec![false; owned.len()];
+                let mut ended = vec![false; owned.len()];
+                let (mut n, mut refused) = (0u64, 0u64);
+                while !ended.iter().all(|e| *e) {
+                    let polled = reader.poll(512, &held, |p| match p {
+                        Polled::Record(r) => {
+                            n += 1;
+                            if decode
+                                && sideline::format::json::decode(r.payload, kafka.max_record_bytes)
+                                    .is_err()
+                            {
+                                refused += 1;
+                            }
+                        }
+                        Polled::End { partition, .. } => {
+                            ended[owned.iter().position(|(_, q)| *q == partition).unwrap()] = true
+                        }
+                        Polled::Failed { .. } => {}
+                    });
+                    if polled == 0 {
+                        // As an engine worker with nothing read parks.
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                }
+                assert_eq!(refused, 0, "the fixture's records all decode");
+                (n, sideline::engine::thread_cpu() - cpu0)
+            })
+        })
+        .collect();
+    let (mut events, mut cpu) = (0, Duration::ZERO);
+    for r in readers {
+        let (n, c) = r.join().unwrap();
+        events += n;
+        cpu += c;
+    }
+    (events, t0.elapsed().as_secs_f64(), cpu)
 }
 
 /// A `/proc/self/status` size line (`VmRSS:`, `VmHWM:` ...) in MiB (Linux; 0 elsewhere).
