@@ -78,7 +78,7 @@ pub fn validate(ev: &GameEvent) -> Result<(), Reject> {
         .chain(ev.team.as_ref())
         .chain(ev.player.as_ref())
         .chain(ev.stats.keys());
-    if let Some(long) = names.into_iter().find(|n| n.chars().count() > MAX_NAME) {
+    if let Some(long) = names.into_iter().find(|n| longer(n, MAX_NAME)) {
         let head: String = long.chars().take(16).collect();
         return bad(format!(
             "a name (team, player or stat) is longer than {MAX_NAME} characters: {head}..."
@@ -87,7 +87,7 @@ pub fn validate(ev: &GameEvent) -> Result<(), Reject> {
     if ev
         .description
         .as_ref()
-        .is_some_and(|d| d.chars().count() > MAX_DESCRIPTION)
+        .is_some_and(|d| longer(d, MAX_DESCRIPTION))
     {
         return bad(format!(
             "description is longer than {MAX_DESCRIPTION} characters"
@@ -113,6 +113,12 @@ pub fn validate(ev: &GameEvent) -> Result<(), Reject> {
         return bad(format!("stat {k} is {v}, outside ±{MAX_STAT:e}"));
     }
     Ok(())
+}
+
+/// Whether `s` has more than `max` characters. A string of at most `max` bytes has at most
+/// `max` characters, so most are not counted (counting was ~4% of decoding).
+fn longer(s: &str, max: usize) -> bool {
+    s.len() > max && s.chars().count() > max
 }
 
 /// Maximum nesting of arrays/objects, ignoring brackets inside strings.
