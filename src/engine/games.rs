@@ -2,7 +2,9 @@
 //! ended game's state once the input has passed `retention` after it
 //! ([`GameAssigner::closes_at`]).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+use rustc_hash::FxHashMap;
 
 use crate::event::{GameEvent, GameKey};
 use crate::pipeline::window::{GameAssigner, Updates};
@@ -10,7 +12,7 @@ use crate::pipeline::Plan;
 
 pub struct Games {
     retention_ms: u64,
-    games: HashMap<GameKey, GameAssigner>,
+    games: FxHashMap<GameKey, GameAssigner>,
     /// Ended games by the time their state can be released.
     closing: BTreeSet<(u64, GameKey)>,
 }
@@ -19,7 +21,7 @@ impl Games {
     pub fn new(plan: &Plan) -> Self {
         Games {
             retention_ms: plan.time.retention.as_millis() as u64,
-            games: HashMap::new(),
+            games: FxHashMap::default(),
             closing: BTreeSet::new(),
         }
     }

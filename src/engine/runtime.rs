@@ -2,6 +2,8 @@
 //! and dataflow input.
 
 use std::collections::HashMap;
+
+use rustc_hash::FxHashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,7 +38,7 @@ pub struct Runtime {
     /// Wall-clock staleness: the plan's `staleness` detectors, each game's last event, and
     /// where alert changes go (every worker judges its own games).
     staleness: Vec<(u32, Duration)>,
-    live: HashMap<GameKey, Liveness>,
+    live: FxHashMap<GameKey, Liveness>,
     /// Per owned partition ([`KafkaReader::owned`] order): whether it is held back, being
     /// more than `read-ahead` past the frontier; since when; and for how long in all its
     /// finished holds. Its games' silence leaves out the time it was held: their events were
@@ -167,7 +169,7 @@ impl Runtime {
             .collect();
         // The staleness alerts open at the checkpoint, of the games this worker reads: taken
         // up, so that the game's next new event resolves each (and none opens twice).
-        let mut live: HashMap<GameKey, Liveness> = HashMap::new();
+        let mut live: FxHashMap<GameKey, Liveness> = FxHashMap::default();
         for open in &d.open_staleness {
             let detector = staleness
                 .iter()

@@ -5,7 +5,9 @@
 //! events must come from one partition (producers key by game), so the game's order state lives
 //! here, with the partition's owner.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
+
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex};
@@ -76,7 +78,7 @@ pub struct LocalMark {
 /// (a producer not keying by game) would be counted twice; its events from the second
 /// partition are rejected instead (`partition_conflict`).
 #[derive(Debug, Default)]
-pub struct GameOwners(Mutex<HashMap<GameKey, (String, i32)>>);
+pub struct GameOwners(Mutex<FxHashMap<GameKey, (String, i32)>>);
 
 impl GameOwners {
     /// Claims `game` for `(topic, partition)`; returns the owner when another one has it.
@@ -195,18 +197,18 @@ pub struct Ingest {
     policy: LatePolicy,
     partitions: BTreeMap<(String, i32), Partition>,
     /// Each game's order, and the partition its events come from.
-    games: HashMap<GameKey, (String, i32, GameOrder)>,
+    games: FxHashMap<GameKey, (String, i32, GameOrder)>,
     owners: Arc<GameOwners>,
     resumes: HashMap<(String, i32), Resume>,
     /// Games whose state was released ([`Ingest::close_game`]): their later records are
     /// refused. One key per game is what remains of it.
-    closed: HashSet<GameKey>,
+    closed: FxHashSet<GameKey>,
     /// Closed games still reported in the marks: (topic, partition, first offset, end). A game
     /// is closed once the dataflow's *input* passes `retention` after its end, while the
     /// checkpoints' `done` (what was delivered) may still be behind its last values; only a
     /// checkpoint's `done` says when a game is over ([`crate::checkpoint::PartitionCheckpoint::from_mark`]).
     /// Kept until a checkpoint taken says so ([`Ingest::forget_closed`]).
-    closed_marks: HashMap<GameKey, ClosedMark>,
+    closed_marks: FxHashMap<GameKey, ClosedMark>,
 }
 
 /// What the marks keep of a closed game ([`Ingest::close_game`]).
@@ -345,11 +347,11 @@ impl Ingest {
             idle_timeout,
             policy,
             partitions: BTreeMap::new(),
-            games: HashMap::new(),
+            games: FxHashMap::default(),
             owners: Arc::default(),
             resumes: HashMap::new(),
-            closed: HashSet::new(),
-            closed_marks: HashMap::new(),
+            closed: FxHashSet::default(),
+            closed_marks: FxHashMap::default(),
         }
     }
 
