@@ -2,9 +2,10 @@
 //! the engine (2 workers) and the WebSocket server to one subscriber.
 //!
 //! 1. Throughput: the 32 bundled games x 12 (`REPLAY_COPIES`; game ids shifted, and event
-//!    times by `REPLAY_SHIFT_MS` x the copy's number) produced first into 8 or more
-//!    partitions (the mock cluster keeps only about 10k records per partition), then read at
-//!    full speed; events/s from engine start to last delta, CPU time of the workers, the
+//!    times by `REPLAY_SHIFT_MS` x the copy's number), or the real seasons of the file
+//!    `REPLAY_EVENTS` names (x 1 by default), produced first into 8 or more partitions (one
+//!    per 6,000 records: the mock cluster keeps only about 10k records per partition) of the
+//!    mock cluster, or of the broker `BENCH_BROKERS` names, then read at full speed; events/s from engine start to last delta, CPU time of the workers, the
 //!    publisher and the process, peak memory. Then the reading floor on the same records:
 //!    as many threads as workers only reading the same partitions through the engine's reader
 //!    (`KafkaReader`, same client settings), once handing records over untouched and once
@@ -43,15 +44,41 @@ use sideline::produce::{self, Pace};
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-/// `n` copies of the bundled games. Copies share their event times unless `REPLAY_SHIFT_MS`
-/// moves copy `k` that many milliseconds times `k` later (a feed whose times hold one event
-/// each, rather than one per copy).
-fn copies(n: usize) -> Vec<String> {
+/// The games replayed: the bundled 32, or every event of the JSON lines file `REPLAY_EVENTS`
+/// names (`sideline import nfl --season-type pre,reg,post --out FILE` writes all NFL seasons:
+/// 638,288 events of 3,579 games), and how many games they are.
+fn source_events() -> (Vec<sideline::event::GameEvent>, usize) {
+    let events = match std::env::var("REPLAY_EVENTS") {
+        Ok(path) => {
+            let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            text.lines()
+                .filter(|l| !l.trim().is_empty())
+                .enumerate()
+                .map(|(i, l)| {
+                    serde_json::from_str(l).unwrap_or_else(|e| panic!("{path}:{}: {e}", i + 1))
+                })
+                .collect()
+        }
+        Err(_) => sideline::demo::fixture_events(),
+    };
+    let games = events
+        .iter()
+        .map(|e: &sideline::event::GameEvent| &e.game_id)
+        .collect::<std::collections::HashSet<_>>()
+        .len();
+    (events, games)
+}
+
+/// `n` copies of the replayed games ([`source_events`]), and how many games they are. Copies
+/// share their event times unless `REPLAY_SHIFT_MS` moves copy `k` that many milliseconds
+/// times `k` later (a feed whose times hold one event each, rather than one per copy).
+fn copies(n: usize) -> (Vec<String>, usize) {
     let shift = std::env::var("REPLAY_SHIFT_MS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    sideline::demo::replicate(&sideline::demo::fixture_events(), n, shift)
+    let (events, games) = source_events();
+    (sideline::demo::replicate(&events, n, shift), games * n)
 }
 
 fn setup(
@@ -137,21 +164,40 @@ fn main() {
     at_fixed_rates(&run);
 }
 
-/// 1. Throughput. `REPLAY_COPIES` sets the copies of the bundled games (12 by default).
+/// Part 1, throughput. `REPLAY_COPIES` sets the copies of the replayed games (12 of the
+/// bundled games by default, 1 of a `REPLAY_EVENTS` file). Through the mock cluster, or the
+/// broker `BENCH_BROKERS` names.
 fn throughput() {
+    let from_file = std::env::var("REPLAY_EVENTS").is_ok();
     let n_copies: usize = std::env::var("REPLAY_COPIES")
         .ok()
         .and_then(|c| c.parse().ok())
-        .unwrap_or(12);
-    let lines = copies(n_copies);
+        .unwrap_or(if from_file { 1 } else { 12 });
+    let (lines, games) = copies(n_copies);
     // The mock keeps 5 MB per partition, about 12k of these records.
     let partitions = (lines.len() / 6_000 + 1).max(8) as i32;
-    let (mock, mut cfg) = setup("throughput", partitions);
-    let producer = produce::create_producer(
-        ClientConfig::new().set("bootstrap.servers", mock.bootstrap_servers()),
-    )
-    .unwrap();
-    produce::produce_lines(&producer, "throughput", &lines, Pace::Max, None).unwrap();
+    let topic = format!("throughput-{}", std::process::id());
+    let (_mock, mut cfg) = setup(&topic, partitions);
+    let broker = match std::env::var("BENCH_BROKERS")
+        .ok()
+        .filter(|b| !b.is_empty())
+    {
+        Some(brokers) => {
+            let dead = format!("dead-{topic}");
+            common::create_topics(&brokers, &[(&topic, partitions), (&dead, 1)]);
+            cfg.kafka.brokers = brokers.clone();
+            cfg.kafka.dead_letter_topic = dead;
+            // The engine's consumer defaults: the mock's fetch wait is the mock's.
+            cfg.kafka.consumer_options.clear();
+            format!("broker at {brokers}")
+        }
+        None => "mock cluster".to_string(),
+    };
+    let producer =
+        produce::create_producer(ClientConfig::new().set("bootstrap.servers", &cfg.kafka.brokers))
+            .unwrap();
+    produce::produce_lines(&producer, &topic, &lines, Pace::Max, None).unwrap();
+    drop(lines);
     cfg.kafka.stop_at_end = true;
     let workers = cfg.engine.workers;
     // `REPLAY_READ_AHEAD` ("1m", "1000d", ...) overrides the pipeline's `read-ahead`.
@@ -161,7 +207,7 @@ fn throughput() {
         assert!(text.contains(time));
         text = text.replace(time, &format!("{time}\nread-ahead = \"{ahead}\""));
     }
-    let server = start_text(&cfg, "throughput", &text);
+    let server = start_text(&cfg, &topic, &text);
     let _sub = subscriber(server.ws_addr);
     let (process0, rss0) = (process_cpu(), status_mib("VmRSS:"));
     let t0 = Instant::now();
@@ -169,9 +215,8 @@ fn throughput() {
     let secs = t0.elapsed().as_secs_f64();
     let process = process_cpu() - process0;
     println!(
-        "replay (mock cluster, {partitions} partitions, {workers} workers, 1 subscriber): {} events, {} games",
+        "replay ({broker}, {partitions} partitions, {workers} workers, 1 subscriber): {} events, {games} games",
         stats.records,
-        32 * n_copies
     );
     println!(
         "  throughput: {:.0} events/s ({:.0} per worker), {:.2} s, {} deltas",
@@ -183,7 +228,7 @@ fn throughput() {
     let deltas = server.hub.seq("nfl.win_probability").unwrap_or(0).max(1);
     let per = |d: Duration, n: u64| d.as_secs_f64() * 1e6 / n.max(1) as f64;
     println!(
-        "  CPU: workers {:.2} s ({:.2} us/event), publisher {:.2} s ({:.2} us/delta), whole process {:.2} s ({:.2} us/event, the mock broker and the subscriber included)",
+        "  CPU: workers {:.2} s ({:.2} us/event), publisher {:.2} s ({:.2} us/delta), whole process {:.2} s ({:.2} us/event, the subscriber and any mock broker included)",
         stats.cpu.as_secs_f64(),
         per(stats.cpu, stats.records),
         stats.publisher_cpu.as_secs_f64(),
@@ -192,13 +237,13 @@ fn throughput() {
         per(process, stats.records),
     );
     println!(
-        "  memory: RSS {rss0:.0} MiB before the run (the mock broker holds every produced record), peak {:.0} MiB; partition reads held back (read-ahead): {}",
+        "  memory: RSS {rss0:.0} MiB before the run (a mock broker holds every produced record), peak {:.0} MiB; partition reads held back (read-ahead): {}",
         status_mib("VmHWM:"),
         stats.held
     );
     server.shutdown();
     for decode in [false, true] {
-        let (events, secs, cpu) = read_floor(&cfg, "throughput", partitions, workers, decode);
+        let (events, secs, cpu) = read_floor(&cfg, &topic, partitions, workers, decode);
         println!(
             "  reading floor, {workers} threads reading only{}: {:.0} events/s ({:.0} per thread), readers' CPU {:.2} us/event",
             if decode { " and decoding JSON" } else { "" },
@@ -300,7 +345,7 @@ fn process_cpu() -> Duration {
 
 /// 2. Latency under a paced feed.
 fn paced() {
-    let lines = copies(1);
+    let (lines, _) = copies(1);
     let (mock, cfg) = setup("latency", 4);
     sideline::metrics::reset_latency();
     let server = start(&cfg, "latency");
