@@ -6,13 +6,15 @@
 //! ([`crate::alert::detect`]), fed in event-time order once the frontier has passed the time,
 //! so the alerts depend only on the input.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::{Capability, Operator};
+use timely::dataflow::operators::Operator;
+
+use super::pending::Pending;
 use timely::dataflow::Stream;
 
 use super::Valued;
@@ -172,33 +174,20 @@ impl<'scope> DetectAlerts<'scope> for Stream<'scope, u64, Vec<Valued>> {
             Pipeline,
             "DetectAlerts",
             move |_, _| {
-                let mut pending: BTreeMap<u64, (Capability<u64>, Vec<Valued>)> = BTreeMap::new();
+                let mut pending: Pending<Valued> = Pending::default();
                 let mut machines: HashMap<(GameKey, usize), (Machine, Lifecycle)> = HashMap::new();
                 move |(input, frontier), output| {
                     let port = output.output_index();
                     input.for_each(|cap, data| {
                         for v in data.drain(..) {
-                            let t = v.time;
-                            pending
-                                .entry(t)
-                                .or_insert_with(|| (cap.delayed(&t, port), Vec::new()))
-                                .1
-                                .push(v);
+                            pending.at(&cap, port, v.time, Vec::new).push(v);
                         }
                     });
                     if plan.detectors.is_empty() {
                         pending.clear();
                         return;
                     }
-                    let ready: Vec<u64> = pending
-                        .keys()
-                        .take_while(|t| !frontier.less_equal(t))
-                        .copied()
-                        .collect();
-                    for t in ready {
-                        let Some((cap, mut values)) = pending.remove(&t) else {
-                            continue;
-                        };
+                    for (cap, t, mut values) in pending.ready(|t| !frontier.less_equal(&t)) {
                         values.sort_by(|a, b| a.game.cmp(&b.game));
                         let mut session = output.session(&cap);
                         for v in &values {

@@ -24,6 +24,7 @@ pub mod batches;
 pub mod collect;
 pub mod detect;
 pub mod features;
+pub mod pending;
 pub mod reweight;
 pub mod score;
 

@@ -32,7 +32,9 @@ use std::sync::Arc;
 
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::{Capability, Operator};
+use timely::dataflow::operators::Operator;
+
+use super::pending::Pending;
 use timely::dataflow::Stream;
 
 use super::Valued;
@@ -172,23 +174,15 @@ impl<'scope> GameLosses<'scope> for Stream<'scope, u64, Vec<Valued>> {
             Pipeline,
             "GameLosses",
             move |_, _| {
-                let mut pending: BTreeMap<u64, (Capability<u64>, Vec<Valued>)> = BTreeMap::new();
+                let mut pending: Pending<Valued> = Pending::default();
                 let mut games: HashMap<GameKey, GameState> = HashMap::new();
                 move |(input, frontier), output| {
                     input.for_each(|cap, data| {
                         for v in data.drain(..) {
-                            pending
-                                .entry(v.time)
-                                .or_insert_with(|| (cap.delayed(&v.time, 0), Vec::new()))
-                                .1
-                                .push(v);
+                            pending.at(&cap, 0, v.time, Vec::new).push(v);
                         }
                     });
-                    while let Some(entry) = pending.first_entry() {
-                        if frontier.less_equal(entry.key()) {
-                            break;
-                        }
-                        let (cap, mut rows) = entry.remove();
+                    for (cap, _, mut rows) in pending.ready(|t| !frontier.less_equal(&t)) {
                         rows.sort_by(|a, b| a.game.cmp(&b.game));
                         let mut session = output.session(&cap);
                         for v in rows {
@@ -264,7 +258,7 @@ impl<'scope> Reweight<'scope> for Stream<'scope, u64, Vec<Valued>> {
             Pipeline,
             "Reweight",
             move |_, _| {
-                let mut pending: BTreeMap<u64, (Capability<u64>, Vec<Valued>)> = BTreeMap::new();
+                let mut pending: Pending<Valued> = Pending::default();
                 let mut games: BTreeMap<(u64, GameKey), Vec<f64>> = BTreeMap::new();
                 let note = |games: &mut BTreeMap<(u64, GameKey), Vec<f64>>,
                             applied: &Option<(u64, GameKey)>,
@@ -280,11 +274,7 @@ impl<'scope> Reweight<'scope> for Stream<'scope, u64, Vec<Valued>> {
                 move |(rows_in, rows_frontier), (games_in, games_frontier), output| {
                     rows_in.for_each(|cap, data| {
                         for v in data.drain(..) {
-                            pending
-                                .entry(v.time)
-                                .or_insert_with(|| (cap.delayed(&v.time, 0), Vec::new()))
-                                .1
-                                .push(v);
+                            pending.at(&cap, 0, v.time, Vec::new).push(v);
                         }
                     });
                     games_in.for_each(|_, data| {
@@ -292,11 +282,9 @@ impl<'scope> Reweight<'scope> for Stream<'scope, u64, Vec<Valued>> {
                             note(&mut games, &applied, g);
                         }
                     });
-                    while let Some(entry) = pending.first_entry() {
-                        let t = *entry.key();
-                        if rows_frontier.less_equal(&t) || games_frontier.less_equal(&t) {
-                            break;
-                        }
+                    let complete =
+                        |t: u64| !rows_frontier.less_equal(&t) && !games_frontier.less_equal(&t);
+                    for (cap, t, rows) in pending.ready(complete) {
                         // Every game ended before `t`, in (time, game) order.
                         while let Some(g) = games.first_entry() {
                             if g.key().0 >= t {
@@ -306,7 +294,6 @@ impl<'scope> Reweight<'scope> for Stream<'scope, u64, Vec<Valued>> {
                             state.update(&losses);
                             applied = Some(key);
                         }
-                        let (cap, rows) = entry.remove();
                         let weights = state.weights();
                         let mut session = output.session(&cap);
                         for mut v in rows {

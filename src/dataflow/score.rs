@@ -11,15 +11,14 @@
 //! model together, and through the shadow model (`[model] shadow`) when there is one: its
 //! value rides along in [`Valued::shadow`] for the archive. Players' slots stay out of the row.
 
-use std::collections::BTreeMap;
-
 use rustc_hash::FxHashMap;
 use std::sync::Arc;
 
 use timely::dataflow::channels::pact::ExchangeCore;
 
 use super::batches::SmallBatches;
-use timely::dataflow::operators::{Capability, Operator};
+use super::pending::Pending;
+use timely::dataflow::operators::Operator;
 use timely::dataflow::Stream;
 
 use crate::event::GameKey;
@@ -401,7 +400,7 @@ impl<'scope> ScoreGames<'scope> for Stream<'scope, u64, Vec<Input>> {
             ExchangeCore::<SmallBatches<Input>, _>::new_core(|(fact, _, _): &Input| fact.game()),
             "ScoreGames",
             move |_, _| {
-                let mut pending: BTreeMap<u64, (Capability<u64>, Vec<Input>)> = BTreeMap::new();
+                let mut pending: Pending<Input> = Pending::default();
                 let mut rows: FxHashMap<GameId, GameRow> = FxHashMap::default();
                 // Emptied buffers of completed times, reused by the next ones: most times
                 // hold a handful of updates, and a fresh buffer per time grew (and faulted
@@ -415,31 +414,19 @@ impl<'scope> ScoreGames<'scope> for Stream<'scope, u64, Vec<Input>> {
                             {
                                 continue;
                             }
-                            let t = u.1;
+                            let fresh = || Vec::with_capacity(FRESH_CAPACITY);
                             pending
-                                .entry(t)
-                                .or_insert_with(|| {
-                                    let fresh = || Vec::with_capacity(FRESH_CAPACITY);
-                                    (cap.delayed(&t, port), spare.pop().unwrap_or_else(fresh))
-                                })
-                                .1
+                                .at(&cap, port, u.1, || spare.pop().unwrap_or_else(fresh))
                                 .push(u);
                         }
                     });
-                    let ready: Vec<u64> = pending
-                        .keys()
-                        .take_while(|t| !frontier.less_equal(t))
-                        .copied()
-                        .collect();
+                    let ready = pending.ready(|t| !frontier.less_equal(&t));
                     if ready.is_empty() {
                         return;
                     }
                     let mut caps = Vec::with_capacity(ready.len());
                     let mut changed: Vec<Changed> = Vec::new();
-                    for t in ready {
-                        let Some((cap, mut updates)) = pending.remove(&t) else {
-                            continue;
-                        };
+                    for (cap, t, mut updates) in ready {
                         // Each touched game, in order (within a game, the order is made
                         // below, so an unstable sort leaves the outcome deterministic).
                         updates.sort_unstable_by_key(|(fact, _, _)| fact.game());
