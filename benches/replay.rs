@@ -197,6 +197,7 @@ fn throughput() {
         produce::create_producer(ClientConfig::new().set("bootstrap.servers", &cfg.kafka.brokers))
             .unwrap();
     produce::produce_lines(&producer, &topic, &lines, Pace::Max, None).unwrap();
+    let produced = lines.len() as u64;
     drop(lines);
     cfg.kafka.stop_at_end = true;
     let workers = cfg.engine.workers;
@@ -211,12 +212,16 @@ fn throughput() {
     let _sub = subscriber(server.ws_addr);
     // The peak from here on: loading and producing the input peaked higher than the engine
     // with every season's records (Linux: writing 5 to clear_refs resets VmHWM).
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let peak = match std::fs::write("/proc/self/clear_refs", "5") {
+        Ok(()) => "peak during the run",
+        Err(_) => "peak (input loading included)",
+    };
     let (process0, rss0) = (process_cpu(), status_mib("VmRSS:"));
     let t0 = Instant::now();
     let stats = server.run_engine(|_| {}).unwrap();
     let secs = t0.elapsed().as_secs_f64();
     let process = process_cpu() - process0;
+    assert_eq!(stats.records, produced, "the engine read every record once");
     println!(
         "replay ({broker}, {partitions} partitions, {workers} workers, 1 subscriber): {} events, {games} games",
         stats.records,
@@ -240,15 +245,16 @@ fn throughput() {
         per(process, stats.records),
     );
     println!(
-        "  memory: RSS {rss0:.0} MiB before the run (a mock broker holds every produced record), peak during the run {:.0} MiB; partition reads held back (read-ahead): {}",
+        "  memory: RSS {rss0:.0} MiB before the run (a mock broker holds every produced record), {peak} {:.0} MiB; partition reads held back (read-ahead): {}",
         status_mib("VmHWM:"),
         stats.held
     );
     server.shutdown();
     for decode in [false, true] {
         let (events, secs, cpu) = read_floor(&cfg, &topic, partitions, workers, decode);
+        assert_eq!(events, produced, "the floor read every record once");
         println!(
-            "  reading floor, {workers} threads reading only{}: {:.0} events/s ({:.0} per thread), readers' CPU {:.2} us/event",
+            "  reading floor, {workers} threads reading only{}: {:.0} events/s ({:.0} per thread), readers' CPU {:.2} us/event (librdkafka's own threads not counted, as for the workers)",
             if decode { " and decoding JSON" } else { "" },
             events as f64 / secs,
             events as f64 / secs / workers as f64,
@@ -348,7 +354,8 @@ fn process_cpu() -> Duration {
 
 /// 2. Latency under a paced feed.
 fn paced() {
-    let (lines, _) = copies(1);
+    // The bundled games, whatever `REPLAY_EVENTS` names: at 600x a season would take hours.
+    let lines = sideline::demo::replicate(&sideline::demo::fixture_events(), 1, 0);
     let (mock, cfg) = setup("latency", 4);
     sideline::metrics::reset_latency();
     let server = start(&cfg, "latency");

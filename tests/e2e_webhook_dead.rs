@@ -87,6 +87,13 @@ fn alerts_a_webhook_refuses_are_dead_lettered_with_the_reason() {
     // before it (a pooled connection closed under load) counts, and is not a second answer.
     let seen = seen.lock().unwrap().clone();
     assert_eq!(seen.len(), alerts.len(), "one request per alert: {seen:?}");
+    for (_, attempt) in &seen {
+        let n: u32 = attempt.parse().unwrap();
+        assert!(
+            (1..=5).contains(&n),
+            "attempt {n} of at most 5 (the default)"
+        );
+    }
     let attempt_of: BTreeMap<String, String> = seen.into_iter().collect();
     assert_eq!(attempt_of.len(), alerts.len(), "no alert was sent twice");
     for (a, h) in &dead {
