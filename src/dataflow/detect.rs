@@ -183,10 +183,6 @@ impl<'scope> DetectAlerts<'scope> for Stream<'scope, u64, Vec<Valued>> {
                             pending.at(&cap, port, v.time, Vec::new).push(v);
                         }
                     });
-                    if plan.detectors.is_empty() {
-                        pending.clear();
-                        return;
-                    }
                     for (cap, t, mut values) in pending.ready(|t| !frontier.less_equal(&t)) {
                         values.sort_by(|a, b| a.game.cmp(&b.game));
                         let mut session = output.session(&cap);

@@ -85,12 +85,6 @@ impl<D> Pending<D> {
         }
         out
     }
-
-    /// Forgets every pending record (and the capability).
-    pub fn clear(&mut self) {
-        self.by_time.clear();
-        self.held = None;
-    }
 }
 
 #[cfg(test)]
