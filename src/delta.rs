@@ -1,5 +1,7 @@
 //! Prediction deltas: what the engine tells subscribers when a prediction moved.
 
+use std::sync::Arc;
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -8,7 +10,8 @@ use crate::event::Sport;
 /// One feature that changed between the previous published prediction and this one.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct FeatureChange {
-    pub feature: String,
+    // Shared with the publisher's list of names: a delta may name every feature.
+    pub feature: Arc<str>,
     /// The value behind the previous published prediction (absent: the feature is new in this
     /// pipeline version).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -21,7 +24,7 @@ pub struct FeatureChange {
 /// most models: positive pushes the value up).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Contributor {
-    pub feature: String,
+    pub feature: Arc<str>,
     pub by: f64,
 }
 

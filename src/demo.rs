@@ -261,7 +261,7 @@ fn printer(events: &[GameEvent], quiet: bool) -> impl Fn(&Delta) + Send + 'stati
         let mut why: Vec<String> = d
             .changed
             .iter()
-            .filter(|c| c.feature != "seconds_remaining")
+            .filter(|c| &*c.feature != "seconds_remaining")
             .map(|c| match c.from {
                 Some(from) => format!("{} {}→{}", c.feature, short(from), short(c.to)),
                 None => format!("{} {}", c.feature, short(c.to)),

@@ -13,6 +13,7 @@
 //! old version is stopped. Sequence numbers run on without a gap. Alerts open in one version
 //! and not the other end or open at `T` (`publish/alerts.rs`).
 
+use rustc_hash::FxHashMap;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
@@ -54,7 +55,7 @@ struct Published {
     value: f64,
     /// Direction of the last move: -1, 0 or 1.
     direction: f64,
-    names: Arc<Vec<String>>,
+    names: Arc<[Arc<str>]>,
     vars: Vec<f64>,
     event_seq: u64,
     /// An online ensemble's member weights behind `value` (empty for other models).
@@ -71,14 +72,14 @@ struct Published {
 struct Version {
     id: RuntimeId,
     plan: Arc<Plan>,
-    names: Arc<Vec<String>>,
+    names: Arc<[Arc<str>]>,
     model_version: String,
     /// The model, to explain what it published.
     model: Arc<Model>,
     /// Completed through this time.
     done: Option<u64>,
     finished: bool,
-    published: HashMap<GameKey, Published>,
+    published: FxHashMap<GameKey, Published>,
     /// Games of `published` that were released, earliest first: at most `keep_released` of
     /// them are held.
     released: VecDeque<GameKey>,
@@ -104,13 +105,13 @@ impl Version {
     ) -> Self {
         Version {
             id,
-            names: Arc::new(plan.vars.clone()),
+            names: plan.vars.iter().map(|n| Arc::from(n.as_str())).collect(),
             plan,
             model_version: model.version(),
             model,
             done: None,
             finished: false,
-            published: HashMap::new(),
+            published: FxHashMap::default(),
             released: VecDeque::new(),
             keep_released,
             newly_released: Vec::new(),

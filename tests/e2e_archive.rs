@@ -96,7 +96,7 @@ fn the_archive_holds_what_the_engine_computed() {
             .unwrap_or_else(|| panic!("delta {} not archived", d.seq));
         assert_eq!((*seq, *value), (d.event_seq, d.new), "delta {}", d.seq);
         for c in &d.changed {
-            let i = plan.vars.iter().position(|v| *v == c.feature).unwrap();
+            let i = plan.vars.iter().position(|v| **v == *c.feature).unwrap();
             assert_eq!(
                 features[i].to_bits(),
                 c.to.to_bits(),
@@ -117,15 +117,15 @@ fn the_archive_holds_what_the_engine_computed() {
             .changed
             .iter()
             .filter_map(|c| {
-                let i = inputs.iter().position(|n| *n == c.feature)?;
+                let i = inputs.iter().position(|n| **n == *c.feature)?;
                 let by = w.weight[i] as f64 * (c.to - c.from?) / w.input_scale[i] as f64;
-                Some((c.feature.clone(), by))
+                Some((c.feature.to_string(), by))
             })
             .filter(|(_, by)| (by * 1e6).round() != 0.0)
             .collect();
         want.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()).then(a.0.cmp(&b.0)));
         want.truncate(3);
-        let got: Vec<&str> = d.contributors.iter().map(|c| c.feature.as_str()).collect();
+        let got: Vec<&str> = d.contributors.iter().map(|c| &*c.feature).collect();
         let want_names: Vec<&str> = want.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(got, want_names, "delta {} contributors", d.seq);
         for (c, (_, by)) in d.contributors.iter().zip(&want) {

@@ -130,25 +130,31 @@ pub(super) fn explain(version: &Version, v: &Valued, previous: Option<&Published
     let now = explained.pop().expect("one per row");
     let interval = now.interval.filter(|(lo, hi)| lo != hi);
     let before = known.or(explained.first().map(|b| b.attributions.as_slice()));
-    let mut contributors: Vec<crate::delta::Contributor> = match (comparable, before) {
-        (Some(_), Some(before)) => inputs
+    // Each input's move, by index: only the kept few get their name cloned.
+    let mut moves: Vec<(usize, f64)> = match (comparable, before) {
+        (Some(_), Some(before)) => before
             .iter()
-            .zip(before.iter().zip(&now.attributions))
-            .map(|(name, (before, after))| crate::delta::Contributor {
-                feature: name.clone(),
-                by: ((after - before) * 1e6).round() / 1e6,
-            })
-            .filter(|c| c.by != 0.0)
+            .zip(&now.attributions)
+            .map(|(before, after)| ((after - before) * 1e6).round() / 1e6)
+            .enumerate()
+            .filter(|(_, by)| *by != 0.0)
             .collect(),
         _ => Vec::new(),
     };
     // Largest move first; ties by name, so the order never depends on anything else.
-    contributors.sort_by(|a, b| {
-        b.by.abs()
-            .total_cmp(&a.by.abs())
-            .then_with(|| a.feature.cmp(&b.feature))
+    moves.sort_by(|(i, a), (j, b)| {
+        b.abs()
+            .total_cmp(&a.abs())
+            .then_with(|| inputs[*i].cmp(&inputs[*j]))
     });
-    contributors.truncate(CONTRIBUTORS);
+    let contributors = moves
+        .iter()
+        .take(CONTRIBUTORS)
+        .map(|(i, by)| crate::delta::Contributor {
+            feature: Arc::from(inputs[*i].as_str()),
+            by: *by,
+        })
+        .collect();
     Explained {
         contributors,
         interval,
