@@ -32,7 +32,7 @@ use crate::pipeline::Plan;
 mod alerts;
 mod deltas;
 mod outputs;
-use alerts::{deliver_alerts, deliver_staleness, swap_changes, OpenAlerts};
+use alerts::{deliver_alerts, deliver_staleness, swap_changes, OpenAlerts, StaleOpen};
 use deltas::{delta, number};
 pub use outputs::VersionOutputs;
 
@@ -93,6 +93,10 @@ struct Version {
     open_alerts: OpenAlerts,
     /// The wall-clock (staleness) alerts it delivered open, for checkpoints.
     open_staleness: BTreeSet<OpenStaleness>,
+    /// Those of `open_staleness` it took over from the version before it at a swap, before
+    /// its own runtime judged them (each as its resolving change, its time to be set): see
+    /// [`alerts::StaleOpen::swap`].
+    inherited: BTreeMap<OpenStaleness, AlertChange>,
 }
 
 impl Version {
@@ -119,6 +123,7 @@ impl Version {
             games: FinishedGames::default(),
             open_alerts: OpenAlerts::default(),
             open_staleness: BTreeSet::new(),
+            inherited: BTreeMap::new(),
         }
     }
 
@@ -229,6 +234,9 @@ struct Candidate {
     /// Its wall-clock (staleness) alert changes beyond the live version's time: delivered if
     /// it takes over.
     alerts: VecDeque<(u64, Vec<AlertChange>)>,
+    /// Its wall-clock alerts open up to the live version's time, each with its latest change:
+    /// compared with the live version's at the swap.
+    stale_open: StaleOpen,
 }
 
 impl Candidate {
@@ -240,6 +248,10 @@ impl Candidate {
             let (_, values, alerts) = self.queue.pop_front().expect("front checked");
             self.version.decide(values);
             self.version.open_alerts.track(&self.version.plan, &alerts);
+        }
+        while self.alerts.front().is_some_and(|(t, _)| *t <= live_done) {
+            let (_, alerts) = self.alerts.pop_front().expect("front checked");
+            self.stale_open.track(&self.version.plan, alerts);
         }
     }
 }
@@ -355,6 +367,7 @@ impl Publisher {
                     version,
                     queue: VecDeque::new(),
                     alerts: VecDeque::new(),
+                    stale_open: StaleOpen::default(),
                 });
             }
         }
@@ -560,6 +573,7 @@ impl Publisher {
                     if p.delivered_through.is_none_or(|t| time > t) {
                         p.live.outputs.archive(&values, &p.live.model_version);
                     }
+                    let resumed = p.live.resumed(&values);
                     let deltas = number(p, time, DeltaCause::Moved, values);
                     emit(
                         &self.hub,
@@ -571,6 +585,7 @@ impl Publisher {
                     release(&self.hub, &mut p.live);
                     p.live.open_alerts.track(&p.live.plan, &alerts);
                     deliver_alerts(&self.hub, p, self.sink.as_mut(), alerts);
+                    deliver_staleness(&self.hub, p, self.sink.as_mut(), resumed);
                 }
                 SinkMsg::Progress { time, .. } => {
                     p.live.done = p.live.done.max(Some(time));
@@ -605,9 +620,6 @@ impl Publisher {
             c.catch_up(live_done);
             // The hub hears of its releases if it takes over (all of them then).
             c.version.newly_released.clear();
-            while c.alerts.front().is_some_and(|(t, _)| *t <= live_done) {
-                c.alerts.pop_front();
-            }
         }
         self.try_swap(&name);
     }
@@ -638,6 +650,12 @@ impl Publisher {
         // The alerts only the old version has open end now, as its own last changes.
         let (ended, raised) = swap_changes(&p.live, &c.version, live_done);
         deliver_alerts(&self.hub, p, self.sink.as_mut(), ended);
+        // So do its wall-clock alerts the new version does not have open: its runtime stops
+        // here, and nothing else would end them. Those both have open stay open.
+        let pending = std::mem::take(&mut c.alerts);
+        let stale =
+            std::mem::take(&mut c.stale_open).swap(&p.live, &c.version.plan, pending, live_done);
+        deliver_staleness(&self.hub, p, self.sink.as_mut(), stale.ended);
         // Each game moves from what the old version published to what the new one would
         // have published had it run alone. A released game the old version no longer holds
         // (it forgot the earliest released first) is final: not announced again.
@@ -691,6 +709,9 @@ impl Publisher {
         );
         // The alerts only the new version has open open now, as it opened them.
         deliver_alerts(&self.hub, p, self.sink.as_mut(), raised);
+        p.live.open_staleness = stale.open;
+        p.live.inherited = stale.inherited;
+        deliver_staleness(&self.hub, p, self.sink.as_mut(), stale.raised);
         self.control.stop(old.id);
         self.owners.remove(&old.id);
         old.outputs.retire();
@@ -705,6 +726,7 @@ impl Publisher {
             if p.delivered_through.is_none_or(|t| time > t) {
                 p.live.outputs.archive(&values, &p.live.model_version);
             }
+            let resumed = p.live.resumed(&values);
             let deltas = number(p, time, DeltaCause::Moved, values);
             emit(
                 &self.hub,
@@ -715,13 +737,10 @@ impl Publisher {
             );
             p.live.open_alerts.track(&p.live.plan, &alerts);
             deliver_alerts(&self.hub, p, self.sink.as_mut(), alerts);
+            deliver_staleness(&self.hub, p, self.sink.as_mut(), resumed);
         }
-        // Its wall-clock alerts after the swap (not in time order: filtered, not cut).
-        while let Some((time, alerts)) = c.alerts.pop_front() {
-            if time > live_done {
-                deliver_staleness(&self.hub, p, self.sink.as_mut(), alerts);
-            }
-        }
+        // Its wall-clock alert changes after the swap.
+        deliver_staleness(&self.hub, p, self.sink.as_mut(), stale.after);
         if let Some(done) = candidate_done.filter(|d| *d > live_done) {
             p.live.done = p.live.done.max(Some(done));
             progress(&self.hub, &p.live.plan, done);

@@ -5,6 +5,7 @@
 mod common;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use common::*;
 use sideline::alert::{Alert, AlertState};
@@ -311,4 +312,136 @@ fn alerts_open_at_a_swap_end_there_and_none_changes_unseen() {
     );
     assert!(ended > 0, "some swing alert was open at the swap");
     app.shutdown();
+}
+
+/// A staleness detector of 1 s named `name`.
+fn stale(name: &str) -> String {
+    format!("\n[[detector]]\nname = \"{name}\"\nkind = \"staleness\"\ngap = \"1s\"\n")
+}
+
+/// Swaps versions while the feed is paused and the games in progress are stale under
+/// version 1 (detector `stale`), to a version 2 whose staleness detector is named `v2_name`;
+/// then resumes the feed. Returns the alert changes and the swap's event time.
+fn swap_while_stale(topic: &str, v2_name: &str) -> (Vec<Alert>, u64) {
+    let cluster = Cluster::mock(&[(topic, 4), (&format!("{topic}.dead-letters"), 1)]);
+    let lines = fixture_lines();
+    let half = lines.len() / 2;
+    produce_all(&cluster.brokers, topic, &lines[..half]);
+    let mut cfg = config(&cluster.brokers, topic, 2);
+    cfg.kafka.stop_at_end = false;
+    let app = start(&cfg, &[format!("{}{}", v1(topic), stale("stale"))]);
+    let capture = Capture::default();
+    std::thread::scope(|s| {
+        let engine = s.spawn(|| app.run_engine_with(Box::new(capture.clone())).unwrap());
+        wait_until("a staleness alert", 120, || {
+            (!capture.0.lock().unwrap().1.is_empty()).then_some(())
+        });
+        // The other games in progress go stale within the same second.
+        std::thread::sleep(Duration::from_millis(1500));
+        let d = app.deploy("v2.toml", &format!("{}{}", v2(topic), stale(v2_name)));
+        assert_eq!(d.unwrap().state, "warming");
+        wait_until("version 2 live", 120, || {
+            let p = app.publisher.lock().unwrap();
+            let live = p.pipelines().first().map(|(l, _)| l.version);
+            (p.settled("nfl_win_probability") && live == Some(2)).then_some(())
+        });
+        produce_all(&cluster.brokers, topic, &lines[half..]);
+        app.stop.drain();
+        engine.join().unwrap();
+    });
+    app.shutdown();
+    let (log, alerts) = capture.0.lock().unwrap().clone();
+    let at = log
+        .iter()
+        .find(|d| d.version == 2)
+        .expect("version 2 went live")
+        .event_time_ms;
+    (alerts, at)
+}
+
+/// Each alert's life, in order: numbered without a gap, opened once, then changed or ended
+/// only while open, and ended by the end of the feed (every game resumes, then ends).
+fn assert_lives(alerts: &[Alert]) {
+    let mut open = std::collections::BTreeSet::new();
+    for (i, a) in alerts.iter().enumerate() {
+        assert_eq!(a.seq, i as u64 + 1, "alerts numbered without a gap");
+        let known = match a.state {
+            AlertState::Open => open.insert(a.id.as_str()),
+            AlertState::Escalated => open.contains(a.id.as_str()),
+            AlertState::Resolved | AlertState::Retracted => open.remove(a.id.as_str()),
+        };
+        assert!(
+            known,
+            "{:?} of {} (version {}) out of its life",
+            a.state, a.id, a.version
+        );
+    }
+    assert!(open.is_empty(), "alerts that never ended: {open:?}");
+}
+
+/// Both versions judge the same games with a detector of the same name: an alert open at the
+/// swap stays open (the same alert in both, or inherited if version 2 has not judged the game
+/// yet), and the game's next event ends it under version 2.
+#[test]
+fn staleness_alerts_open_at_a_swap_stay_open_and_the_new_version_ends_them() {
+    let (alerts, at) = swap_while_stale("nfl.redeploy.stale", "stale");
+    assert_lives(&alerts);
+    let open_at_swap: Vec<&Alert> = alerts
+        .iter()
+        .filter(|a| a.version == 1 && a.state == AlertState::Open)
+        .collect();
+    assert!(!open_at_swap.is_empty());
+    for a in &open_at_swap {
+        let end: Vec<&Alert> = alerts
+            .iter()
+            .filter(|e| e.id == a.id && e.seq > a.seq)
+            .collect();
+        // Ended once, by version 2, at the game's next event: not at the swap, whether or
+        // not version 2 had judged the game stale yet when it took over.
+        assert_eq!(end.len(), 1, "alert {}: {end:?}", a.id);
+        let e = end[0];
+        assert!(
+            e.version == 2 && e.state == AlertState::Resolved && e.event_time_ms > a.opened_at_ms,
+            "alert {} ended by version {} at {} (swap at {at})",
+            a.id,
+            e.version,
+            e.event_time_ms
+        );
+    }
+    println!(
+        "{} stale alerts open at the swap ({at})",
+        open_at_swap.len()
+    );
+}
+
+/// The new version's staleness detector has another name: the old version's open alerts end
+/// at the swap, the new version's open there, and the next events end those.
+#[test]
+fn staleness_alerts_of_another_detector_end_at_the_swap_and_the_new_ones_open_there() {
+    let (alerts, at) = swap_while_stale("nfl.redeploy.quiet", "quiet");
+    assert_lives(&alerts);
+    let old: Vec<&Alert> = alerts
+        .iter()
+        .filter(|a| a.detector == "stale" && a.state == AlertState::Open)
+        .collect();
+    assert!(!old.is_empty());
+    for a in &old {
+        let ended = alerts
+            .iter()
+            .find(|e| e.id == a.id && e.state == AlertState::Resolved)
+            .unwrap();
+        assert_eq!(
+            (ended.version, ended.event_time_ms),
+            (1, at),
+            "alert {} ends at the swap, as version 1's",
+            a.id
+        );
+    }
+    assert!(
+        alerts
+            .iter()
+            .filter(|a| a.detector == "quiet")
+            .all(|a| a.version == 2),
+        "the new detector's alerts are version 2's"
+    );
 }

@@ -52,6 +52,38 @@ impl AlertChange {
             evidence: c.evidence,
         }
     }
+
+    /// A wall-clock staleness alert of detector `detector` (whose gap is `gap`) on `game`,
+    /// opened at event time `opened_at`: opening after `quiet` seconds without an event, or,
+    /// when `quiet` is `None`, resolved at event time `time`.
+    pub fn staleness(
+        time: u64,
+        game: GameKey,
+        detector: u32,
+        gap: std::time::Duration,
+        opened_at: u64,
+        quiet: Option<f64>,
+    ) -> Self {
+        AlertChange {
+            time,
+            game,
+            detector,
+            state: if quiet.is_some() {
+                AlertState::Open
+            } else {
+                AlertState::Resolved
+            },
+            severity: crate::alert::Severity::Warning,
+            opened_at,
+            evidence: crate::alert::Evidence {
+                value: quiet.unwrap_or(0.0),
+                threshold: gap.as_secs_f64(),
+                score: None,
+                baseline: None,
+                window: "seconds of wall-clock time without an event".into(),
+            },
+        }
+    }
 }
 
 /// One detector on one game.

@@ -460,26 +460,10 @@ impl Runtime {
             if let Some(l) = self.live.get_mut(&game) {
                 l.open[k] = opening.then_some(opened_at);
             }
-            let quiet = now.duration_since(wall).as_secs_f64();
-            let change = crate::dataflow::detect::AlertChange {
-                time,
-                game,
-                detector,
-                state: if opening {
-                    crate::alert::AlertState::Open
-                } else {
-                    crate::alert::AlertState::Resolved
-                },
-                severity: crate::alert::Severity::Warning,
-                opened_at,
-                evidence: crate::alert::Evidence {
-                    value: if opening { quiet } else { 0.0 },
-                    threshold: gap.as_secs_f64(),
-                    score: None,
-                    baseline: None,
-                    window: "seconds of wall-clock time without an event".into(),
-                },
-            };
+            let quiet = opening.then(|| now.duration_since(wall).as_secs_f64());
+            let change = crate::dataflow::detect::AlertChange::staleness(
+                time, game, detector, gap, opened_at, quiet,
+            );
             let _ = self.alerts.send(SinkMsg::Alerts {
                 runtime: self.deployment.id,
                 time,
