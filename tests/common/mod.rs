@@ -29,7 +29,7 @@ use sideline::pipeline::window::{
 use sideline::pipeline::Registry;
 pub use sideline::produce::{self, Pace};
 use sideline::ws::protocol::ServerMessage;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 pub const FIXTURE: &str = include_str!("../../examples/data/nfl/games.jsonl");
 
@@ -349,7 +349,13 @@ pub fn offline_deltas(plan: &Plan, events: &[GameEvent]) -> BTreeMap<GameKey, Ve
 
 /// A WebSocket subscriber on its own runtime, collecting every server message.
 pub struct Client {
-    pub messages: Arc<Mutex<Vec<ServerMessage>>>,
+    /// Frames read and not parsed yet: the reading thread only stores them, so that it keeps
+    /// up with an engine replaying at full speed on the same 2 cores (parsing each frame
+    /// there, and scanning every message under the lock it pushes through, let it fall past
+    /// its queue bound and be resynchronised).
+    frames: Arc<Mutex<Vec<Utf8Bytes>>>,
+    /// Every message so far, parsed on the test's thread.
+    parsed: Mutex<Vec<ServerMessage>>,
     runtime: tokio::runtime::Runtime,
     handle: tokio::task::JoinHandle<()>,
 }
@@ -363,35 +369,45 @@ impl Client {
             .enable_all()
             .build()
             .unwrap();
-        let messages: Arc<Mutex<Vec<ServerMessage>>> = Arc::default();
+        let frames: Arc<Mutex<Vec<Utf8Bytes>>> = Arc::default();
         let (mut ws, _) = runtime
             .block_on(tokio_tungstenite::connect_async(format!("ws://{addr}")))
             .unwrap();
         runtime
             .block_on(ws.send(Message::text(subscribe.to_string())))
             .unwrap();
-        let sink = messages.clone();
+        let sink = frames.clone();
         let handle = runtime.spawn(async move {
             while let Some(Ok(msg)) = ws.next().await {
                 if let Message::Text(t) = msg {
-                    let m: ServerMessage =
-                        serde_json::from_str(t.as_str()).expect("server message parses");
-                    sink.lock().unwrap().push(m);
+                    sink.lock().unwrap().push(t);
                 }
             }
         });
         Client {
-            messages,
+            frames,
+            parsed: Mutex::default(),
             runtime,
             handle,
         }
+    }
+
+    /// Every message so far: the frames read since the last call parsed and added.
+    fn parsed(&self) -> std::sync::MutexGuard<'_, Vec<ServerMessage>> {
+        let new = std::mem::take(&mut *self.frames.lock().unwrap());
+        let mut parsed = self.parsed.lock().unwrap();
+        for t in new {
+            let m: ServerMessage = serde_json::from_str(t.as_str()).expect("server message parses");
+            parsed.push(m);
+        }
+        parsed
     }
 
     /// Waits until `pred` holds over the messages received (at most 120 s).
     pub fn wait_for(&self, what: &str, pred: impl Fn(&[ServerMessage]) -> bool) {
         let deadline = std::time::Instant::now() + Duration::from_secs(120);
         loop {
-            if pred(&self.messages.lock().unwrap()) {
+            if pred(&self.parsed()) {
                 return;
             }
             assert!(
@@ -411,7 +427,7 @@ impl Client {
     }
 
     pub fn messages(&self) -> Vec<ServerMessage> {
-        self.messages.lock().unwrap().clone()
+        self.parsed().clone()
     }
 
     /// Whether the connection is still open: its reader ends when the server closes it.
