@@ -32,7 +32,9 @@ use crate::pipeline::Plan;
 mod alerts;
 mod deltas;
 mod outputs;
-use alerts::{deliver_alerts, deliver_staleness, swap_changes, OpenAlerts, StaleOpen};
+use alerts::{
+    deliver_alerts, deliver_staleness, deliver_swap_alerts, swap_changes, OpenAlerts, StaleOpen,
+};
 use deltas::{delta, number};
 pub use outputs::VersionOutputs;
 
@@ -649,7 +651,7 @@ impl Publisher {
         c.catch_up(live_done);
         // The alerts only the old version has open end now, as its own last changes.
         let (ended, raised) = swap_changes(&p.live, &c.version, live_done);
-        deliver_alerts(&self.hub, p, self.sink.as_mut(), ended);
+        deliver_swap_alerts(&self.hub, p, self.sink.as_mut(), ended);
         // So do its wall-clock alerts the new version does not have open: its runtime stops
         // here, and nothing else would end them. Those both have open stay open.
         let pending = std::mem::take(&mut c.alerts);
@@ -691,7 +693,7 @@ impl Publisher {
             deltas.deltas.push(d);
             deltas.ingest.push(None);
         }
-        let old = std::mem::replace(&mut p.live, c.version);
+        let mut old = std::mem::replace(&mut p.live, c.version);
         tracing::info!(
             pipeline = name,
             from = old.plan.version,
@@ -708,16 +710,21 @@ impl Publisher {
             &deltas,
         );
         // The alerts only the new version has open open now, as it opened them.
-        deliver_alerts(&self.hub, p, self.sink.as_mut(), raised);
-        p.live.open_staleness = stale.open;
+        deliver_swap_alerts(&self.hub, p, self.sink.as_mut(), raised);
+        // The old version's open wall-clock alerts that did not end stay open, as the new
+        // version's; then its own.
+        p.live.open_staleness = std::mem::take(&mut old.open_staleness);
         p.live.inherited = stale.inherited;
         deliver_staleness(&self.hub, p, self.sink.as_mut(), stale.raised);
+        // Its wall-clock alert changes after the swap, before its values after it: they end
+        // or keep what they judged themselves before a value's arrival ends an inherited
+        // alert ([`Version::resumed`]).
+        deliver_staleness(&self.hub, p, self.sink.as_mut(), stale.after);
         self.control.stop(old.id);
         self.owners.remove(&old.id);
         old.outputs.retire();
         // What the new version completed beyond the swap follows as usual: each time's values
-        // and alert changes (those up to the swap were the old version's to raise), then its
-        // wall-clock alert changes after the swap.
+        // and alert changes (those up to the swap were the old version's to raise).
         let candidate_done = p.live.done;
         p.live.done = Some(live_done);
         while let Some((time, values, alerts)) = c.queue.pop_front() {
@@ -739,8 +746,6 @@ impl Publisher {
             deliver_alerts(&self.hub, p, self.sink.as_mut(), alerts);
             deliver_staleness(&self.hub, p, self.sink.as_mut(), resumed);
         }
-        // Its wall-clock alert changes after the swap.
-        deliver_staleness(&self.hub, p, self.sink.as_mut(), stale.after);
         if let Some(done) = candidate_done.filter(|d| *d > live_done) {
             p.live.done = p.live.done.max(Some(done));
             progress(&self.hub, &p.live.plan, done);

@@ -430,9 +430,11 @@ fn staleness_alerts_of_another_detector_end_at_the_swap_and_the_new_ones_open_th
             .iter()
             .find(|e| e.id == a.id && e.state == AlertState::Resolved)
             .unwrap();
+        // At the swap, or at the alert's last event if that is later (the slowest partition
+        // holds the swap's time back).
         assert_eq!(
             (ended.version, ended.event_time_ms),
-            (1, at),
+            (1, at.max(a.opened_at_ms)),
             "alert {} ends at the swap, as version 1's",
             a.id
         );

@@ -73,6 +73,26 @@ pub(super) fn deliver_alerts(
     sink: &mut dyn DeltaSink,
     changes: Vec<AlertChange>,
 ) {
+    let delivered = p.delivered_through;
+    let changes = changes
+        .into_iter()
+        .filter(|c| delivered.is_none_or(|t| c.time > t))
+        .collect();
+    deliver(hub, p, sink, changes);
+}
+
+/// The alert changes a swap makes ([`swap_changes`]): new, whatever their time, so never
+/// taken for ones a restart recomputed (a swap can fall at a restart's checkpoint time).
+pub(super) fn deliver_swap_alerts(
+    hub: &Hub,
+    p: &mut PipelineOut,
+    sink: &mut dyn DeltaSink,
+    changes: Vec<AlertChange>,
+) {
+    deliver(hub, p, sink, changes);
+}
+
+fn deliver(hub: &Hub, p: &mut PipelineOut, sink: &mut dyn DeltaSink, changes: Vec<AlertChange>) {
     if changes.is_empty() {
         return;
     }
@@ -80,39 +100,42 @@ pub(super) fn deliver_alerts(
     emit_alerts(hub, &p.live, sink, &numbered);
 }
 
-/// The live version's wall-clock (staleness) alert changes, delivered as
-/// [`deliver_alerts`] does; those it delivers are followed, so that a checkpoint keeps the
-/// open ones (a restart does not recompute them).
+/// The live version's wall-clock (staleness) alert changes, delivered as they change what
+/// subscribers have seen: an opening of an alert not open, a resolve of one open, an
+/// escalation of one open; anything else is dropped. So every alert a subscriber sees opens
+/// once, then changes or ends only while open, whoever judged it: a runtime, a swap, or the
+/// game's next value ([`Version::resumed`]). What is open is followed for checkpoints (a
+/// restart does not recompute these: they are judged by the wall clock, so none is taken for
+/// one delivered before a restart).
 pub(super) fn deliver_staleness(
     hub: &Hub,
     p: &mut PipelineOut,
     sink: &mut dyn DeltaSink,
     changes: Vec<AlertChange>,
 ) {
-    let delivered = p.delivered_through;
     let mut kept = Vec::with_capacity(changes.len());
     for c in changes {
-        // Recomputed after a restart: delivered (and followed) before it.
-        if delivered.is_some_and(|t| c.time <= t) {
-            continue;
-        }
         let Some(d) = p.live.plan.detectors.get(c.detector as usize) else {
             continue;
         };
-        let open = OpenStaleness {
+        let key = OpenStaleness {
             game: c.game.clone(),
             detector: d.name.clone(),
             opened_at: c.opened_at,
         };
-        match c.state {
-            // The new version's own opening of an alert it inherited at a swap: open already.
-            AlertState::Open if p.live.inherited.remove(&open).is_some() => continue,
-            AlertState::Open | AlertState::Escalated => p.live.open_staleness.insert(open),
-            AlertState::Resolved | AlertState::Retracted => p.live.open_staleness.remove(&open),
+        let news = match c.state {
+            AlertState::Open => p.live.open_staleness.insert(key),
+            AlertState::Escalated => p.live.open_staleness.contains(&key),
+            AlertState::Resolved | AlertState::Retracted => {
+                p.live.inherited.remove(&key);
+                p.live.open_staleness.remove(&key)
+            }
         };
-        kept.push(c);
+        if news {
+            kept.push(c);
+        }
     }
-    deliver_alerts(hub, p, sink, kept);
+    deliver(hub, p, sink, kept);
 }
 
 /// The changes a swap at `time` makes, before the new version takes over: the alerts only the
@@ -145,8 +168,6 @@ pub(super) struct StaleSwap {
     pub inherited: BTreeMap<OpenStaleness, AlertChange>,
     /// The new version's open ones the old one did not have open, opened at the swap.
     pub raised: Vec<AlertChange>,
-    /// What the new version has open once it takes over.
-    pub open: BTreeSet<OpenStaleness>,
     /// The new version's changes after the swap, in the order it made them.
     pub after: Vec<AlertChange>,
 }
@@ -209,10 +230,12 @@ impl StaleOpen {
             .iter()
             .filter(|k| !self.0.contains_key(*k))
         {
-            if let Some(c) = resolving(plan, k, time) {
+            // Never before it opened (the swap's time can be: the slowest partition holds it).
+            let at = time.max(k.opened_at);
+            if let Some(c) = resolving(plan, k, at) {
                 inherited.insert(k.clone(), c);
             } else {
-                ended.extend(resolving(&old.plan, k, time));
+                ended.extend(resolving(&old.plan, k, at));
             }
         }
         let raised = self
@@ -221,13 +244,10 @@ impl StaleOpen {
             .filter(|(k, _)| !old.open_staleness.contains(*k))
             .map(|(_, c)| AlertChange { time, ..c.clone() })
             .collect();
-        let mut open: BTreeSet<OpenStaleness> = self.0.into_keys().collect();
-        open.extend(inherited.keys().cloned());
         StaleSwap {
             ended,
             inherited,
             raised,
-            open,
             after,
         }
     }
@@ -256,8 +276,9 @@ fn resolving(plan: &Plan, k: &OpenStaleness, time: u64) -> Option<AlertChange> {
 }
 
 impl Version {
-    /// The inherited wall-clock alerts (see [`StaleOpen::swap`]) whose game has a value after
-    /// the alert's last event, or was released: its feed resumed, so each ends at that time.
+    /// The inherited wall-clock alerts (see [`StaleOpen::swap`]) whose game has a value caused
+    /// by an event after the alert's last one (not by a window expiring), or was released: its
+    /// feed resumed, so each ends at that time.
     pub(super) fn resumed(&mut self, values: &[Valued]) -> Vec<AlertChange> {
         if self.inherited.is_empty() {
             return Vec::new();
@@ -267,7 +288,7 @@ impl Version {
             let keys: Vec<OpenStaleness> = self
                 .inherited
                 .keys()
-                .filter(|k| k.game == v.game && (v.closed || v.time > k.opened_at))
+                .filter(|k| k.game == v.game && (v.closed || v.event_at > k.opened_at))
                 .cloned()
                 .collect();
             for k in keys {
@@ -282,10 +303,8 @@ impl Version {
 /// Numbers the live version's alert changes and gives each its stable id.
 fn number_alerts(p: &mut PipelineOut, changes: Vec<AlertChange>) -> Vec<Alert> {
     let plan = &p.live.plan;
-    let delivered = p.delivered_through;
     changes
         .into_iter()
-        .filter(|c| delivered.is_none_or(|t| c.time > t))
         .filter_map(|c| {
             let id = alert_id(plan, &c)?;
             let d = &plan.detectors[c.detector as usize];
@@ -342,4 +361,279 @@ fn emit_alerts(hub: &Hub, version: &Version, sink: &mut dyn DeltaSink, alerts: &
         }
     }
     sink.alerts(&version.plan, alerts);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::Alert;
+    use crate::engine::Control;
+    use crate::event::Sport;
+    use crate::hub::HubConfig;
+    use crate::pipeline::Registry;
+
+    struct Alerts(Arc<Mutex<Vec<Alert>>>);
+
+    impl DeltaSink for Alerts {
+        fn deltas(&mut self, _: &Plan, _: &[crate::delta::Delta]) {}
+        fn alerts(&mut self, _: &Plan, alerts: &[Alert]) {
+            self.0.lock().unwrap().extend_from_slice(alerts);
+        }
+    }
+
+    /// The shipped NFL pipeline at `version`, with a staleness detector named `detector`.
+    fn plan(version: u32, detector: &str) -> Arc<Plan> {
+        let text = format!(
+            "{}\n[[detector]]\nname = \"{detector}\"\nkind = \"staleness\"\ngap = \"1s\"\n",
+            crate::pipeline::DEFAULT_PIPELINE
+                .1
+                .replace("version = 1", &format!("version = {version}"))
+        );
+        Arc::new(crate::pipeline::plan::plan("nfl.toml", &text, &Registry::new(None)).unwrap())
+    }
+
+    fn game() -> GameKey {
+        GameKey {
+            sport: Sport::Nfl,
+            game_id: "g".into(),
+        }
+    }
+
+    /// Detector 0's staleness alert on the game, opened at its last event `opened_at`:
+    /// opening (at that time) or resolved at `time`.
+    fn stale(plan: &Plan, opened_at: u64, resolved_at: Option<u64>) -> AlertChange {
+        let detector = plan.detectors.len() as u32 - 1;
+        let gap = std::time::Duration::from_secs(1);
+        match resolved_at {
+            None => AlertChange::staleness(opened_at, game(), detector, gap, opened_at, Some(2.0)),
+            Some(t) => AlertChange::staleness(t, game(), detector, gap, opened_at, None),
+        }
+    }
+
+    /// The game's value at `time`, caused by an event at `event_at`.
+    fn value(plan: &Plan, time: u64, event_at: u64) -> Valued {
+        let mut v = Valued::closed(time, game());
+        v.closed = false;
+        v.event_at = event_at;
+        v.value = 0.5;
+        v.vars = vec![0.0; plan.vars.len()];
+        v
+    }
+
+    /// Version 1 live with `live` delivered and its time at 500; version 2 registered, then
+    /// `candidate` from it (a swap follows as soon as it has completed time 500).
+    fn run(v2_detector: &str, live: Vec<SinkMsg>, candidate: Vec<SinkMsg>) -> Vec<Alert> {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let hub = Hub::new(HubConfig::default());
+        let publisher = Publisher::new(hub, Control::new(1), Box::new(Alerts(seen.clone())));
+        let mut p = publisher.lock().unwrap();
+        let registry = Registry::new(None);
+        for (id, plan) in [(1, plan(1, "stale")), (2, plan(2, v2_detector))] {
+            let model = Arc::new(Model::for_plan(&plan, &registry).unwrap());
+            p.register(id, plan, model, VersionOutputs::default());
+            let msgs = if id == 1 { &live } else { &candidate };
+            for m in msgs {
+                p.handle(copy(m));
+            }
+        }
+        assert!(p.settled("nfl_win_probability"), "version 2 took over");
+        drop(p);
+        let alerts = seen.lock().unwrap().clone();
+        alerts
+    }
+
+    /// `SinkMsg` is not `Clone` (it is moved to the publisher): the kinds these tests send.
+    fn copy(m: &SinkMsg) -> SinkMsg {
+        match m {
+            SinkMsg::Alerts {
+                runtime,
+                time,
+                alerts,
+            } => SinkMsg::Alerts {
+                runtime: *runtime,
+                time: *time,
+                alerts: alerts.clone(),
+            },
+            SinkMsg::Values {
+                runtime,
+                time,
+                values,
+                alerts,
+            } => SinkMsg::Values {
+                runtime: *runtime,
+                time: *time,
+                values: values.clone(),
+                alerts: alerts.clone(),
+            },
+            SinkMsg::Progress { runtime, time } => SinkMsg::Progress {
+                runtime: *runtime,
+                time: *time,
+            },
+            _ => unreachable!("not sent here"),
+        }
+    }
+
+    fn alerts_msg(runtime: RuntimeId, change: AlertChange) -> SinkMsg {
+        SinkMsg::Alerts {
+            runtime,
+            time: change.time,
+            alerts: vec![change],
+        }
+    }
+
+    /// Each alert's states, in delivery order.
+    fn lives(alerts: &[Alert]) -> BTreeMap<String, Vec<(AlertState, u32, u64)>> {
+        let mut out: BTreeMap<String, Vec<_>> = BTreeMap::new();
+        for a in alerts {
+            out.entry(a.id.clone())
+                .or_default()
+                .push((a.state, a.version, a.event_time_ms));
+        }
+        out
+    }
+
+    /// The alert opened after the swap's time; version 2 judged it too, after that time, and
+    /// saw the game resume at 650, a time its values reach after the swap. The alert opens
+    /// once and ends once.
+    #[test]
+    fn an_alert_both_versions_judged_after_the_swap_time_ends_once() {
+        let (v1, v2) = (plan(1, "stale"), plan(2, "stale"));
+        let live = vec![
+            alerts_msg(1, stale(&v1, 600, None)),
+            SinkMsg::Progress {
+                runtime: 1,
+                time: 500,
+            },
+        ];
+        let candidate = vec![
+            alerts_msg(2, stale(&v2, 600, None)),
+            alerts_msg(2, stale(&v2, 600, Some(650))),
+            SinkMsg::Values {
+                runtime: 2,
+                time: 650,
+                values: vec![value(&v2, 650, 650)],
+                alerts: Vec::new(),
+            },
+            SinkMsg::Progress {
+                runtime: 2,
+                time: 650,
+            },
+        ];
+        let got = lives(&run("stale", live, candidate));
+        let states: Vec<Vec<AlertState>> = got
+            .values()
+            .map(|l| l.iter().map(|s| s.0).collect())
+            .collect();
+        assert_eq!(
+            states,
+            vec![vec![AlertState::Open, AlertState::Resolved]],
+            "{got:?}"
+        );
+    }
+
+    /// An inherited alert (version 2 had not judged the game when it took over) outlives a
+    /// value from a window expiring (time 700, its event still the one at 600), and ends at
+    /// the game's next event (800), under version 2.
+    #[test]
+    fn an_inherited_alert_ends_at_the_next_event_not_at_a_window_expiry() {
+        let (v1, v2) = (plan(1, "stale"), plan(2, "stale"));
+        let live = vec![
+            alerts_msg(1, stale(&v1, 400, None)),
+            SinkMsg::Progress {
+                runtime: 1,
+                time: 500,
+            },
+        ];
+        let candidate = vec![
+            SinkMsg::Progress {
+                runtime: 2,
+                time: 500,
+            },
+            SinkMsg::Values {
+                runtime: 2,
+                time: 700,
+                values: vec![value(&v2, 700, 400)],
+                alerts: Vec::new(),
+            },
+            SinkMsg::Values {
+                runtime: 2,
+                time: 800,
+                values: vec![value(&v2, 800, 800)],
+                alerts: Vec::new(),
+            },
+            SinkMsg::Progress {
+                runtime: 2,
+                time: 800,
+            },
+        ];
+        let got = lives(&run("stale", live, candidate));
+        let life: Vec<(AlertState, u32, u64)> = got.into_values().next().unwrap();
+        assert_eq!(
+            life,
+            vec![(AlertState::Open, 1, 400), (AlertState::Resolved, 2, 800)]
+        );
+    }
+
+    /// An inherited alert version 2 then judges itself: its opening is not delivered again,
+    /// and its resolve (its input loop reads the event at 800 before the dataflow values it)
+    /// ends the alert, once.
+    #[test]
+    fn an_inherited_alert_the_new_version_judges_opens_once_and_ends_once() {
+        let (v1, v2) = (plan(1, "stale"), plan(2, "stale"));
+        let live = vec![
+            alerts_msg(1, stale(&v1, 400, None)),
+            SinkMsg::Progress {
+                runtime: 1,
+                time: 500,
+            },
+        ];
+        let candidate = vec![
+            SinkMsg::Progress {
+                runtime: 2,
+                time: 500,
+            },
+            alerts_msg(2, stale(&v2, 400, None)),
+            alerts_msg(2, stale(&v2, 400, Some(800))),
+            SinkMsg::Values {
+                runtime: 2,
+                time: 800,
+                values: vec![value(&v2, 800, 800)],
+                alerts: Vec::new(),
+            },
+            SinkMsg::Progress {
+                runtime: 2,
+                time: 800,
+            },
+        ];
+        let got = lives(&run("stale", live, candidate));
+        let life: Vec<(AlertState, u32, u64)> = got.into_values().next().unwrap();
+        assert_eq!(
+            life,
+            vec![(AlertState::Open, 1, 400), (AlertState::Resolved, 2, 800)]
+        );
+    }
+
+    /// Version 2 has no detector of the name: the alert ends at the swap, under version 1, not
+    /// before it opened (the swap's time, 500, is before the alert's last event, 600).
+    #[test]
+    fn an_alert_of_a_detector_the_new_version_lacks_ends_at_the_swap() {
+        let v1 = plan(1, "stale");
+        let live = vec![
+            alerts_msg(1, stale(&v1, 600, None)),
+            SinkMsg::Progress {
+                runtime: 1,
+                time: 500,
+            },
+        ];
+        let candidate = vec![SinkMsg::Progress {
+            runtime: 2,
+            time: 500,
+        }];
+        let got = lives(&run("quiet", live, candidate));
+        let life: Vec<(AlertState, u32, u64)> = got.into_values().next().unwrap();
+        assert_eq!(
+            life,
+            vec![(AlertState::Open, 1, 600), (AlertState::Resolved, 1, 600)]
+        );
+    }
 }
