@@ -99,6 +99,9 @@ struct Version {
     /// its own runtime judged them (each as its resolving change, its time to be set): see
     /// [`alerts::StaleOpen::swap`].
     inherited: BTreeMap<OpenStaleness, AlertChange>,
+    /// The wall-clock alerts it (or a version before it) delivered ended, until their game is
+    /// released: none opens again.
+    ended_staleness: BTreeSet<OpenStaleness>,
 }
 
 impl Version {
@@ -126,6 +129,7 @@ impl Version {
             open_alerts: OpenAlerts::default(),
             open_staleness: BTreeSet::new(),
             inherited: BTreeMap::new(),
+            ended_staleness: BTreeSet::new(),
         }
     }
 
@@ -182,6 +186,7 @@ impl Version {
         let mut out = Vec::new();
         for v in values {
             if v.closed {
+                self.ended_staleness.retain(|k| k.game != v.game);
                 // Released `retention` after its end. What it published is kept for the
                 // latest `keep_released` released games, as the hub keeps their snapshot
                 // entries: a new version taking over compares against it.
@@ -390,6 +395,15 @@ impl Publisher {
             games: cp.finished_games.clone(),
         });
         p.live.open_staleness = cp.open_staleness.iter().cloned().collect();
+        // Each may end at a recomputed value: the game's event that ends it may have been
+        // read before the restart, its resolve not delivered (the workers' take-up ends one
+        // only at a record read afresh).
+        let plan = &p.live.plan;
+        p.live.inherited = cp
+            .open_staleness
+            .iter()
+            .filter_map(|k| Some((k.clone(), alerts::resolving(plan, k, k.opened_at)?)))
+            .collect();
         p.rebuilding_since = cp.done.map(|_| std::time::Instant::now());
         for o in &p.live.plan.outputs {
             match o {
@@ -655,8 +669,20 @@ impl Publisher {
         // So do its wall-clock alerts the new version does not have open: its runtime stops
         // here, and nothing else would end them. Those both have open stay open.
         let pending = std::mem::take(&mut c.alerts);
-        let stale =
-            std::mem::take(&mut c.stale_open).swap(&p.live, &c.version.plan, pending, live_done);
+        let stale_open = std::mem::take(&mut c.stale_open);
+        // The games it reads: all the old version's when it reads the same sport from (at
+        // least) the same topics; otherwise those it has valued, up to the swap or beyond.
+        let (old_plan, new_plan) = (&p.live.plan, &c.version.plan);
+        let same_feed = new_plan.sport == old_plan.sport
+            && old_plan.topics.iter().all(|t| new_plan.topics.contains(t));
+        let queued: HashSet<&GameKey> = c
+            .queue
+            .iter()
+            .flat_map(|(_, values, _)| values.iter().map(|v| &v.game))
+            .collect();
+        let reads =
+            |g: &GameKey| same_feed || c.version.published.contains_key(g) || queued.contains(g);
+        let stale = stale_open.swap(&p.live, &c.version.plan, reads, pending, live_done);
         deliver_staleness(&self.hub, p, self.sink.as_mut(), stale.ended);
         // Each game moves from what the old version published to what the new one would
         // have published had it run alone. A released game the old version no longer holds
@@ -714,6 +740,7 @@ impl Publisher {
         // The old version's open wall-clock alerts that did not end stay open, as the new
         // version's; then its own.
         p.live.open_staleness = std::mem::take(&mut old.open_staleness);
+        p.live.ended_staleness = std::mem::take(&mut old.ended_staleness);
         p.live.inherited = stale.inherited;
         deliver_staleness(&self.hub, p, self.sink.as_mut(), stale.raised);
         // Its wall-clock alert changes after the swap, before its values after it: they end

@@ -115,20 +115,21 @@ pub(super) fn deliver_staleness(
 ) {
     let mut kept = Vec::with_capacity(changes.len());
     for c in changes {
-        let Some(d) = p.live.plan.detectors.get(c.detector as usize) else {
+        let Some(key) = stale_key(&p.live.plan, &c) else {
             continue;
         };
-        let key = OpenStaleness {
-            game: c.game.clone(),
-            detector: d.name.clone(),
-            opened_at: c.opened_at,
-        };
+        let v = &mut p.live;
         let news = match c.state {
-            AlertState::Open => p.live.open_staleness.insert(key),
-            AlertState::Escalated => p.live.open_staleness.contains(&key),
+            // Not one that has ended: a version that judged it later would open it again.
+            AlertState::Open => !v.ended_staleness.contains(&key) && v.open_staleness.insert(key),
+            AlertState::Escalated => v.open_staleness.contains(&key),
             AlertState::Resolved | AlertState::Retracted => {
-                p.live.inherited.remove(&key);
-                p.live.open_staleness.remove(&key)
+                v.inherited.remove(&key);
+                let news = v.open_staleness.remove(&key);
+                if news {
+                    v.ended_staleness.insert(key);
+                }
+                news
             }
         };
         if news {
@@ -176,13 +177,8 @@ impl StaleOpen {
     /// Follows `changes` (in their order).
     pub(super) fn track(&mut self, plan: &Plan, changes: Vec<AlertChange>) {
         for c in changes {
-            let Some(d) = plan.detectors.get(c.detector as usize) else {
+            let Some(key) = stale_key(plan, &c) else {
                 continue;
-            };
-            let key = OpenStaleness {
-                game: c.game.clone(),
-                detector: d.name.clone(),
-                opened_at: c.opened_at,
             };
             match c.state {
                 AlertState::Open | AlertState::Escalated => {
@@ -195,8 +191,8 @@ impl StaleOpen {
         }
     }
 
-    /// A swap at `time` from `old` to the version these are of (its plan `plan`), which also
-    /// made `pending` (its changes not followed yet). A change is before the swap by its time,
+    /// A swap at `time` from `old` to the version these are of (its plan `plan`; `reads` the
+    /// games it has valued), which also made `pending` (its changes not followed yet). A change is before the swap by its time,
     /// as the dataflow's are: an alert opens at its game's last event time and ends at a later
     /// event's, so one opened after the swap also ends after it.
     ///
@@ -213,15 +209,25 @@ impl StaleOpen {
         mut self,
         old: &Version,
         plan: &Plan,
+        reads: impl Fn(&GameKey) -> bool,
         pending: VecDeque<(u64, Vec<AlertChange>)>,
         time: u64,
     ) -> StaleSwap {
+        // An alert's changes stay in order: once one is after the swap, so are the rest (a
+        // late event can resolve at a time before the alert's opening).
         let mut after = Vec::new();
+        let mut later: BTreeSet<OpenStaleness> = BTreeSet::new();
         for (t, changes) in pending {
-            if t > time {
-                after.extend(changes);
-            } else {
-                self.track(plan, changes);
+            for c in changes {
+                let Some(key) = stale_key(plan, &c) else {
+                    continue;
+                };
+                if t > time || later.contains(&key) {
+                    later.insert(key);
+                    after.push(c);
+                } else {
+                    self.track(plan, vec![c]);
+                }
             }
         }
         let (mut ended, mut inherited) = (Vec::new(), BTreeMap::new());
@@ -231,11 +237,14 @@ impl StaleOpen {
             .filter(|k| !self.0.contains_key(*k))
         {
             // Never before it opened (the swap's time can be: the slowest partition holds it).
+            // Inherited only by a version that reads the game (it has valued it): another
+            // would never end it.
             let at = time.max(k.opened_at);
-            if let Some(c) = resolving(plan, k, at) {
-                inherited.insert(k.clone(), c);
-            } else {
-                ended.extend(resolving(&old.plan, k, at));
+            match resolving(plan, k, at).filter(|_| reads(&k.game)) {
+                Some(c) => {
+                    inherited.insert(k.clone(), c);
+                }
+                None => ended.extend(resolving(&old.plan, k, at)),
             }
         }
         let raised = self
@@ -253,9 +262,19 @@ impl StaleOpen {
     }
 }
 
+/// A wall-clock alert change's key under `plan`.
+fn stale_key(plan: &Plan, c: &AlertChange) -> Option<OpenStaleness> {
+    let d = plan.detectors.get(c.detector as usize)?;
+    Some(OpenStaleness {
+        game: c.game.clone(),
+        detector: d.name.clone(),
+        opened_at: c.opened_at,
+    })
+}
+
 /// The change that resolves the open wall-clock alert `k` at `time`, under `plan`, if `plan`
 /// has a staleness detector of its name.
-fn resolving(plan: &Plan, k: &OpenStaleness, time: u64) -> Option<AlertChange> {
+pub(super) fn resolving(plan: &Plan, k: &OpenStaleness, time: u64) -> Option<AlertChange> {
     let (i, d) = plan
         .detectors
         .iter()
@@ -367,6 +386,7 @@ fn emit_alerts(hub: &Hub, version: &Version, sink: &mut dyn DeltaSink, alerts: &
 mod tests {
     use super::*;
     use crate::alert::Alert;
+    use crate::checkpoint::PipelineCheckpoint;
     use crate::engine::Control;
     use crate::event::Sport;
     use crate::hub::HubConfig;
@@ -422,13 +442,13 @@ mod tests {
 
     /// Version 1 live with `live` delivered and its time at 500; version 2 registered, then
     /// `candidate` from it (a swap follows as soon as it has completed time 500).
-    fn run(v2_detector: &str, live: Vec<SinkMsg>, candidate: Vec<SinkMsg>) -> Vec<Alert> {
+    fn run(v2: Arc<Plan>, live: Vec<SinkMsg>, candidate: Vec<SinkMsg>) -> Vec<Alert> {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let hub = Hub::new(HubConfig::default());
         let publisher = Publisher::new(hub, Control::new(1), Box::new(Alerts(seen.clone())));
         let mut p = publisher.lock().unwrap();
         let registry = Registry::new(None);
-        for (id, plan) in [(1, plan(1, "stale")), (2, plan(2, v2_detector))] {
+        for (id, plan) in [(1, plan(1, "stale")), (2, v2)] {
             let model = Arc::new(Model::for_plan(&plan, &registry).unwrap());
             p.register(id, plan, model, VersionOutputs::default());
             let msgs = if id == 1 { &live } else { &candidate };
@@ -470,6 +490,16 @@ mod tests {
                 time: *time,
             },
             _ => unreachable!("not sent here"),
+        }
+    }
+
+    /// Version 2's value of the game at `time`, from an event then: it reads the game.
+    fn valued(plan: &Plan, time: u64) -> SinkMsg {
+        SinkMsg::Values {
+            runtime: 2,
+            time,
+            values: vec![value(plan, time, time)],
+            alerts: Vec::new(),
         }
     }
 
@@ -519,7 +549,7 @@ mod tests {
                 time: 650,
             },
         ];
-        let got = lives(&run("stale", live, candidate));
+        let got = lives(&run(plan(2, "stale"), live, candidate));
         let states: Vec<Vec<AlertState>> = got
             .values()
             .map(|l| l.iter().map(|s| s.0).collect())
@@ -545,6 +575,7 @@ mod tests {
             },
         ];
         let candidate = vec![
+            valued(&v2, 300),
             SinkMsg::Progress {
                 runtime: 2,
                 time: 500,
@@ -566,7 +597,7 @@ mod tests {
                 time: 800,
             },
         ];
-        let got = lives(&run("stale", live, candidate));
+        let got = lives(&run(plan(2, "stale"), live, candidate));
         let life: Vec<(AlertState, u32, u64)> = got.into_values().next().unwrap();
         assert_eq!(
             life,
@@ -588,6 +619,7 @@ mod tests {
             },
         ];
         let candidate = vec![
+            valued(&v2, 300),
             SinkMsg::Progress {
                 runtime: 2,
                 time: 500,
@@ -605,7 +637,7 @@ mod tests {
                 time: 800,
             },
         ];
-        let got = lives(&run("stale", live, candidate));
+        let got = lives(&run(plan(2, "stale"), live, candidate));
         let life: Vec<(AlertState, u32, u64)> = got.into_values().next().unwrap();
         assert_eq!(
             life,
@@ -625,15 +657,155 @@ mod tests {
                 time: 500,
             },
         ];
-        let candidate = vec![SinkMsg::Progress {
-            runtime: 2,
-            time: 500,
-        }];
-        let got = lives(&run("quiet", live, candidate));
+        let v2 = plan(2, "quiet");
+        let candidate = vec![
+            valued(&v2, 300),
+            SinkMsg::Progress {
+                runtime: 2,
+                time: 500,
+            },
+        ];
+        let got = lives(&run(plan(2, "quiet"), live, candidate));
         let life: Vec<(AlertState, u32, u64)> = got.into_values().next().unwrap();
         assert_eq!(
             life,
             vec![(AlertState::Open, 1, 600), (AlertState::Resolved, 1, 600)]
         );
+    }
+
+    /// Version 1 ended the alert after the swap's time (the game resumed at 700), before the
+    /// swap; version 2 had it open at that time. It does not open again.
+    #[test]
+    fn an_alert_the_old_version_ended_after_the_swap_time_does_not_open_again() {
+        let (v1, v2) = (plan(1, "stale"), plan(2, "stale"));
+        let live = vec![
+            alerts_msg(1, stale(&v1, 400, None)),
+            SinkMsg::Progress {
+                runtime: 1,
+                time: 500,
+            },
+            alerts_msg(1, stale(&v1, 400, Some(700))),
+        ];
+        let candidate = vec![
+            valued(&v2, 300),
+            alerts_msg(2, stale(&v2, 400, None)),
+            alerts_msg(2, stale(&v2, 400, Some(700))),
+            SinkMsg::Progress {
+                runtime: 2,
+                time: 500,
+            },
+        ];
+        let got = lives(&run(plan(2, "stale"), live, candidate));
+        let life: Vec<(AlertState, u32, u64)> = got.into_values().next().unwrap();
+        assert_eq!(
+            life,
+            vec![(AlertState::Open, 1, 400), (AlertState::Resolved, 1, 700)]
+        );
+    }
+
+    /// Version 2 reads another topic and never valued the game: it would never end the
+    /// alert, so the alert ends at the swap, as version 1's.
+    #[test]
+    fn an_alert_on_a_game_the_new_version_does_not_read_ends_at_the_swap() {
+        let v1 = plan(1, "stale");
+        let live = vec![
+            alerts_msg(1, stale(&v1, 400, None)),
+            SinkMsg::Progress {
+                runtime: 1,
+                time: 500,
+            },
+        ];
+        let candidate = vec![SinkMsg::Progress {
+            runtime: 2,
+            time: 500,
+        }];
+        let mut elsewhere = (*plan(2, "stale")).clone();
+        elsewhere.topics = vec!["nfl.other".into()];
+        let got = lives(&run(Arc::new(elsewhere), live, candidate));
+        let life: Vec<(AlertState, u32, u64)> = got.into_values().next().unwrap();
+        assert_eq!(
+            life,
+            vec![(AlertState::Open, 1, 400), (AlertState::Resolved, 1, 500)]
+        );
+    }
+
+    /// Version 2 opened an alert after the swap's time and resolved it at a late event's
+    /// time before the swap's: its changes stay together, so it opens and ends.
+    #[test]
+    fn an_alert_resolved_at_a_late_events_time_still_ends() {
+        let v2 = plan(2, "stale");
+        let live = vec![SinkMsg::Progress {
+            runtime: 1,
+            time: 500,
+        }];
+        let candidate = vec![
+            valued(&v2, 300),
+            alerts_msg(2, stale(&v2, 600, None)),
+            alerts_msg(2, stale(&v2, 600, Some(450))),
+            SinkMsg::Progress {
+                runtime: 2,
+                time: 500,
+            },
+        ];
+        let got = lives(&run(plan(2, "stale"), live, candidate));
+        let life: Vec<(AlertState, u32, u64)> = got.into_values().next().unwrap();
+        assert_eq!(
+            life,
+            vec![(AlertState::Open, 2, 600), (AlertState::Resolved, 2, 450)]
+        );
+    }
+
+    /// After a restart, an alert open at the checkpoint ends at a recomputed value from an
+    /// event after it (read before the restart, its resolve lost with it).
+    #[test]
+    fn an_alert_open_at_a_restart_ends_at_a_recomputed_value_after_it() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let publisher = Publisher::new(
+            Hub::new(HubConfig::default()),
+            Control::new(1),
+            Box::new(Alerts(seen.clone())),
+        );
+        let mut p = publisher.lock().unwrap();
+        let v1 = plan(1, "stale");
+        let model = Arc::new(Model::for_plan(&v1, &Registry::new(None)).unwrap());
+        p.register(1, v1.clone(), model, VersionOutputs::default());
+        let key = OpenStaleness {
+            game: game(),
+            detector: "stale".into(),
+            opened_at: 400,
+        };
+        p.resume(
+            "nfl_win_probability",
+            &PipelineCheckpoint {
+                version: 1,
+                source: 0,
+                done: Some(500),
+                seq: 10,
+                alert_seq: 1,
+                partitions: Vec::new(),
+                definition: None,
+                finished_games: Vec::new(),
+                folded_games: None,
+                open_staleness: vec![key],
+            },
+        );
+        for (time, event_at) in [(450, 400), (800, 800)] {
+            p.handle(SinkMsg::Values {
+                runtime: 1,
+                time,
+                values: vec![value(&v1, time, event_at)],
+                alerts: Vec::new(),
+            });
+        }
+        // The workers' take-up resolves it too, at the game's next fresh event: not again.
+        p.handle(alerts_msg(1, stale(&v1, 400, Some(900))));
+        drop(p);
+        let got: Vec<(AlertState, u64, u64)> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|a| (a.state, a.seq, a.event_time_ms))
+            .collect();
+        assert_eq!(got, vec![(AlertState::Resolved, 2, 800)]);
     }
 }
