@@ -272,24 +272,7 @@ fn alerts_open_at_a_swap_end_there_and_none_changes_unseen() {
         .find(|d| d.version == 2)
         .expect("version 2 went live")
         .event_time_ms;
-    for (i, a) in alerts.iter().enumerate() {
-        assert_eq!(a.seq, i as u64 + 1, "alerts numbered without a gap");
-    }
-    // Each alert's life, in order: opened once, then escalated or ended while open.
-    let mut open = std::collections::BTreeSet::new();
-    for a in &alerts {
-        let known = match a.state {
-            AlertState::Open => open.insert(a.id.as_str()),
-            AlertState::Escalated => open.contains(a.id.as_str()),
-            AlertState::Resolved | AlertState::Retracted => open.remove(a.id.as_str()),
-        };
-        assert!(
-            known,
-            "{:?} of {} (version {}) out of its life",
-            a.state, a.id, a.version
-        );
-    }
-    assert!(open.is_empty(), "alerts that never ended: {open:?}");
+    assert_lives(&alerts);
     let ended = alerts
         .iter()
         .filter(|a| a.version == 1 && a.event_time_ms == at && a.state == AlertState::Resolved)

@@ -503,6 +503,10 @@ mod tests {
         }
     }
 
+    fn progress(runtime: RuntimeId, time: u64) -> SinkMsg {
+        SinkMsg::Progress { runtime, time }
+    }
+
     fn alerts_msg(runtime: RuntimeId, change: AlertChange) -> SinkMsg {
         SinkMsg::Alerts {
             runtime,
@@ -528,13 +532,7 @@ mod tests {
     #[test]
     fn an_alert_both_versions_judged_after_the_swap_time_ends_once() {
         let (v1, v2) = (plan(1, "stale"), plan(2, "stale"));
-        let live = vec![
-            alerts_msg(1, stale(&v1, 600, None)),
-            SinkMsg::Progress {
-                runtime: 1,
-                time: 500,
-            },
-        ];
+        let live = vec![alerts_msg(1, stale(&v1, 600, None)), progress(1, 500)];
         let candidate = vec![
             alerts_msg(2, stale(&v2, 600, None)),
             alerts_msg(2, stale(&v2, 600, Some(650))),
@@ -544,10 +542,7 @@ mod tests {
                 values: vec![value(&v2, 650, 650)],
                 alerts: Vec::new(),
             },
-            SinkMsg::Progress {
-                runtime: 2,
-                time: 650,
-            },
+            progress(2, 650),
         ];
         let got = lives(&run(plan(2, "stale"), live, candidate));
         let states: Vec<Vec<AlertState>> = got
@@ -567,19 +562,10 @@ mod tests {
     #[test]
     fn an_inherited_alert_ends_at_the_next_event_not_at_a_window_expiry() {
         let (v1, v2) = (plan(1, "stale"), plan(2, "stale"));
-        let live = vec![
-            alerts_msg(1, stale(&v1, 400, None)),
-            SinkMsg::Progress {
-                runtime: 1,
-                time: 500,
-            },
-        ];
+        let live = vec![alerts_msg(1, stale(&v1, 400, None)), progress(1, 500)];
         let candidate = vec![
             valued(&v2, 300),
-            SinkMsg::Progress {
-                runtime: 2,
-                time: 500,
-            },
+            progress(2, 500),
             SinkMsg::Values {
                 runtime: 2,
                 time: 700,
@@ -592,10 +578,7 @@ mod tests {
                 values: vec![value(&v2, 800, 800)],
                 alerts: Vec::new(),
             },
-            SinkMsg::Progress {
-                runtime: 2,
-                time: 800,
-            },
+            progress(2, 800),
         ];
         let got = lives(&run(plan(2, "stale"), live, candidate));
         let life: Vec<(AlertState, u32, u64)> = got.into_values().next().unwrap();
@@ -611,19 +594,10 @@ mod tests {
     #[test]
     fn an_inherited_alert_the_new_version_judges_opens_once_and_ends_once() {
         let (v1, v2) = (plan(1, "stale"), plan(2, "stale"));
-        let live = vec![
-            alerts_msg(1, stale(&v1, 400, None)),
-            SinkMsg::Progress {
-                runtime: 1,
-                time: 500,
-            },
-        ];
+        let live = vec![alerts_msg(1, stale(&v1, 400, None)), progress(1, 500)];
         let candidate = vec![
             valued(&v2, 300),
-            SinkMsg::Progress {
-                runtime: 2,
-                time: 500,
-            },
+            progress(2, 500),
             alerts_msg(2, stale(&v2, 400, None)),
             alerts_msg(2, stale(&v2, 400, Some(800))),
             SinkMsg::Values {
@@ -632,10 +606,7 @@ mod tests {
                 values: vec![value(&v2, 800, 800)],
                 alerts: Vec::new(),
             },
-            SinkMsg::Progress {
-                runtime: 2,
-                time: 800,
-            },
+            progress(2, 800),
         ];
         let got = lives(&run(plan(2, "stale"), live, candidate));
         let life: Vec<(AlertState, u32, u64)> = got.into_values().next().unwrap();
@@ -650,21 +621,9 @@ mod tests {
     #[test]
     fn an_alert_of_a_detector_the_new_version_lacks_ends_at_the_swap() {
         let v1 = plan(1, "stale");
-        let live = vec![
-            alerts_msg(1, stale(&v1, 600, None)),
-            SinkMsg::Progress {
-                runtime: 1,
-                time: 500,
-            },
-        ];
+        let live = vec![alerts_msg(1, stale(&v1, 600, None)), progress(1, 500)];
         let v2 = plan(2, "quiet");
-        let candidate = vec![
-            valued(&v2, 300),
-            SinkMsg::Progress {
-                runtime: 2,
-                time: 500,
-            },
-        ];
+        let candidate = vec![valued(&v2, 300), progress(2, 500)];
         let got = lives(&run(plan(2, "quiet"), live, candidate));
         let life: Vec<(AlertState, u32, u64)> = got.into_values().next().unwrap();
         assert_eq!(
@@ -680,20 +639,14 @@ mod tests {
         let (v1, v2) = (plan(1, "stale"), plan(2, "stale"));
         let live = vec![
             alerts_msg(1, stale(&v1, 400, None)),
-            SinkMsg::Progress {
-                runtime: 1,
-                time: 500,
-            },
+            progress(1, 500),
             alerts_msg(1, stale(&v1, 400, Some(700))),
         ];
         let candidate = vec![
             valued(&v2, 300),
             alerts_msg(2, stale(&v2, 400, None)),
             alerts_msg(2, stale(&v2, 400, Some(700))),
-            SinkMsg::Progress {
-                runtime: 2,
-                time: 500,
-            },
+            progress(2, 500),
         ];
         let got = lives(&run(plan(2, "stale"), live, candidate));
         let life: Vec<(AlertState, u32, u64)> = got.into_values().next().unwrap();
@@ -708,17 +661,8 @@ mod tests {
     #[test]
     fn an_alert_on_a_game_the_new_version_does_not_read_ends_at_the_swap() {
         let v1 = plan(1, "stale");
-        let live = vec![
-            alerts_msg(1, stale(&v1, 400, None)),
-            SinkMsg::Progress {
-                runtime: 1,
-                time: 500,
-            },
-        ];
-        let candidate = vec![SinkMsg::Progress {
-            runtime: 2,
-            time: 500,
-        }];
+        let live = vec![alerts_msg(1, stale(&v1, 400, None)), progress(1, 500)];
+        let candidate = vec![progress(2, 500)];
         let mut elsewhere = (*plan(2, "stale")).clone();
         elsewhere.topics = vec!["nfl.other".into()];
         let got = lives(&run(Arc::new(elsewhere), live, candidate));
@@ -734,18 +678,12 @@ mod tests {
     #[test]
     fn an_alert_resolved_at_a_late_events_time_still_ends() {
         let v2 = plan(2, "stale");
-        let live = vec![SinkMsg::Progress {
-            runtime: 1,
-            time: 500,
-        }];
+        let live = vec![progress(1, 500)];
         let candidate = vec![
             valued(&v2, 300),
             alerts_msg(2, stale(&v2, 600, None)),
             alerts_msg(2, stale(&v2, 600, Some(450))),
-            SinkMsg::Progress {
-                runtime: 2,
-                time: 500,
-            },
+            progress(2, 500),
         ];
         let got = lives(&run(plan(2, "stale"), live, candidate));
         let life: Vec<(AlertState, u32, u64)> = got.into_values().next().unwrap();
